@@ -110,8 +110,7 @@ class ScalingData:
                     else family
                 )
                 raise DataError(
-                    f"column {col!r} has missing values (pass dropna=True to drop such rows, which are then "
-                    "reported)",
+                    f"column {col!r} has missing values (pass dropna=True to drop such rows, which are then reported)",
                     column=col,
                     rows=list(df.index[missing]),
                 )
@@ -132,9 +131,7 @@ class ScalingData:
             v = values[role]
             bad = v.index[~np.isfinite(v.to_numpy())]
             if len(bad):
-                raise DataError(
-                    f"column {col!r} ({role}) has non-finite values (inf)", column=col, rows=list(bad)
-                )
+                raise DataError(f"column {col!r} ({role}) has non-finite values (inf)", column=col, rows=list(bad))
             bad = v.index[v.to_numpy() <= 0]
             if len(bad):
                 raise DataError(f"column {col!r} ({role}) must be > 0", column=col, rows=list(bad))

@@ -15,7 +15,6 @@ from .data import ScalingData
 from .errors import DataError, UnknownNameError
 
 
-
 def _path(name: str, file: str):
     return resources.files("scalebayes").joinpath("data", name, file)
 
@@ -92,7 +91,13 @@ def load_porian_isoflop(*, param_count: str = "standard", split: str = "val") ->
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = ScalingData.from_frame(
-            sel, N="params", D="tokens", C="flops", loss="loss", family="family", dropna=True,
+            sel,
+            N="params",
+            D="tokens",
+            C="flops",
+            loss="loss",
+            family="family",
+            dropna=True,
             name=f"porian_isoflop[{param_count},{split}]",
         )
     for w in caught:  # re-issue so the caller sees which rows went
