@@ -208,7 +208,7 @@ def build_datatree(data: ScalingData, prep: Prepared, site: dict, stats: dict, *
     """The ArviZ DataTree of a fit: posterior (published convention), sample_stats, observed/constant data,
     latent_posterior (sampler coordinates per family) and, when ``pointwise``, log_likelihood and
     posterior_predictive (dims chain, draw, obs)."""
-    from .posterior import pointwise_groups
+    from .pointwise import pointwise_groups
 
     spec = prep.spec
     F = spec.n_families

@@ -116,13 +116,14 @@ def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float6
             model_args=args,
             rng_key=k_run,
         )
-        state = lax.fori_loop(0, config.warmup, lambda i, s: sample_kernel(s, model_args=args), state)
-
+        # One scan over warm-up and sampling (rather than a warm-up loop plus a sampling scan) compiles the NUTS
+        # kernel once instead of twice; keeping the warm-up states costs only (warmup × n_latent) floats.
         def step(s, _):
             s = sample_kernel(s, model_args=args)
             return s, (s.z, s.diverging, s.num_steps, s.accept_prob, s.energy, s.potential_energy)
 
-        _, (z, div, steps, acc, energy, pot) = lax.scan(step, state, None, length=config.draws)
+        last, trace = lax.scan(step, state, None, length=config.warmup + config.draws)
+        z, div, steps, acc, energy, pot = jax.tree.map(lambda v: v[config.warmup :], trace)
         draws = jax.vmap(post_gen(*args))(z)
         stats = {
             "diverging": div,
@@ -130,7 +131,7 @@ def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float6
             "accept_prob": acc,
             "energy": energy,
             "potential_energy": pot,
-            "step_size": state.adapt_state.step_size,
+            "step_size": last.adapt_state.step_size,
         }
         return draws, stats
 

@@ -1,0 +1,45 @@
+"""Shared fixtures. Fits are expensive (a compile of ~15-30 s on a 2-core CPU, then seconds per fit), so tests share
+session-scoped posteriors and a few standard sampler settings: a fit with the same law, pooling, family count,
+padded size and settings as an earlier one reuses its compiled sampler."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# Persist XLA compilations between test runs on one machine (a fresh CI clone starts empty; harmless there).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+
+import scalebayes as sb  # noqa: E402
+
+#: Standard settings for tests that need a converged posterior (ESS ≥ 400 on chinchilla_epoch).
+FULL = dict(chains=4, warmup=500, draws=500)
+#: Settings for tests that only need draws of the right shape, not convergence.
+QUICK = dict(chains=2, warmup=150, draws=100)
+
+
+@pytest.fixture(scope="session")
+def chinchilla_data():
+    return sb.datasets.load("chinchilla_epoch")
+
+
+@pytest.fixture(scope="session")
+def chinchilla_post(chinchilla_data):
+    return sb.fit(chinchilla_data, seed=0, **FULL)
+
+
+def simulate_chinchilla(params: dict, n: int = 60, *, sigma: float = 0.01, seed: int = 0, family: str | None = None):
+    """Synthetic runs from the Chinchilla law on a log-uniform design (N 1e7–1e10, 5–200 tokens/param),
+    with Gaussian noise of scale ``sigma`` on log loss. Returns a DataFrame with N, D, loss (and family)."""
+    rng = np.random.default_rng(seed)
+    N = 10 ** rng.uniform(7, 10, n)
+    D = N * 10 ** rng.uniform(np.log10(5), np.log10(200), n)
+    L = params["E"] + params["A"] * N ** -params["alpha"] + params["B"] * D ** -params["beta"]
+    loss = L * np.exp(sigma * rng.standard_normal(n))
+    df = pd.DataFrame({"N": N, "D": D, "loss": loss})
+    if family is not None:
+        df["family"] = family
+    return df
