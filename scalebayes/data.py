@@ -98,7 +98,7 @@ class ScalingData:
 
         excluded_parts = []
         missing = pd.Series(False, index=df.index)
-        for role, col in roles.items():
+        for role in roles:
             missing |= values[role].isna()
         if fam is not None:
             missing |= fam.isna()

@@ -238,7 +238,6 @@ def build_datatree(data: ScalingData, prep: Prepared, site: dict, stats: dict, *
         if spec.noise == "family":
             dims["sigma"] = ["family"]
     latent = {z: out["latents"][z] for z in spec.latents}
-    m = prep.n_obs
     sample_stats = {
         "diverging": stats["diverging"],
         "n_steps": stats["num_steps"],
@@ -249,7 +248,13 @@ def build_datatree(data: ScalingData, prep: Prepared, site: dict, stats: dict, *
         "step_size": np.broadcast_to(stats["step_size"][:, None], stats["diverging"].shape),
     }
     obs_coord = np.asarray(data.frame.index)
-    const = {"N": data.N, "D": data.D, "C": data.C, "family": np.asarray(data.frame["family"], dtype=str)}
+    const = {
+        "N": data.N,
+        "D": data.D,
+        "C": data.C,
+        "loss": data.loss,
+        "family": np.asarray(data.frame["family"], dtype=str),
+    }
     if data.U is not None:
         const["U"] = data.U
     groups = {
@@ -259,7 +264,16 @@ def build_datatree(data: ScalingData, prep: Prepared, site: dict, stats: dict, *
         "observed_data": {"log_loss": np.log(data.loss)},
         "constant_data": const,
     }
-    all_dims = {**dims, "log_loss": ["obs"], "N": ["obs"], "D": ["obs"], "C": ["obs"], "U": ["obs"], "family": ["obs"]}
+    all_dims = {
+        **dims,
+        "log_loss": ["obs"],
+        "N": ["obs"],
+        "D": ["obs"],
+        "C": ["obs"],
+        "loss": ["obs"],
+        "U": ["obs"],
+        "family": ["obs"],
+    }
     for z in spec.latents:
         all_dims[z] = ["family"]
     attrs = {

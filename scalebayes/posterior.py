@@ -116,7 +116,11 @@ class Posterior:
         noise (sigma, nu) and, under partial pooling, population hyper-parameters; ``name[family]`` per family.
         """
         post = self.posterior
-        names = list(var_names) if var_names is not None else list(post.data_vars)
+        if var_names is None:  # a fixed order, whatever order a storage backend returns variables in
+            first = [n for n in (*self.law.params, *self.law.derived, "sigma", "nu") if n in post.data_vars]
+            names = first + sorted(n for n in post.data_vars if n not in first)
+        else:
+            names = list(var_names)
         diag = self.diagnostics.table
         rows = []
         for name in names:
@@ -261,6 +265,7 @@ class Posterior:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".zarr":
+            _need_zarr()
             self.idata.to_zarr(path, mode="w")
         else:
             self.idata.to_netcdf(path, engine="h5netcdf")
@@ -278,6 +283,7 @@ def load(path: str | Path) -> Posterior:
     if not path.exists():
         raise DataError(f"file not found: {path}")
     if path.suffix == ".zarr":
+        _need_zarr()
         dt = xr.open_datatree(path, engine="zarr")
     else:
         dt = xr.open_datatree(path, engine="h5netcdf")
@@ -287,6 +293,13 @@ def load(path: str | Path) -> Posterior:
     return Posterior(dt)
 
 
+def _need_zarr() -> None:
+    try:
+        import zarr  # noqa: F401
+    except ImportError as e:
+        raise ModelError("zarr output needs the zarr package: pip install 'scalebayes[zarr]' (or save as .nc)") from e
+
+
 def _data_from_tree(dt, meta) -> ScalingData:
     cd = dt["constant_data"]
     frame = pd.DataFrame(
@@ -294,7 +307,7 @@ def _data_from_tree(dt, meta) -> ScalingData:
             "N": np.asarray(cd["N"].values, float),
             "D": np.asarray(cd["D"].values, float),
             "C": np.asarray(cd["C"].values, float),
-            "loss": np.exp(np.asarray(dt["observed_data"]["log_loss"].values, float)),
+            "loss": np.asarray(cd["loss"].values, float),
         },
         index=pd.Index(np.asarray(cd["obs"].values), name="row"),
     )
@@ -303,5 +316,3 @@ def _data_from_tree(dt, meta) -> ScalingData:
     frame["family"] = np.asarray(cd["family"].values).astype(str)
     excl = pd.DataFrame(meta.get("excluded") or {"reason": []})
     return ScalingData(frame=frame, excluded=excl, name=meta.get("data_name", "data"))
-
-
