@@ -192,6 +192,7 @@ class Posterior:
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         include_noise: bool = True,
         seed: int = 0,
+        extrapolation="none",
     ) -> pd.DataFrame:
         """Posterior (predictive) loss at query points, one row per point.
 
@@ -199,6 +200,9 @@ class Posterior:
         (unique tokens) for laws that need it. ``include_noise=False`` gives the credible band of the law itself;
         ``True`` the posterior predictive for a new run (law + run-to-run noise). ``family`` picks a fitted family;
         None (with several families) or an unseen name predicts for a new family drawn from the population.
+        ``extrapolation="discrepancy"`` adds the model-discrepancy term of :mod:`scalebayes.discrepancy`, whose
+        scale grows with distance beyond the fitted runs (zero inside them; learned, on first use, from
+        leave-largest-out refits); ``"none"`` (default) leaves the law's own predictive as is.
         Returns a DataFrame with the inputs, ``mean`` and one ``q<p>`` column per quantile, in nats.
         """
         q = self._query(N, D, C, U)
@@ -206,7 +210,11 @@ class Posterior:
         params = self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
         x = {k: jnp.log(jnp.asarray(q[k].to_numpy(), dtype=jnp.float64)) for k in self.law.inputs}
         log_mu = log_mean_draws(self.law, params, x)
-        if include_noise:
+        if extrapolation != "none":  # model discrepancy beyond the fitted runs, see scalebayes.discrepancy
+            from .discrepancy import widen
+
+            log_mu = widen(self, q, log_mu, sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed)
+        elif include_noise:
             log_mu = add_noise(jax.random.key(seed), log_mu, sigma, nu)
         values = np.exp(np.asarray(log_mu))
         out = q.copy()
@@ -214,14 +222,20 @@ class Posterior:
             out[k] = v
         return out
 
-    def predictive_draws(self, N=None, D=None, *, C=None, U=None, family=None, include_noise=True, seed=0):
+    def predictive_draws(
+        self, N=None, D=None, *, C=None, U=None, family=None, include_noise=True, seed=0, extrapolation="none"
+    ):
         """Loss draws (S, P) in nats at the query points (see :meth:`predict`)."""
         q = self._query(N, D, C, U)
         lat, (sigma, nu) = self._latent_draws(family, seed=seed)
         params = self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
         x = {k: jnp.log(jnp.asarray(q[k].to_numpy(), dtype=jnp.float64)) for k in self.law.inputs}
         log_mu = log_mean_draws(self.law, params, x)
-        if include_noise:
+        if extrapolation != "none":
+            from .discrepancy import widen
+
+            log_mu = widen(self, q, log_mu, sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed)
+        elif include_noise:
             log_mu = add_noise(jax.random.key(seed), log_mu, sigma, nu)
         return np.exp(np.asarray(log_mu))
 
@@ -275,6 +289,155 @@ class Posterior:
         """Draws of the published parameters (and derived a, b) for one family as a DataFrame (S rows)."""
         names = [*self.law.params, *self.law.derived]
         return pd.DataFrame({n: self.draws(n, family) for n in names})
+
+    # ---- planning (scalebayes.plan)
+    def plan(
+        self,
+        C,
+        *,
+        family: str | None = None,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
+        objective: str = "loss",
+        inference_tokens: float = 0.0,
+        unique_tokens: float | None = None,
+        method: str = "auto",
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Compute-optimal allocation with posterior uncertainty, one row per budget.
+
+        For every posterior draw the law's mean loss is minimised along the iso-compute line 6·N·D = C (closed form
+        for the Chinchilla law, N* = G·(C/6)^a and D* = G^-1·(C/6)^b with G = (αA/(βB))^(1/(α+β)); a vectorised
+        1-D numerical minimisation for any other law with inputs N and D), and the quantiles are taken over draws.
+        Run-to-run noise is not included: it does not move the optimum, and L* is the law's own mean loss.
+
+        Args:
+            C: budget(s) in FLOP, scalar or (B,).
+            family: a fitted family's name, or None (with several families) / an unseen name for a *new* family
+                drawn from the population, whose plan is wider.
+            quantiles: quantile levels of the output columns.
+            objective: how ``C`` is read when ``inference_tokens`` > 0 (identical plans when it is 0).
+                ``"loss"``: C is a *training* budget that sets a target: for each draw, the loss ℓ its training-only
+                optimum reaches at C; the plan is the (N, D) reaching ℓ with the least lifetime compute
+                6·N·D + 2·N·T (Sardana et al. 2024, "Beyond Chinchilla-optimal"), so C_train > C and
+                C_total = C_train + 2·N·T are reported. ``"budget"``: C is the *total* lifetime budget
+                (training + inference); the plan minimises the loss within it.
+            inference_tokens: T, tokens to be processed at inference over the model's lifetime (2·N FLOP each).
+            unique_tokens: U, the unique training data available. Laws with a unique-token input (the
+                data-constrained law) are evaluated at U and may repeat data (D > U, ``epochs`` = D/U reported); for
+                every other law D ≤ U is imposed as a constraint.
+            method: ``"auto"`` (closed form where it exists), ``"closed_form"`` or ``"numerical"``.
+            seed: seed of the new-family draws.
+
+        Returns:
+            DataFrame with column ``C`` and, per quantile q, ``N_q<q>`` (parameters), ``D_q<q>`` (tokens),
+            ``D_per_N_q<q>`` (tokens per parameter), ``L_q<q>`` (loss reached, nats), ``C_train_q<q>`` (6ND, FLOP),
+            ``C_total_q<q>`` (6ND + 2NT, FLOP) and, with ``unique_tokens``, ``epochs_q<q>``. Each column's
+            quantiles are marginal (the 5% N and the 5% D come from different draws). Per-draw arrays:
+            :func:`scalebayes.plan.plan_draws`.
+        """
+        from . import plan as _plan
+
+        return _plan.plan(
+            self,
+            C,
+            family=family,
+            quantiles=quantiles,
+            objective=objective,
+            inference_tokens=inference_tokens,
+            unique_tokens=unique_tokens,
+            method=method,
+            seed=seed,
+        )
+
+    def compute_for_loss(
+        self,
+        target,
+        prob: float = 0.9,
+        *,
+        family: str | None = None,
+        include_noise: bool = False,
+        unique_tokens: float | None = None,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """The least training compute, and one (N, D) spending it, with P(loss ≤ target) ≥ ``prob``.
+
+        A decision, not a per-draw optimum: one allocation is chosen, and its probability is taken over the
+        posterior. For each tokens-per-parameter ratio D/N the smallest C whose (N, D) puts a fraction ``prob`` of
+        the draws at or below ``target`` is found (each draw's crossing solved along the ray), and the ratio
+        minimising it is kept. :meth:`prob_loss_below` at the returned (N, D) gives back ``prob`` (up to one draw).
+
+        ``include_noise=False`` (default) asks about the law's own mean loss: the loss a well-run training of that
+        size reaches, which is what an allocation decides. The fitted noise σ also absorbs run-to-run variation
+        (seeds, data order) *and* misfit and digitisation error of the fitted table, so adding it would put the
+        table's quirks into a plan for a new model. ``True`` asks about one new run's loss (law + the fitted
+        Student-t noise, :func:`scalebayes.plan.noise_draws`): more compute for prob > 0.5.
+
+        Args:
+            target: loss(es) in nats, scalar or (P,).
+            prob: required probability, in (0, 1).
+            family, seed: as in :meth:`plan`.
+            unique_tokens: as in :meth:`plan` (a constraint D ≤ U for laws without a unique-token input).
+
+        Returns:
+            DataFrame, one row per target: ``target``, ``prob``, ``C`` (FLOP; inf when unreachable, e.g. below the
+            irreducible loss), ``N`` (parameters), ``D`` (tokens), ``D_per_N``.
+        """
+        from . import plan as _plan
+
+        return _plan.compute_for_loss(
+            self, target, prob, family=family, include_noise=include_noise, unique_tokens=unique_tokens, seed=seed
+        )
+
+    def prob_loss_below(
+        self,
+        target,
+        N,
+        D,
+        *,
+        family: str | None = None,
+        include_noise: bool = False,
+        unique_tokens: float | None = None,
+        seed: int = 0,
+    ):
+        """Posterior probability that training N parameters on D tokens reaches a loss ≤ ``target`` nats.
+
+        The fraction of posterior draws whose loss at (N, D) is at or below target: the law's mean loss by default,
+        one new run's loss (law + run-to-run noise) with ``include_noise=True`` (see :meth:`compute_for_loss` for
+        why the default leaves noise out). ``target``, ``N``, ``D`` broadcast; returns a float for scalars, else an
+        array (P,). ``unique_tokens`` is the U input of laws that take one (ignored by other laws).
+        """
+        from . import plan as _plan
+
+        return _plan.prob_loss_below(
+            self, target, N, D, family=family, include_noise=include_noise, unique_tokens=unique_tokens, seed=seed
+        )
+
+    def allocation_regret(
+        self,
+        C=None,
+        N=None,
+        D=None,
+        *,
+        family: str | None = None,
+        unique_tokens: float | None = None,
+        method: str = "auto",
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Compute-equivalent regret of an allocation, per posterior draw.
+
+        Give two of C (FLOP), N (parameters), D (tokens) (C = 6·N·D), scalars or arrays that broadcast. For each
+        draw s, the allocation reaches the law's mean loss ℓ_s = L_s(N, D); the compute-optimal plan reaches ℓ_s
+        with C_opt,s(ℓ_s) ≤ 6·N·D. The regret is ``6·N·D / C_opt,s(ℓ_s) - 1`` ≥ 0: the fraction of extra compute
+        the allocation spends over the optimum for the same loss (0.01 = 1% wasted). E.g.
+        ``(post.allocation_regret(N=70e9, D=1.4e12) <= 0.01).mean()`` is the posterior probability that Hoffmann et
+        al.'s Chinchilla is within 1% of compute-optimal. Noise-free by construction (it compares the law's mean
+        losses). Returns (S,) for scalar inputs, else (S, P).
+        """
+        from . import plan as _plan
+
+        return _plan.allocation_regret(
+            self, C, N, D, family=family, unique_tokens=unique_tokens, method=method, seed=seed
+        )
 
 
 def load(path: str | Path) -> Posterior:

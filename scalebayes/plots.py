@@ -1,0 +1,549 @@
+"""Figures of a fit and of its compute plans. Every function returns a :class:`matplotlib.figure.Figure`.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (the Agg canvas; no pyplot state, no display needed):
+save one with ``fig.savefig("x.png", dpi=150)``; in a notebook a returned figure displays itself.
+
+Conventions: N in parameters, D in tokens, C in FLOP (C = 6·N·D), loss in nats/token; log axes for N, D, C and
+tokens-per-parameter. Bands are posterior quantiles over draws: the darker band is the central 50%, the lighter the
+central 90%, the line the median. Unless a function says otherwise, bands are of the law's mean loss (no
+run-to-run noise).
+
+Data plots: :func:`data_scatter`, :func:`fit_curves`, :func:`residuals`, :func:`ppc`, :func:`pair`,
+:func:`extrapolation`. Planning plots: :func:`isoflop`, :func:`frontier`, :func:`ratio`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
+from scipy import stats as _stats  # a dependency of jax
+
+from .data import ScalingData
+from .errors import DataError, UnknownNameError
+
+if TYPE_CHECKING:
+    from .posterior import Posterior
+
+LABELS = {
+    "N": "N (parameters)",
+    "D": "D (training tokens)",
+    "C": "C (training FLOP, 6ND)",
+    "U": "U (unique tokens)",
+    "loss": "loss (nats/token)",
+    "ratio": "D/N (tokens per parameter)",
+}
+#: Central intervals drawn as bands (outermost first).
+BANDS = (0.9, 0.5)
+_CYCLE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+#: Hoffmann et al. (2022) Approach-3 exponents, a common reference for :func:`pair`.
+HOFFMANN = {"Hoffmann et al. 2022": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _figure(ncols: int = 1, nrows: int = 1, *, size: tuple[float, float] = (6.0, 4.2), **kw):
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _band(ax, x, draws: np.ndarray, color, label: str | None = None, *, bands=BANDS, lw: float = 1.6, ls="-"):
+    """Median line and central-interval bands of ``draws`` (S, P) along ``x`` (P,)."""
+    for i, b in enumerate(bands):
+        lo, hi = np.quantile(draws, [(1 - b) / 2, (1 + b) / 2], axis=0)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15 + 0.15 * i, lw=0)
+    ax.plot(x, np.median(draws, axis=0), color=color, lw=lw, ls=ls, label=label)
+
+
+def _band_legend(ax, extra: Sequence = (), loc="best", bands=BANDS, color="0.5"):
+    """Legend entries for the existing labelled artists plus a note of what the bands are."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Patch(color=color, alpha=0.15 + 0.15 * i, lw=0) for i in range(len(bands))]
+    labels += [f"{int(100 * b)}% credible band" for b in bands]
+    for h, lab in extra:
+        handles.append(h)
+        labels.append(lab)
+    ax.legend(handles, labels, loc=loc, fontsize=8, framealpha=0.85)
+
+
+def _count(v: float) -> str:
+    """3.2e10 -> '32B', 1.4e12 -> '1.4T' (parameters, tokens)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _plain_log_axis(ax) -> None:
+    """Plain numbers (2, 3, 4 rather than 2×10⁰) on a log axis that spans little more than a decade, such as loss;
+    call after plotting (it reads the axis limits). Wider axes keep matplotlib's powers of ten."""
+    lo, hi = ax.get_ylim()  # (y axis; get_ylim applies any pending autoscale)
+    if lo > 0 and hi / lo < 20:
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+
+
+def _truncated(name: str, lo: float, hi: float):
+    """A colormap without its palest end (yellow on white is unreadable)."""
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(colormaps[name](np.linspace(lo, hi, 256)))
+
+
+def _grid(ax) -> None:
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _data_of(obj) -> ScalingData:
+    if isinstance(obj, ScalingData):
+        return obj
+    data = getattr(obj, "data", None)
+    if isinstance(data, ScalingData):
+        return data
+    raise DataError(f"expected ScalingData or a Posterior, got {type(obj).__name__}")
+
+
+def _families(post: Posterior, family: str | Sequence[str] | None) -> list[str]:
+    if family is None:
+        return list(post.families)
+    names = [family] if isinstance(family, str) else list(family)
+    unknown = [f for f in names if f not in post.families]
+    if unknown:
+        raise UnknownNameError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; fitted: {post.families}")
+    return names
+
+
+def _fam_label(post: Posterior, family: str | None, fmt: str = " ({})") -> str:
+    """'' for a single-family fit, else the family (or 'new family') formatted with ``fmt``."""
+    if len(post.families) == 1 and family in (None, post.families[0]):
+        return ""
+    if family is None or family not in post.families:
+        return fmt.format("new family from the population")
+    return fmt.format(family)
+
+
+def _panel_grid(n: int, size=(6.0, 4.2)):
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = _figure(ncols, nrows, size=size)
+    flat = axes.ravel()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _default_budgets(post: Posterior, n: int, *, extend: float = 1.0) -> np.ndarray:
+    C = post.data.C
+    return np.logspace(np.log10(C.min()), np.log10(C.max() * extend), n)
+
+
+def _extra_inputs(post: Posterior, frame) -> dict:
+    return {"U": frame["U"].to_numpy()} if "U" in post.law.inputs and "U" in frame else {}
+
+
+# ---------------------------------------------------------------------------------------------------- data plots
+def data_scatter(data: ScalingData | Posterior, *, ax=None) -> Figure:
+    """The runs: N (parameters) against C (FLOP), coloured by final loss (nats/token), one marker per family;
+    rows excluded by a loading option are drawn as red crosses (listed with their reason in ``data.excluded``)."""
+    data = _data_of(data)
+    if ax is None:
+        fig, axes = _figure()
+        ax = axes[0, 0]
+    else:
+        fig = ax.figure
+    f = data.frame
+    norm = Normalize(vmin=float(f["loss"].min()), vmax=float(f["loss"].max()))
+    sc = None
+    fams = list(data.families)
+    for i, fam in enumerate(fams):
+        sub = f[f["family"] == fam]
+        sc = ax.scatter(
+            sub["C"],
+            sub["N"],
+            c=sub["loss"],
+            cmap="viridis",
+            norm=norm,
+            s=18,
+            marker=_MARKERS[i % len(_MARKERS)],
+            edgecolors="none",
+            label=fam if len(fams) > 1 else f"runs used ({len(sub)})",
+        )
+    ex = data.excluded
+    n_ex = len(ex)
+    if n_ex:
+        if "C" not in ex and {"N", "D"} <= set(ex.columns):
+            ex = ex.assign(C=6.0 * ex["N"] * ex["D"])
+        if {"N", "C"} <= set(ex.columns):
+            ax.scatter(ex["C"], ex["N"], marker="x", color="red", s=30, label=f"excluded ({n_ex}; see data.excluded)")
+    ax.set(xscale="log", yscale="log", xlabel=LABELS["C"], ylabel=LABELS["N"])
+    ax.set_title(f"{data.name}: {len(data)} runs" + (f", {n_ex} excluded" if n_ex else ""))
+    if sc is not None:
+        fig.colorbar(sc, ax=ax, label="final " + LABELS["loss"])
+    ax.legend(fontsize=8, loc="lower right")
+    _grid(ax)
+    return fig
+
+
+def fit_curves(
+    post: Posterior,
+    *,
+    x: str = "C",
+    values: Sequence[float] | None = None,
+    family: str | Sequence[str] | None = None,
+    n_curves: int = 5,
+    frontier: bool = True,
+) -> Figure:
+    """Loss against C (or N) with posterior bands and the data, one panel per fitted family.
+
+    ``x="C"``: curves of fixed model size N (``values``, default ``n_curves`` sizes spanning the data) over the
+    compute range each size was trained on, plus (``frontier``) the compute-optimal loss L*(C) in black; points are
+    the runs coloured by N on the same scale. ``x="N"``: curves of fixed training tokens D against N, points coloured
+    by D. Bands: the law's mean loss (no run-to-run noise).
+    """
+    if x not in ("C", "N"):
+        raise DataError(f"x must be 'C' or 'N', got {x!r}")
+    fams = _families(post, family)
+    fig, axes = _panel_grid(len(fams), size=(6.4, 4.6))
+    held = "N" if x == "C" else "D"
+    for ax, fam in zip(axes, fams, strict=True):
+        sub = post.data.frame[post.data.frame["family"] == fam]
+        vals = np.asarray(values, dtype=float) if values is not None else None
+        if vals is None:
+            lo, hi = np.log10(sub[held].min()), np.log10(sub[held].max())
+            vals = np.logspace(lo, hi, n_curves)
+        norm = LogNorm(vmin=min(sub[held].min(), vals.min()), vmax=max(sub[held].max(), vals.max()))
+        cmap = _truncated("plasma", 0.0, 0.85)
+        sc = ax.scatter(sub[x], sub["loss"], c=sub[held], cmap=cmap, norm=norm, s=12, alpha=0.8, edgecolors="none")
+        other = "D" if held == "N" else "N"
+        o_lo, o_hi = sub[other].min(), sub[other].max()
+        for v in vals:
+            o = np.logspace(np.log10(o_lo), np.log10(o_hi), 64)
+            q = {held: np.full_like(o, v), other: o}
+            if "U" in post.law.inputs:
+                q["U"] = q["D"]  # curves for unique data (no repetition)
+            draws = post.predictive_draws(q["N"], q["D"], U=q.get("U"), family=fam, include_noise=False)
+            xs = 6.0 * q["N"] * q["D"] if x == "C" else q["N"]
+            _band(ax, xs, draws, cmap(norm(v)), label=f"{held} = {_count(v)}")
+        if frontier and x == "C":
+            from . import plan as _plan
+
+            Cs = np.logspace(np.log10(sub["C"].min()), np.log10(sub["C"].max()), 64)
+            d = _plan.plan_draws(post, Cs, family=fam)
+            _band(ax, Cs, d["L"], "black", label="compute-optimal L*(C)", lw=1.2, ls="--")
+        ax.set(xscale="log", yscale="log", xlabel=LABELS[x], ylabel=LABELS["loss"])
+        _plain_log_axis(ax)
+        ax.set_title(f"{post.law.name} fit" + (f": {fam}" if len(post.families) > 1 else ""))
+        fig.colorbar(sc, ax=ax, label=LABELS[held] + " of run / curve")
+        _band_legend(ax, extra=[(Line2D([], [], ls="", marker="o", color="0.4", ms=4), "runs")], loc="upper right")
+        _grid(ax)
+    return fig
+
+
+def _fitted_log_median(post: Posterior) -> np.ndarray:
+    """Posterior median of the law's log mean loss at every fitted run, (n,)."""
+    f = post.data.frame
+    out = np.empty(len(f))
+    fam_col = f["family"].to_numpy()
+    for fam in post.families:
+        m = fam_col == fam
+        sub = f[m]
+        draws = post.predictive_draws(
+            sub["N"].to_numpy(), sub["D"].to_numpy(), **_extra_inputs(post, sub), family=fam, include_noise=False
+        )
+        out[m] = np.median(np.log(draws), axis=0)
+    return out
+
+
+def residuals(post: Posterior, *, x: str = "C") -> Figure:
+    """Residuals in log loss, observed − posterior median of the law, against C (or N, D), per family; dashed lines
+    at ±2σ (posterior median of the noise scale σ). Structure (trends, curvature) means misfit."""
+    if x not in ("C", "N", "D"):
+        raise DataError(f"x must be 'C', 'N' or 'D', got {x!r}")
+    f = post.data.frame
+    res = np.log(f["loss"].to_numpy()) - _fitted_log_median(post)
+    fig, axes = _figure(size=(6.4, 4.2))
+    ax = axes[0, 0]
+    for i, fam in enumerate(post.families):
+        m = (f["family"] == fam).to_numpy()
+        ax.scatter(f[x][m], res[m], s=12, color=_CYCLE[i % len(_CYCLE)], label=fam, alpha=0.8, edgecolors="none")
+    ax.axhline(0.0, color="black", lw=1)
+    sigma = np.median(post.draws("sigma", post.families[0] if post.spec.noise == "family" else None))
+    ax.axhline(2 * sigma, color="0.4", ls="--", lw=1, label=f"±2σ (σ = {sigma:.3g})")
+    ax.axhline(-2 * sigma, color="0.4", ls="--", lw=1)
+    ax.set(xscale="log", xlabel=LABELS[x], ylabel="residual log loss (observed − posterior median)")
+    ax.set_title(f"residuals of the {post.law.name} fit ({len(f)} runs)")
+    ax.legend(fontsize=8)
+    _grid(ax)
+    return fig
+
+
+def ppc(post: Posterior, *, n_rep: int = 40, seed: int = 0) -> Figure:
+    """Posterior predictive check of log loss, from the ``posterior_predictive`` group (dims chain, draw, obs).
+
+    Left: observed vs replicated log loss per run (median and 90% interval of the replicates) against y = x.
+    Middle: PIT, the fraction of replicates below each observation; a calibrated model gives a flat histogram
+    (the grey band is the 90% range of a uniform histogram's bar heights). Right: the observed distribution of log
+    loss over runs against ``n_rep`` replicated data sets.
+    """
+    if "posterior_predictive" not in post.idata.children:
+        post.pointwise()
+    rep = post.idata["posterior_predictive"]["log_loss"].transpose("chain", "draw", "obs").values
+    rep = rep.reshape(-1, rep.shape[-1])
+    obs = np.asarray(post.idata["observed_data"]["log_loss"].values)
+    fig, axes = _figure(3, 1, size=(4.6, 4.2))
+    a0, a1, a2 = axes[0]
+    med = np.median(rep, axis=0)
+    lo, hi = np.quantile(rep, [0.05, 0.95], axis=0)
+    a0.errorbar(obs, med, yerr=[med - lo, hi - med], fmt="o", ms=2.5, lw=0.6, alpha=0.7, label="replicated (90%)")
+    lim = [min(obs.min(), lo.min()), max(obs.max(), hi.max())]
+    a0.plot(lim, lim, color="black", lw=1, label="y = x")
+    a0.set(
+        xlabel="observed log loss (ln nats/token)",
+        ylabel="replicated log loss (ln nats/token)",
+        title="observed vs replicated",
+    )
+    a0.legend(fontsize=8)
+    pit = (rep < obs[None, :]).mean(axis=0)
+    nb = 10
+    n = len(obs)
+    a1.hist(pit, bins=nb, range=(0, 1), color=_CYCLE[0], alpha=0.8, label="PIT of runs")
+    lo_c, hi_c = _stats.binom.ppf([0.05, 0.95], n, 1 / nb)
+    a1.axhspan(lo_c, hi_c, color="0.5", alpha=0.3, zorder=3, label="90% range if calibrated")
+    a1.axhline(n / nb, color="black", lw=1)
+    a1.set(xlabel="PIT: P(replicate < observed)", ylabel="runs", title="calibration (PIT)", xlim=(0, 1))
+    a1.legend(fontsize=8)
+    rng = np.random.default_rng(seed)
+    bins = np.linspace(min(obs.min(), lo.min()), max(obs.max(), hi.max()), 30)
+    for j in rng.choice(rep.shape[0], size=min(n_rep, rep.shape[0]), replace=False):
+        a2.hist(rep[j], bins=bins, histtype="step", color=_CYCLE[0], alpha=0.15, lw=0.8)
+    a2.hist(obs, bins=bins, histtype="step", color="black", lw=1.8)
+    a2.legend(
+        [Line2D([], [], color=_CYCLE[0], alpha=0.5), Line2D([], [], color="black", lw=1.8)],
+        [f"replicated data sets ({min(n_rep, rep.shape[0])})", "observed"],
+        fontsize=8,
+    )
+    a2.set(xlabel="log loss (ln nats/token)", ylabel="runs", title="distribution over runs")
+    return fig
+
+
+def _param_draws(post: Posterior, name: str, family: str | None) -> np.ndarray:
+    if name in post.law.params:
+        return np.asarray(post.param_draws(family)[name])
+    if name in post.law.derived:
+        return np.asarray(post.law.derived[name](post.param_draws(family)))
+    return post.draws(name, family)
+
+
+def pair(
+    post: Posterior,
+    x: str = "alpha",
+    y: str = "beta",
+    *,
+    family: str | None = None,
+    reference: Mapping[str, Mapping[str, float]] | None = None,
+    max_points: int = 4000,
+) -> Figure:
+    """Joint posterior of two quantities (published parameters, derived ones like ``a``/``b``, or any posterior
+    variable) as a scatter of draws with marginal histograms.
+
+    ``reference`` marks published estimates, ``{label: {param: value}}``: a star where both coordinates are given,
+    a line where one is, e.g. ``plots.HOFFMANN`` (Hoffmann et al. 2022: α = 0.34, β = 0.28). ``family`` as in
+    :meth:`~scalebayes.posterior.Posterior.param_draws` (None with several families: a new family).
+    """
+    xs, ys = _param_draws(post, x, family), _param_draws(post, y, family)
+    fig = Figure(figsize=(5.6, 5.6), layout="constrained")
+    gs = fig.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4))
+    ax = fig.add_subplot(gs[1, 0])
+    axx = fig.add_subplot(gs[0, 0], sharex=ax)
+    axy = fig.add_subplot(gs[1, 1], sharey=ax)
+    idx = np.arange(len(xs))
+    if len(xs) > max_points:
+        idx = np.random.default_rng(0).choice(len(xs), max_points, replace=False)
+    ax.scatter(xs[idx], ys[idx], s=4, alpha=0.25, color=_CYCLE[0], edgecolors="none", label="posterior draws")
+    axx.hist(xs, bins=40, color=_CYCLE[0], alpha=0.7)
+    axy.hist(ys, bins=40, color=_CYCLE[0], alpha=0.7, orientation="horizontal")
+    for i, (lab, ref) in enumerate((reference or {}).items()):
+        c = _CYCLE[(i + 1) % len(_CYCLE)]
+        if x in ref and y in ref:
+            ax.scatter([ref[x]], [ref[y]], marker="*", s=180, color=c, edgecolors="black", zorder=5, label=lab)
+        elif x in ref:
+            ax.axvline(ref[x], color=c, ls="--", label=f"{lab} ({x})")
+        elif y in ref:
+            ax.axhline(ref[y], color=c, ls="--", label=f"{lab} ({y})")
+    ax.set(xlabel=x, ylabel=y)
+    axx.tick_params(labelbottom=False)
+    axy.tick_params(labelleft=False)
+    axx.set_ylabel("draws")
+    axy.set_xlabel("draws")
+    ax.legend(fontsize=8, loc="best")
+    _grid(ax)
+    fig.suptitle(f"{post.law.name}: {x} vs {y}{_fam_label(post, family, ', {}')}, {len(xs)} draws", fontsize=10)
+    return fig
+
+
+def extrapolation(
+    post: Posterior,
+    *,
+    k: float = 100.0,
+    family: str | None = None,
+    include_noise: bool = True,
+    seed: int = 0,
+    mark: Mapping[str, tuple[float, float]] | None = None,
+) -> Figure:
+    """The compute-optimal loss L*(C) from the smallest fitted budget to ``k``× the largest, with bands.
+
+    Blue bands: the law's optimal loss per draw (credible). With ``include_noise`` a dotted 90% band adds
+    run-to-run noise (one new run at each draw's optimum, Student-t as fitted). Points: the runs; the shaded region
+    is beyond the data. ``mark``: ``{label: (N, D)}`` allocations to place at C = 6ND with their posterior loss
+    interval (e.g. Chinchilla 70B, ``{"Chinchilla (70B, 1.4T)": (70e9, 1.4e12)}``).
+    """
+    from . import plan as _plan
+
+    Cmax = post.data.C.max()
+    Cs = np.logspace(np.log10(post.data.C.min()), np.log10(Cmax * k), 64)
+    d = _plan.plan_draws(post, Cs, family=family, seed=seed)
+    fig, axes = _figure(size=(7.0, 4.6))
+    ax = axes[0, 0]
+    ax.scatter(post.data.C, post.data.loss, s=8, color="0.55", alpha=0.7, edgecolors="none", label="runs")
+    _band(ax, Cs, d["L"], _CYCLE[0], label="L*(C), compute-optimal loss (law)")
+    if include_noise:
+        noisy = d["L"] * np.exp(_plan.noise_draws(post, d["L"].shape, family=family, seed=seed))
+        lo, hi = np.quantile(noisy, [0.05, 0.95], axis=0)
+        ax.plot(Cs, lo, color=_CYCLE[0], ls=":", lw=1.2, label="90% for one new run (law + noise)")
+        ax.plot(Cs, hi, color=_CYCLE[0], ls=":", lw=1.2)
+    ax.axvspan(Cmax, Cs[-1], color="0.9", zorder=0, label=f"extrapolation (up to {k:g}× largest C)")
+    for i, (lab, (n, dd)) in enumerate((mark or {}).items()):
+        draws = post.predictive_draws(n, dd, family=family, include_noise=False, seed=seed)[:, 0]
+        q = np.quantile(draws, [0.05, 0.5, 0.95])
+        c = _CYCLE[(i + 1) % len(_CYCLE)]
+        ax.errorbar([6 * n * dd], [q[1]], yerr=[[q[1] - q[0]], [q[2] - q[1]]], fmt="D", color=c, ms=5, capsize=3)
+        ax.plot([], [], "D", color=c, label=f"{lab}: {q[1]:.3f} [{q[0]:.3f}, {q[2]:.3f}]")
+    ax.set(xscale="log", yscale="log", xlabel=LABELS["C"], ylabel=LABELS["loss"])
+    ax.set_title(f"extrapolation of the {post.law.name} fit{_fam_label(post, family)}")
+    _plain_log_axis(ax)
+    _band_legend(ax, loc="upper right", color=_CYCLE[0])
+    _grid(ax)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------- planning plots
+def isoflop(
+    post: Posterior,
+    C: Sequence[float] | None = None,
+    *,
+    family: str | None = None,
+    n_points: int = 64,
+    data_window: float = 1.25,
+) -> Figure:
+    """IsoFLOP curves: loss against N along 6·N·D = C for a few budgets (default five spanning the data), with
+    bands, the runs whose C is within a factor ``data_window`` of a budget (same colour), and each budget's
+    optimal N* (median, with its 90% interval as a horizontal bar)."""
+    from . import plan as _plan
+
+    Cs = np.asarray(C, dtype=float) if C is not None else _default_budgets(post, 5)
+    fig, axes = _figure(size=(7.0, 4.6))
+    ax = axes[0, 0]
+    norm = LogNorm(vmin=Cs.min(), vmax=Cs.max() * 1.0001)
+    cmap = colormaps["viridis"]
+    d = _plan.plan_draws(post, Cs, family=family)
+    f = post.data.frame
+    if family is not None and family in post.families:
+        f = f[f["family"] == family]
+    for j, c in enumerate(Cs):
+        col = cmap(0.85 * norm(c))
+        n_opt = np.median(d["N"][:, j])
+        Ns = n_opt * np.logspace(-1.3, 1.3, n_points)
+        extra = {"U": c / (6 * Ns)} if "U" in post.law.inputs else {}
+        draws = post.predictive_draws(Ns, C=np.full_like(Ns, c), **extra, family=family, include_noise=False)
+        _band(ax, Ns, draws, col, label=f"C = {c:.2g} FLOP")
+        near = (f["C"] > c / data_window) & (f["C"] < c * data_window)
+        if near.any():
+            ax.scatter(f["N"][near], f["loss"][near], color=col, s=14, edgecolors="black", linewidths=0.3, zorder=4)
+        qN = np.quantile(d["N"][:, j], [0.05, 0.5, 0.95])
+        qL = np.median(d["L"][:, j])
+        ax.errorbar([qN[1]], [qL], xerr=[[qN[1] - qN[0]], [qN[2] - qN[1]]], fmt="*", ms=10, color=col, mec="black")
+    ax.set(xscale="log", yscale="log", xlabel=LABELS["N"], ylabel=LABELS["loss"])
+    ax.set_title(f"isoFLOP curves of the {post.law.name} fit{_fam_label(post, family)}")
+    _plain_log_axis(ax)
+    _band_legend(
+        ax,
+        extra=[
+            (Line2D([], [], ls="", marker="o", color="0.6", mec="black", ms=4), f"runs within ×{data_window:g} of C"),
+            (Line2D([], [], ls="", marker="*", color="0.6", mec="black", ms=9), "N* (median, 90% bar)"),
+        ],
+        loc="upper right",
+    )
+    _grid(ax)
+    return fig
+
+
+def _plan_curves(post, C, family, k):
+    from . import plan as _plan
+
+    Cs = np.asarray(C, dtype=float) if C is not None else _default_budgets(post, 64, extend=k)
+    return Cs, _plan.plan_draws(post, Cs, family=family)
+
+
+def frontier(
+    post: Posterior,
+    C: Sequence[float] | None = None,
+    *,
+    family: str | None = None,
+    k: float = 1e4,
+    reference: Mapping[str, tuple[float, float]] | None = None,
+) -> Figure:
+    """Compute-optimal N*(C) and D*(C) with bands (two panels, log-log), from the smallest fitted budget to ``k``×
+    the largest (or at budgets ``C``). ``reference``: ``{label: (N, D)}`` allocations marked at C = 6ND, e.g.
+    ``{"Chinchilla (70B, 1.4T)": (70e9, 1.4e12)}``. The data's range is shaded."""
+    Cs, d = _plan_curves(post, C, family, k)
+    fig, axes = _figure(2, 1, size=(5.6, 4.4))
+    for ax, key, col in ((axes[0, 0], "N", _CYCLE[0]), (axes[0, 1], "D", _CYCLE[1])):
+        _band(ax, Cs, d[key], col, label=f"{key}*(C){_fam_label(post, family)}")
+        ax.axvspan(post.data.C.min(), post.data.C.max(), color="0.92", zorder=0, label="fitted compute range")
+        for i, (lab, (n, dd)) in enumerate((reference or {}).items()):
+            v = n if key == "N" else dd
+            ax.scatter([6 * n * dd], [v], marker="*", s=150, color=_CYCLE[(i + 2) % len(_CYCLE)], ec="black", zorder=5)
+            ax.plot([], [], "*", color=_CYCLE[(i + 2) % len(_CYCLE)], mec="black", ms=10, label=lab)
+        ax.set(xscale="log", yscale="log", xlabel=LABELS["C"], ylabel=f"optimal {LABELS[key]}")
+        ax.set_title(f"compute-optimal {key}")
+        _band_legend(ax, loc="upper left", color=col)
+        _grid(ax)
+    return fig
+
+
+def ratio(
+    post: Posterior,
+    C: Sequence[float] | None = None,
+    *,
+    family: str | None = None,
+    k: float = 1e4,
+    rule_of_thumb: float | None = 20.0,
+    reference: Mapping[str, tuple[float, float]] | None = None,
+) -> Figure:
+    """Compute-optimal tokens per parameter D*/N* against C with bands (log-log), the ``rule_of_thumb`` ratio
+    (20 tokens/parameter, Hoffmann et al. 2022) as a dashed line, and ``reference`` allocations ``{label: (N, D)}``
+    at C = 6ND. Budgets as in :func:`frontier`."""
+    Cs, d = _plan_curves(post, C, family, k)
+    fig, axes = _figure(size=(6.6, 4.4))
+    ax = axes[0, 0]
+    _band(ax, Cs, d["D_per_N"], _CYCLE[2], label=f"D*/N*{_fam_label(post, family)}")
+    ax.axvspan(post.data.C.min(), post.data.C.max(), color="0.92", zorder=0, label="fitted compute range")
+    if rule_of_thumb is not None:
+        ax.axhline(rule_of_thumb, color="black", ls="--", lw=1, label=f"{rule_of_thumb:g} tokens/parameter")
+    for i, (lab, (n, dd)) in enumerate((reference or {}).items()):
+        c = _CYCLE[(i + 3) % len(_CYCLE)]
+        ax.scatter([6 * n * dd], [dd / n], marker="*", s=150, color=c, ec="black", zorder=5, label=lab)
+    ax.set(xscale="log", yscale="log", xlabel=LABELS["C"], ylabel="optimal " + LABELS["ratio"])
+    ax.set_title("compute-optimal tokens per parameter")
+    _plain_log_axis(ax)
+    _band_legend(ax, loc="best", color=_CYCLE[2])
+    _grid(ax)
+    return fig
