@@ -397,7 +397,9 @@ def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
             df[c] = df[c].map(lambda v: format(v, floatfmt))
     head = "| " + " | ".join([str(df.index.name or "")] + [str(c) for c in df.columns]) + " |"
     sep = "|" + "---|" * (len(df.columns) + 1)
-    body = ["| " + " | ".join([str(i)] + [str(v) for v in r]) + " |" for i, r in zip(df.index, df.to_numpy())]
+    body = [
+        "| " + " | ".join([str(i)] + [str(v) for v in r]) + " |" for i, r in zip(df.index, df.to_numpy(), strict=True)
+    ]
     return "\n".join([head, sep, *body])
 
 
