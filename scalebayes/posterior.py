@@ -208,15 +208,17 @@ class Posterior:
         q = self._query(N, D, C, U)
         lat, (sigma, nu) = self._latent_draws(family, seed=seed)
         params = self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
-        x = {k: jnp.log(jnp.asarray(q[k].to_numpy(), dtype=jnp.float64)) for k in self.law.inputs}
+        x, P = _log_query(q, self.law.inputs)
         log_mu = log_mean_draws(self.law, params, x)
         if extrapolation != "none":  # model discrepancy beyond the fitted runs, see scalebayes.discrepancy
             from .discrepancy import widen
 
-            log_mu = widen(self, q, log_mu, sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed)
+            log_mu = widen(
+                self, q, log_mu[:, :P], sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed
+            )
         elif include_noise:
             log_mu = add_noise(jax.random.key(seed), log_mu, sigma, nu)
-        values = np.exp(np.asarray(log_mu))
+        values = np.exp(np.asarray(log_mu))[:, :P]
         out = q.copy()
         for k, v in quantile_frame(values, quantiles).items():
             out[k] = v
@@ -229,15 +231,17 @@ class Posterior:
         q = self._query(N, D, C, U)
         lat, (sigma, nu) = self._latent_draws(family, seed=seed)
         params = self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
-        x = {k: jnp.log(jnp.asarray(q[k].to_numpy(), dtype=jnp.float64)) for k in self.law.inputs}
+        x, P = _log_query(q, self.law.inputs)
         log_mu = log_mean_draws(self.law, params, x)
         if extrapolation != "none":
             from .discrepancy import widen
 
-            log_mu = widen(self, q, log_mu, sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed)
+            log_mu = widen(
+                self, q, log_mu[:, :P], sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed
+            )
         elif include_noise:
             log_mu = add_noise(jax.random.key(seed), log_mu, sigma, nu)
-        return np.exp(np.asarray(log_mu))
+        return np.exp(np.asarray(log_mu))[:, :P]
 
     def _query(self, N, D, C, U) -> pd.DataFrame:
         given = {k: v for k, v in {"N": N, "D": D, "C": C}.items() if v is not None}
@@ -438,6 +442,18 @@ class Posterior:
         return _plan.allocation_regret(
             self, C, N, D, family=family, unique_tokens=unique_tokens, method=method, seed=seed
         )
+
+
+def _log_query(q: pd.DataFrame, inputs) -> tuple[dict[str, jnp.ndarray], int]:
+    """Log inputs of the query points, padded to a power of two (≥ 8) by repeating the first point, so that the
+    jitted predictive functions compile once per size bucket rather than once per query length."""
+    P = len(q)
+    size = max(8, 1 << (P - 1).bit_length())
+    x = {}
+    for k in inputs:
+        v = np.log(q[k].to_numpy(dtype=float))
+        x[k] = jnp.asarray(np.concatenate([v, np.full(size - P, v[0])]))
+    return x, P
 
 
 def load(path: str | Path) -> Posterior:
