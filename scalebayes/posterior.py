@@ -494,4 +494,11 @@ def _data_from_tree(dt, meta) -> ScalingData:
         frame["U"] = np.asarray(cd["U"].values, float)
     frame["family"] = np.asarray(cd["family"].values).astype(str)
     excl = pd.DataFrame(meta.get("excluded") or {"reason": []})
+    for col in excl.columns:  # stored as text in the attrs; numbers come back as numbers
+        if col != "reason":
+            conv = pd.to_numeric(excl[col], errors="coerce")
+            if conv.notna().all():
+                excl[col] = conv
+    if "row" in excl.columns:
+        excl = excl.set_index("row")
     return ScalingData(frame=frame, excluded=excl, name=meta.get("data_name", "data"))

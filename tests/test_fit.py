@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from conftest import FULL, QUICK, simulate_chinchilla
@@ -138,6 +139,7 @@ def test_save_load_round_trip(chinchilla_post, tmp_path, suffix):
     assert back.summary().equals(chinchilla_post.summary())
     assert back.predict(7e10, 1.4e12, seed=1).equals(chinchilla_post.predict(7e10, 1.4e12, seed=1))
     assert back.data.frame.equals(chinchilla_post.data.frame)
+    pd.testing.assert_frame_equal(back.data.excluded, chinchilla_post.data.excluded, check_dtype=False)
 
 
 def test_bad_options(small_data):

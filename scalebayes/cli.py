@@ -1,0 +1,793 @@
+"""The ``scalebayes`` command line: fit a CSV of runs, plan compute and predict loss from a saved posterior.
+
+Usage (also ``python -m scalebayes ...``)::
+
+    scalebayes fit runs.csv --N params --D tokens --loss loss [--family config] [--law chinchilla]
+                            [--pooling partial] --out report/
+    scalebayes plan report/posterior.nc --compute 1e23 1e24 1e25 [--family F] [--inference-tokens T]
+    scalebayes predict report/posterior.nc --N 7e10 --D 1.4e12
+    scalebayes report report/posterior.nc --out report/          # re-render report.html from a saved posterior
+
+``fit`` writes ``posterior.nc`` (or ``posterior.zarr``), ``summary.csv`` and ``report.html`` (see
+:func:`scalebayes.report.write_report`) into ``--out``. Results go to stdout; progress and status lines go to
+stderr (``--quiet`` silences them). On a terminal ``fit`` shows an elapsed-time line while sampling (the compiled
+sampler cannot report how far it has got; ``progress=True`` is passed to :func:`scalebayes.fit` for when it can).
+Any error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback
+instead); command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail
+(the files are written anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import numbers
+import os
+import shlex
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "scalebayes"
+EXIT_ERROR, EXIT_USAGE, EXIT_DIAGNOSTICS, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+#: Python-API hints inside library error messages, and what to type on the command line instead.
+_CLI_HINTS = (
+    ("pass dropna=True to drop such rows, which are then reported", "pass --dropna to drop such rows"),
+    ("dropna=True dropped", "--dropna dropped"),
+    ("pass c_rtol=None if C counts more than 6ND", "pass --c-rtol none if C counts more than 6ND"),
+    ("pass U=<column> to ScalingData.from_frame", "pass --U <column>"),
+    ("use pooling='partial'", "use --pooling partial"),
+    ("raise target_accept", "raise --target-accept"),
+    ("run longer (warmup/draws)", "run longer (--warmup/--draws)"),
+    ("increase draws (ESS grows linearly with draws) or chains", "increase --draws (ESS grows with draws) or --chains"),
+)
+
+
+class CLIError(Exception):
+    """A problem with what was asked on the command line, reported as one line (never a traceback)."""
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (``prog: error: ... (see prog --help)``), exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _number(text: str) -> float:
+    """A finite float from the command line (``1e23``, ``7e10``, ``1_000``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def _positive(text: str) -> float:
+    """A finite float > 0."""
+    v = _number(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def _nonnegative(text: str) -> float:
+    """A finite float ≥ 0."""
+    v = _number(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def _integer(text: str) -> int:
+    """A whole number, also written as ``1e3`` or ``1_000``."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v.is_integer()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(v)
+
+
+def _count(text: str) -> int:
+    """An integer ≥ 1."""
+    v = _integer(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return v
+
+
+def _whole(text: str) -> int:
+    """An integer ≥ 0."""
+    v = _integer(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def _quantile(text: str) -> float:
+    """A probability strictly between 0 and 1."""
+    v = _number(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a quantile strictly between 0 and 1")
+    return v
+
+
+def _rtol(text: str) -> float | None:
+    """A relative tolerance ≥ 0, or ``none`` to skip the check."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    return _nonnegative(text)
+
+
+def _target_accept(text: str) -> float:
+    v = _number(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be strictly between 0 and 1")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``scalebayes`` command (sub-commands fit, plan, predict, report)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress display or status lines on stderr (results and warnings still print)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="on error, show the full Python traceback"
+    )
+
+    p = _Parser(
+        prog=PROG,
+        description="Bayesian scaling-law inference from a CSV of training runs: fit a law with NUTS, write a "
+        "self-contained HTML report, plan compute and predict loss with posterior uncertainty.",
+        epilog="Run 'scalebayes COMMAND --help' for a command's options. Units: N parameters, D training tokens, "
+        "C training FLOP (C = 6·N·D), loss in nats/token.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    # ------------------------------------------------------------------ fit
+    f = sub.add_parser(
+        "fit",
+        parents=[common],
+        help="fit a scaling law to a CSV of runs and write posterior, summary.csv and report.html",
+        description="Fit a scaling law to the runs in a CSV file and write OUT/posterior.nc (or .zarr), "
+        "OUT/summary.csv and OUT/report.html. Name the columns: two of --N/--D/--C (the third follows from "
+        "C = 6·N·D) and --loss.",
+    )
+    f.add_argument("csv", type=Path, help="CSV file, one row per training run")
+    cols = f.add_argument_group("columns of the CSV")
+    cols.add_argument("--N", metavar="COLUMN", help="column of model sizes (parameters)")
+    cols.add_argument("--D", metavar="COLUMN", help="column of training tokens")
+    cols.add_argument("--C", metavar="COLUMN", help="column of training compute (FLOP)")
+    cols.add_argument("--loss", metavar="COLUMN", required=True, help="column of final losses (nats/token)")
+    cols.add_argument(
+        "--family",
+        metavar="COLUMN",
+        help="column of family labels (model families / training configurations); omitted: one family",
+    )
+    cols.add_argument("--U", metavar="COLUMN", help="column of unique training tokens (repeated-data laws)")
+    cols.add_argument(
+        "--dropna",
+        action="store_true",
+        help="drop rows with a missing value in a used column (they are listed in the report)",
+    )
+    cols.add_argument(
+        "--c-rtol",
+        type=_rtol,
+        default=0.05,
+        metavar="TOL",
+        help="when N, D and C are all given, the relative tolerance of C against 6·N·D "
+        "(default 0.05; 'none' skips the check)",
+    )
+    model = f.add_argument_group("model")
+    model.add_argument("--law", default="chinchilla", help="scaling law to fit (default chinchilla)")
+    model.add_argument(
+        "--pooling",
+        choices=("complete", "partial", "none"),
+        help="how families share parameters (default: partial with several families)",
+    )
+    model.add_argument(
+        "--likelihood",
+        choices=("student_t", "normal"),
+        default="student_t",
+        help="noise model on log loss (default student_t, robust to outlying runs)",
+    )
+    samp = f.add_argument_group("sampler (NUTS)")
+    samp.add_argument("--chains", type=_count, default=4, help="chains (default 4)")
+    samp.add_argument("--draws", type=_count, default=1000, help="kept draws per chain (default 1000)")
+    samp.add_argument("--warmup", type=_whole, default=1000, help="warm-up iterations per chain (default 1000)")
+    samp.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
+    samp.add_argument(
+        "--target-accept",
+        type=_target_accept,
+        default=0.9,
+        help="NUTS target acceptance probability (default 0.9; raise it when there are divergences)",
+    )
+    out = f.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    out.add_argument(
+        "--format",
+        choices=("nc", "zarr"),
+        default="nc",
+        help="posterior file format: netCDF posterior.nc (default) or posterior.zarr",
+    )
+    out.add_argument("--title", help="title of the HTML report")
+    out.add_argument(
+        "--plan-compute",
+        type=_positive,
+        nargs="+",
+        metavar="FLOP",
+        help="budgets of the report's compute-plan table (default: the largest compute in the data "
+        "times 1, 10, 100, 1000)",
+    )
+    out.add_argument(
+        "--extrapolate",
+        type=_positive,
+        nargs="+",
+        default=[10.0, 100.0],
+        metavar="FACTOR",
+        help="extrapolate to these multiples of the largest compute in the data (default 10 100)",
+    )
+    out.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 3 when sampler diagnostics fail (files are written anyway)",
+    )
+    f.set_defaults(func=cmd_fit)
+
+    # ------------------------------------------------------------------ plan
+    pl = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="compute-optimal model size and tokens per budget, from a saved posterior",
+        description="Print compute-optimal plans: for each training budget C (FLOP), the model size N*, "
+        "training tokens D*, tokens per parameter D*/N* and loss L* that minimise the fitted law's loss subject to "
+        "6·N·D = C, as posterior quantiles. With --inference-tokens T the plan minimises lifetime compute "
+        "6·N·D + 2·N·T for the loss the training-only plan reaches at C (Sardana et al. 2024).",
+    )
+    pl.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    pl.add_argument(
+        "--compute",
+        type=_positive,
+        nargs="+",
+        required=True,
+        metavar="FLOP",
+        help="training budgets in FLOP, e.g. 1e23 1e24 1e25",
+    )
+    pl.add_argument(
+        "--family",
+        help="fitted family to plan for (default: the only family, or a new family drawn "
+        "from the population when several were fitted)",
+    )
+    pl.add_argument(
+        "--inference-tokens",
+        type=_nonnegative,
+        default=0.0,
+        metavar="T",
+        help="lifetime inference tokens to serve (default 0: training compute only)",
+    )
+    pl.add_argument(
+        "--quantiles",
+        type=_quantile,
+        nargs="+",
+        default=[0.05, 0.5, 0.95],
+        metavar="Q",
+        help="posterior quantiles to report (default 0.05 0.5 0.95)",
+    )
+    pl.add_argument("--csv", action="store_true", help="print the full table as CSV instead of a text table")
+    pl.set_defaults(func=cmd_plan)
+
+    # ------------------------------------------------------------------ predict
+    pr = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="predictive loss quantiles at given model sizes and tokens, from a saved posterior",
+        description="Print the posterior predictive loss (nats/token) of a new training run at each query point. "
+        "Give two of --N/--D/--C; several values broadcast against each other (e.g. --N 1e9 7e10 --D 1.4e12).",
+    )
+    pr.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    pr.add_argument("--N", type=_positive, nargs="+", metavar="PARAMS", help="model size(s) in parameters")
+    pr.add_argument("--D", type=_positive, nargs="+", metavar="TOKENS", help="training tokens")
+    pr.add_argument("--C", type=_positive, nargs="+", metavar="FLOP", help="training compute (FLOP)")
+    pr.add_argument("--U", type=_positive, nargs="+", metavar="TOKENS", help="unique tokens (repeated-data laws)")
+    pr.add_argument(
+        "--family",
+        help="fitted family (default: the only family, or a new family drawn from the "
+        "population when several were fitted)",
+    )
+    pr.add_argument(
+        "--quantiles",
+        type=_quantile,
+        nargs="+",
+        default=[0.05, 0.5, 0.95],
+        metavar="Q",
+        help="posterior quantiles to report (default 0.05 0.5 0.95)",
+    )
+    pr.add_argument(
+        "--no-noise",
+        action="store_true",
+        help="credible band of the law's mean loss instead of a new run's loss (no run-to-run noise)",
+    )
+    pr.add_argument("--csv", action="store_true", help="print the table as CSV instead of a text table")
+    pr.set_defaults(func=cmd_predict)
+
+    # ------------------------------------------------------------------ report
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="(re)write report.html from a saved posterior",
+        description="Write the HTML report of a saved posterior into --out.",
+    )
+    rp.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    rp.add_argument("--out", type=Path, help="output folder (default: the posterior's folder)")
+    rp.add_argument("--title", help="title of the HTML report")
+    rp.add_argument(
+        "--plan-compute",
+        type=_positive,
+        nargs="+",
+        metavar="FLOP",
+        help="budgets of the compute-plan table (default: largest compute in the data × 1, 10, 100, 1000)",
+    )
+    rp.add_argument(
+        "--extrapolate",
+        type=_positive,
+        nargs="+",
+        default=[10.0, 100.0],
+        metavar="FACTOR",
+        help="extrapolate to these multiples of the largest compute in the data (default 10 100)",
+    )
+    rp.set_defaults(func=cmd_report)
+    return p
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("scalebayes")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------- output
+class _Console:
+    """Status lines on stderr (silenced by --quiet) and warnings as one line each."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def status(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def warn(msg: str) -> None:
+        print(f"{PROG}: warning: {_cli_text(msg)}", file=sys.stderr, flush=True)
+
+
+def _cli_text(msg: str) -> str:
+    """One line, with Python-API hints rewritten as command-line options."""
+    for api, cli in _CLI_HINTS:
+        msg = msg.replace(api, cli)
+    return " ".join(str(msg).split())
+
+
+def _show_warning(debug: bool):
+    """A ``warnings.showwarning`` replacement: scalebayes's own warnings as one line; other libraries' warnings
+    (deprecations, numerical chatter) only with --debug."""
+    pkg = str(Path(__file__).resolve().parent)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        from .errors import SamplingWarning
+
+        ours = issubclass(category, SamplingWarning) or str(Path(filename).resolve()).startswith(pkg)
+        if ours or debug:
+            _Console.warn(str(message) if ours else f"{category.__name__}: {message} ({filename}:{lineno})")
+
+    return show
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    """A number to ``digits`` significant figures, compact (``7.1e+10`` -> ``7.1e10``)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    s = f"{v:.{digits}g}"
+    if "e" in s:
+        m, e = s.split("e")
+        s = f"{m}e{int(e)}"
+    return s
+
+
+def _text_table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain left-aligned text table."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def show_progress(quiet: bool, stream=None) -> bool:
+    """Whether to show progress: on a terminal (``stream``, default stderr, is a TTY) and not ``--quiet``."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return not quiet and bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or replaced stream
+        return False
+
+
+class Ticker:
+    """An elapsed-time line rewritten in place on a terminal while a long step runs (``with Ticker(...):``).
+
+    The compiled sampler runs as one XLA program and cannot report how far it has got, so this shows what it can
+    honestly show: that sampling is under way and for how long. Disabled, it prints nothing.
+    """
+
+    def __init__(self, label: str, *, enabled: bool, stream=None, interval: float = 0.5):
+        self.label, self.enabled, self.interval = label, enabled, interval
+        self.stream = sys.stderr if stream is None else stream
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    def _line(self) -> str:
+        return f"\r{PROG}: {self.label} {time.perf_counter() - self._t0:5.0f} s elapsed"
+
+    def _run(self) -> None:
+        spin = "|/-\\"
+        i = 0
+        while not self._stop.wait(self.interval):
+            self.stream.write(f"{self._line()} {spin[i % 4]}")
+            self.stream.flush()
+            i += 1
+
+    def __enter__(self) -> Ticker:
+        self._t0 = time.perf_counter()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, name="scalebayes-ticker", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r\033[K")  # clear the line
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _check_input_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise CLIError(f"{what} not found: {path}")
+    if path.is_dir() and path.suffix != ".zarr":
+        raise CLIError(f"{what} is a folder, not a file: {path}")
+
+
+def _load_posterior(path: Path):
+    """Read a saved posterior; a file that is not one is a one-line error."""
+    from .errors import ScaleBayesError
+    from .posterior import load
+
+    _check_input_file(path, "posterior file")
+    try:
+        return load(path)
+    except ScaleBayesError:
+        raise
+    except Exception as e:  # unreadable netCDF/zarr, not a DataTree, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(
+            f"could not read {path} as a scalebayes posterior (write one with 'scalebayes fit'): {first}"
+        ) from e
+
+
+def _read_runs(args, con: _Console):
+    """Validated runs from the CSV named on the command line, with file line numbers in data errors."""
+    import pandas as pd
+
+    from .data import ScalingData
+    from .errors import DataError
+
+    path: Path = args.csv
+    _check_input_file(path, "CSV file")
+    given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
+    if len(given) < 2:
+        raise CLIError(
+            "name two of the columns --N (parameters), --D (tokens), --C (FLOP); C = 6·N·D gives the third"
+            + (f" (got only --{given[0]})" if given else "")
+        )
+    try:
+        return ScalingData.from_csv(
+            path,
+            N=args.N,
+            D=args.D,
+            C=args.C,
+            loss=args.loss,
+            family=args.family,
+            U=args.U,
+            dropna=args.dropna,
+            c_rtol=args.c_rtol,
+        )
+    except DataError as e:
+        msg = str(e)
+        columns: list[str] = []
+        try:
+            columns = list(pd.read_csv(path, nrows=0).columns)
+        except Exception:
+            pass
+        if e.column is not None and columns and e.column not in columns:
+            close = difflib.get_close_matches(e.column, columns, n=1, cutoff=0.5)
+            seps = [sep for sep in (";", "\t", "|") if len(columns) == 1 and sep in columns[0]]
+            if seps:
+                msg += f"; the header has a single column: is the file separated by {seps[0]!r} instead of commas?"
+            elif close:
+                msg += f"; did you mean {close[0]!r}?"
+        rows = [r for r in e.rows if isinstance(r, numbers.Integral)]
+        if rows and len(rows) == len(e.rows):  # row labels of a fresh CSV read: label r is file line r + 2
+            lines = ", ".join(str(int(r) + 2) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+            msg += f" (line{'s' if len(rows) > 1 else ''} {lines} of {path.name}, counting the header as line 1)"
+        raise DataError(msg) from e
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def cmd_fit(args, con: _Console) -> int:
+    """``scalebayes fit``: read, fit, save posterior + summary.csv, write report.html."""
+    import numpy as np
+
+    from .fit import fit
+    from .laws import get as get_law
+    from .report import write_report
+
+    get_law(args.law)  # an unknown law name fails before the data are read or anything is sampled
+    data = _read_runs(args, con)
+    fams = data.families
+    con.status(
+        f"read {len(data)} runs in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} from {args.csv} "
+        f"(N {_fmt(data.N.min(), 2)}–{_fmt(data.N.max(), 2)} params, D {_fmt(data.D.min(), 2)}–"
+        f"{_fmt(data.D.max(), 2)} tokens, C {_fmt(data.C.min(), 2)}–{_fmt(data.C.max(), 2)} FLOP)"
+        + (f"; {len(data.excluded)} row(s) excluded" if len(data.excluded) else "")
+    )
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    if args.format == "zarr":
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise CLIError("--format zarr needs the zarr package (pip install 'scalebayes[zarr]')") from None
+    out.mkdir(parents=True, exist_ok=True)  # fail before sampling, not after, when the folder cannot be made
+    progress = show_progress(con.quiet)
+    con.status(
+        f"fitting the {args.law!r} law with NUTS: {args.chains} chain{'s' if args.chains > 1 else ''} × "
+        f"({args.warmup} warm-up + {args.draws} draws); compiling the sampler takes a while the first time"
+    )
+    t0 = time.perf_counter()
+    with Ticker("sampling", enabled=progress):
+        post = fit(
+            data,
+            law=args.law,
+            pooling=args.pooling,
+            likelihood=args.likelihood,
+            chains=args.chains,
+            draws=args.draws,
+            warmup=args.warmup,
+            seed=args.seed,
+            target_accept=args.target_accept,
+            progress=progress,
+            warn=False,
+        )
+    diag = post.diagnostics
+    con.status(f"sampled in {time.perf_counter() - t0:.1f} s")
+    if not diag.ok:
+        from .diagnostics import advice
+
+        con.warn(
+            f"sampler diagnostics failed: {'; '.join(diag.failures)}. Do not trust this posterior as is "
+            f"(the report says so). Try: {advice(diag)}."
+        )
+
+    con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
+    post_path = post.save(out / f"posterior.{args.format}")
+    summary = post.summary()
+    summary_path = out / "summary.csv"
+    summary.to_csv(summary_path)
+    command = " ".join(shlex.quote(str(a)) for a in [PROG, *getattr(args, "argv", [])])
+    report_path = write_report(
+        post,
+        out,
+        title=args.title,
+        extrapolate=tuple(args.extrapolate),
+        plan_compute=args.plan_compute,
+        command=command,
+    )
+
+    cols = [c for c in ("mean", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail") if c in summary.columns]
+    print(f"{post.law.name} law fitted to {len(data)} runs of {args.csv.name}: posterior summary")
+    print(summary[cols].to_string(float_format=lambda v: _fmt(v, 4) if np.isfinite(v) else str(v)))
+    print(str(diag))
+    print(f"wrote {post_path}, {summary_path}, {report_path}")
+    if args.strict and not diag.ok:
+        return EXIT_DIAGNOSTICS
+    return 0
+
+
+def _plan_frame(post, compute, family, quantiles, inference_tokens):
+    """The plan table of :meth:`~scalebayes.posterior.Posterior.plan` (its warnings print as one line each)."""
+    return post.plan(compute, family=family, quantiles=quantiles, inference_tokens=inference_tokens)
+
+
+def _check_family(post, family: str | None) -> None:
+    from .errors import UnknownNameError
+
+    if family is not None and family not in post.families:
+        raise UnknownNameError(f"unknown family {family!r}; this posterior's families are {list(post.families)}")
+
+
+def _family_words(post, family: str | None) -> str:
+    """`` for family 'x'``, `` for a new family ...`` or nothing for a one-family fit."""
+    if family is not None:
+        return f" for family {family!r}"
+    if len(post.families) == 1:
+        return "" if post.families[0] == "all" else f" for family {post.families[0]!r}"
+    return f" for a new family drawn from the population of {len(post.families)} fitted families"
+
+
+def cmd_plan(args, con: _Console) -> int:
+    """``scalebayes plan``: the compute-plan table of a saved posterior."""
+    from .predict import qcol
+
+    post = _load_posterior(args.posterior)
+    _check_family(post, args.family)
+    qs = sorted(set(args.quantiles))
+    df = _plan_frame(post, args.compute, args.family, qs, args.inference_tokens)
+    if args.csv:
+        print(df.to_csv(index=False), end="")
+        return 0
+    lo, mid, hi = qs[0], min(qs, key=lambda q: abs(q - 0.5)), qs[-1]
+    names = [("N", "N* (params)"), ("D", "D* (tokens)"), ("D_per_N", "D*/N*"), ("L", "L* (nats)")]
+    if args.inference_tokens > 0:
+        names += [("C_train", "training FLOP"), ("C_total", "lifetime FLOP")]
+    header = ["C (FLOP)"] + [h for _, h in names]
+    rows = []
+    for _, r in df.iterrows():
+        row = [_fmt(r["C"], 3)]
+        for k, _h in names:
+            d = 4 if k == "L" else 3
+            row.append(
+                f"{_fmt(r[f'{k}_{qcol(mid)}'], d)} [{_fmt(r[f'{k}_{qcol(lo)}'], d)}, {_fmt(r[f'{k}_{qcol(hi)}'], d)}]"
+            )
+        rows.append(row)
+    what = "lifetime-compute-optimal" if args.inference_tokens > 0 else "compute-optimal"
+    print(
+        f"{what} plans{_family_words(post, args.family)} ({post.law.name} law; "
+        f"{'median' if mid == 0.5 else f'{mid:g} quantile'} [{lo:g}, {hi:g} quantiles] over {post.n_samples} "
+        f"posterior draws)"
+    )
+    if args.inference_tokens > 0:
+        print(
+            f"inference tokens T = {_fmt(args.inference_tokens)}: each row reaches the loss of the training-only "
+            f"plan at budget C with the least lifetime compute 6·N·D + 2·N·T (Sardana et al. 2024)"
+        )
+    print(_text_table(rows, header))
+    return 0
+
+
+def cmd_predict(args, con: _Console) -> int:
+    """``scalebayes predict``: predictive loss quantiles at query points of a saved posterior."""
+    from .predict import qcol
+
+    given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
+    if len(given) < 2:
+        raise CLIError(
+            "give two of --N (parameters), --D (tokens), --C (FLOP)" + (f" (got only --{given[0]})" if given else "")
+        )
+    post = _load_posterior(args.posterior)
+    _check_family(post, args.family)
+    qs = sorted(set(args.quantiles))
+    df = post.predict(
+        N=args.N, D=args.D, C=args.C, U=args.U, family=args.family, quantiles=qs, include_noise=not args.no_noise
+    )
+    if args.csv:
+        print(df.to_csv(index=False), end="")
+        return 0
+    inputs = [c for c in ("N", "D", "C", "U") if c in df.columns]
+    header = [{"N": "N (params)", "D": "D (tokens)", "C": "C (FLOP)", "U": "U (tokens)"}[c] for c in inputs]
+    header += ["mean"] + [f"{100 * q:g}%" for q in qs]
+    rows = [
+        [_fmt(r[c]) for c in inputs] + [_fmt(r["mean"], 4)] + [_fmt(r[qcol(q)], 4) for q in qs]
+        for _, r in df.iterrows()
+    ]
+    what = "law's mean loss (credible band, no run-to-run noise)" if args.no_noise else "loss of a new run"
+    print(
+        f"posterior predictive {what} in nats/token{_family_words(post, args.family)} "
+        f"({post.law.name} law, {post.n_samples} draws)"
+    )
+    print(_text_table(rows, header))
+    return 0
+
+
+def cmd_report(args, con: _Console) -> int:
+    """``scalebayes report``: write report.html for a saved posterior."""
+    from .report import write_report
+
+    post = _load_posterior(args.posterior)
+    out = args.out if args.out is not None else args.posterior.resolve().parent
+    path = write_report(
+        post, out, title=args.title, extrapolate=tuple(args.extrapolate), plan_compute=args.plan_compute
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error, 3 failed diagnostics with
+    ``--strict``, 130 interrupted)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; never open a window
+    parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(argv)
+    args.argv = argv
+    debug = bool(getattr(args, "debug", False))
+    con = _Console(quiet=bool(getattr(args, "quiet", False)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning(debug)
+        try:
+            return int(args.func(args, con))
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # e.g. 'scalebayes plan ... | head'
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            except OSError:
+                pass
+            return 0
+        except Exception as e:
+            if debug:
+                raise
+            print(f"{PROG}: error: {_error_line(e)}", file=sys.stderr)
+            return EXIT_ERROR
+
+
+def _error_line(e: BaseException) -> str:
+    """One line for an exception: our own errors as they are, anything unexpected with its type and a hint."""
+    from .errors import ScaleBayesError
+
+    text = _cli_text(str(e)) or type(e).__name__
+    if isinstance(e, ScaleBayesError | CLIError):
+        return text
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.strerror or text}: {e.filename}"
+    return f"{type(e).__name__}: {text} (unexpected; run again with --debug for the traceback)"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
