@@ -1,11 +1,28 @@
-"""Scaling laws as small declarative objects.
+"""Scaling laws as small declarative objects, and the library of published laws.
 
 A :class:`Law` names its published parameters, the inputs it needs, a mean function in JAX over *log* inputs, and
 the unconstrained coordinates ("latents") NUTS samples in, with the map from latents to published parameters and
 weakly-informative default priors on the latents. Hierarchical pooling (see :mod:`scalebayes.model`) acts on the
 latents, so any law gets complete, partial or no pooling for free.
 
-Writing your own law::
+Units: N parameters, D training tokens, C training FLOP (C = 6·N·D), U unique training tokens, loss in nats/token.
+Inputs reach ``log_mean`` as natural logs, ``x["N"] = log N``; ``log_mean`` returns log L.
+
+Shipped laws (``scalebayes.laws.available()``):
+
+======================  ==============================================================  ===============
+name                    mean loss                                                        inputs
+======================  ==============================================================  ===============
+``chinchilla``          E + A·N^-α + B·D^-β                                               N, D
+``kaplan``              [(N_c/N)^(α_N/α_D) + D_c/D]^α_D                                   N, D
+``compute``             E + A·C^-α                                                        C
+``data_constrained``    E + A·N^-α + B·D'^-β, D' = U_D + U_D·R*·(1 − e^(−R/R*))           N, D, U
+``overtrained``         E + (a·M^η + b·M^-η)·C^-η, M = D/N, C = 6ND                       N, D
+``broken_power``        E + A·C^-α₁·(1 + (C/C_b)^(1/s))^(−(α₂−α₁)·s)                      C
+``broken_power_N``      the same in N                                                     N
+======================  ==============================================================  ===============
+
+Writing your own law (the same surface the built-in laws use)::
 
     import jax.numpy as jnp
     from scalebayes.laws import Law, register
@@ -18,14 +35,17 @@ Writing your own law::
         params=("E", "A", "alpha"),
         inputs=("C",),
         log_mean=log_mean,
-        priors={"E": (0.0, 1.0), "A": (5.0, 3.0), "alpha": (-1.5, 0.6)},  # Normal(loc, scale) on log(param)
+        priors={"log_E": (0.0, 1.0), "log_A": (5.0, 3.0), "log_alpha": (-1.5, 0.6)},  # Normal(loc, scale)
         reference="...",
     )
     register(my_law)                          # now fit(data, law="my_compute_law") works
 
-With the defaults each latent is ``log_<param>``, i.e. every parameter is positive with a log-normal prior. Laws
-that need centring (to decorrelate an amplitude from its exponent) supply ``latents``/``to_params``/``from_params``
-as the built-in Chinchilla law does.
+With the defaults each latent is ``log_<param>``, i.e. every parameter is positive with a log-normal prior (keys of
+``priors`` are latent names). Laws whose amplitude and exponent are strongly correlated should sample the amplitude
+*centred* at the data's geometric-mean inputs instead, by supplying ``latents``/``to_params``/``from_params`` (and,
+for priors that adapt to the data, a callable ``priors``) as the built-in laws do; ``latent_of`` tells pooling
+options such as ``shared=("N_c",)`` which latent carries a parameter when the latent is not named
+``log_<param>`` or ``log_<param>_<suffix>``.
 """
 
 from __future__ import annotations
@@ -33,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,6 +62,7 @@ from .errors import ModelError, UnknownNameError
 Array = jnp.ndarray
 PriorSpec = tuple[float, float]  # Normal(loc, scale) on a latent coordinate
 Centre = Mapping[str, float]  # mean log input, e.g. {"N": mean(log N), "D": mean(log D)}
+CONSTRAINTS = ("positive", "real")
 
 
 def _default_to_params(params: tuple[str, ...]):
@@ -73,6 +95,10 @@ class Law:
             that adapt to the data's units (``loss_scale`` = median observed loss, nats).
         derived: extra reported quantities, ``name -> (params -> value)``.
         reference: citation of the law.
+        latent_of: published parameter -> the latent that carries it, for latents not named ``log_<param>`` or
+            ``log_<param>_<suffix>`` (used by ``shared=``/``free=`` pooling options).
+        constraints: published parameter -> ``"positive"`` or ``"real"`` (default: every parameter positive); the
+            latent transform enforces it, :meth:`check_params` checks values given by hand (e.g. for simulation).
     """
 
     name: str
@@ -85,8 +111,17 @@ class Law:
     from_params: Callable[[Mapping[str, Array], Centre], dict[str, Array]] | None = None
     derived: Mapping[str, Callable[[Mapping[str, Array]], Array]] = field(default_factory=dict)
     reference: str = ""
+    latent_of: Mapping[str, str] = field(default_factory=dict)
+    constraints: Mapping[str, str] | None = None
 
     def __post_init__(self):
+        if self.constraints is None:
+            object.__setattr__(self, "constraints", dict.fromkeys(self.params, "positive"))
+        bad_c = {k: v for k, v in self.constraints.items() if k not in self.params or v not in CONSTRAINTS}
+        if bad_c:
+            raise ModelError(
+                f"law {self.name!r}: bad constraints {bad_c}; keys are params, values one of {CONSTRAINTS}"
+            )
         if self.latents is None:
             object.__setattr__(self, "latents", tuple(f"log_{p}" for p in self.params))
         if self.to_params is None:
@@ -96,6 +131,9 @@ class Law:
         bad = [i for i in self.inputs if i not in ("N", "D", "C", "U")]
         if bad:
             raise ModelError(f"law {self.name!r}: unknown inputs {bad}; use N, D, C or U")
+        bad_l = {p: z for p, z in self.latent_of.items() if p not in self.params or z not in self.latents}
+        if bad_l:
+            raise ModelError(f"law {self.name!r}: latent_of {bad_l} must map params {self.params} to latents")
 
     @property
     def n_params(self) -> int:
@@ -112,6 +150,16 @@ class Law:
     def centre(self, log_inputs: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Mean log input per input the law uses (the data's geometric-mean point)."""
         return {k: float(np.mean(log_inputs[k])) for k in self.inputs}
+
+    def check_params(self, params: Mapping[str, float]) -> None:
+        """Raise :class:`ModelError` unless ``params`` gives every published parameter within its constraint."""
+        missing = [p for p in self.params if p not in params]
+        if missing:
+            raise ModelError(f"law {self.name!r}: missing parameters {missing}")
+        for p, c in self.constraints.items():
+            v = np.asarray(params[p], dtype=float)
+            if not np.all(np.isfinite(v)) or (c == "positive" and np.any(v <= 0)):
+                raise ModelError(f"law {self.name!r}: parameter {p!r} must be finite{' and > 0' * (c == 'positive')}")
 
     def loss(self, params: Mapping[str, Array], **inputs: Array) -> Array:
         """L in nats at raw (not log) inputs, e.g. ``law.loss(p, N=7e10, D=1.4e12)``."""
@@ -183,6 +231,337 @@ chinchilla = Law(
     reference="Hoffmann et al. (2022), Training Compute-Optimal Large Language Models, eq. (2) / Approach 3.",
 )
 
+
+# ---------------------------------------------------------------------------------------------------- shared bits
+# Exponent priors. Every exponent is sampled as log(exponent), so it stays positive; its Normal prior is written as
+# (median, scale of the log). Scales of 0.6-0.8 leave 95% of the mass within a factor 3-5 of the median: wide enough
+# for every published fit of the law, narrow enough to keep the sampler away from exponent → 0, where an amplitude
+# and the irreducible loss become interchangeable and the posterior grows a flat ridge.
+def _log_normal(median: float, scale: float) -> PriorSpec:
+    return float(np.log(median)), float(scale)
+
+
+def _sat(log_e: Array, log_reducible: Array) -> Array:
+    """log(E + reducible) from log E and log reducible: the saturating sum every law with a floor uses."""
+    return jnp.logaddexp(log_e, log_reducible)
+
+
+# ---------------------------------------------------------------------------------------------------- kaplan
+def _kaplan_log_mean(p, x):
+    # log L = α_D · log[(N_c/N)^(α_N/α_D) + D_c/D]
+    a_n, a_d = p["alpha_N"], p["alpha_D"]
+    return a_d * jnp.logaddexp((a_n / a_d) * (jnp.log(p["N_c"]) - x["N"]), jnp.log(p["D_c"]) - x["D"])
+
+
+def _kaplan_to_params(z, centre):
+    # N_c and D_c sit far outside any data (Kaplan et al.: 8.8e13 parameters, 5.4e13 tokens), so log N_c is nearly a
+    # free translation of α_N: only the product α_N·log(N_c/N̄) — the log of the model-size-limited loss at the
+    # data's geometric-mean N̄ — is pinned by the data. Sampling that product (``logL_N_c``) and α_N removes the
+    # hyperbolic ridge between log N_c and α_N; likewise ``logL_D_c`` = α_D·log(D_c/D̄).
+    a_n, a_d = jnp.exp(z["log_alpha_N"]), jnp.exp(z["log_alpha_D"])
+    return {
+        "N_c": jnp.exp(centre["N"] + z["logL_N_c"] / a_n),
+        "D_c": jnp.exp(centre["D"] + z["logL_D_c"] / a_d),
+        "alpha_N": a_n,
+        "alpha_D": a_d,
+    }
+
+
+def _kaplan_from_params(p, centre):
+    return {
+        "logL_N_c": p["alpha_N"] * (jnp.log(p["N_c"]) - centre["N"]),
+        "logL_D_c": p["alpha_D"] * (jnp.log(p["D_c"]) - centre["D"]),
+        "log_alpha_N": jnp.log(p["alpha_N"]),
+        "log_alpha_D": jnp.log(p["alpha_D"]),
+    }
+
+
+def _kaplan_priors(centre, loss_scale):
+    # No irreducible term: at the data's centre the loss is at least each limited loss, L ≥ (N_c/N̄)^α_N, so the log
+    # of each limited loss sits at or a little below log(typical loss); Normal(log typical loss - 0.25, 0.75) gives
+    # 95% on 0.2-2.4x the typical loss. Exponents: Kaplan et al. found α_N ≈ 0.076, α_D ≈ 0.095 (no floor E, so
+    # smaller than Chinchilla-form exponents); log-normal around 0.1 covers 0.025-0.4 at 95%.
+    ls = float(np.log(loss_scale))
+    return {
+        "logL_N_c": (ls - 0.25, 0.75),
+        "logL_D_c": (ls - 0.25, 0.75),
+        "log_alpha_N": _log_normal(0.1, 0.7),
+        "log_alpha_D": _log_normal(0.1, 0.7),
+    }
+
+
+kaplan = Law(
+    name="kaplan",
+    params=("N_c", "D_c", "alpha_N", "alpha_D"),
+    inputs=("N", "D"),
+    log_mean=_kaplan_log_mean,
+    latents=("logL_N_c", "logL_D_c", "log_alpha_N", "log_alpha_D"),
+    to_params=_kaplan_to_params,
+    from_params=_kaplan_from_params,
+    priors=_kaplan_priors,
+    latent_of={"N_c": "logL_N_c", "D_c": "logL_D_c"},
+    reference="Kaplan et al. (2020), Scaling Laws for Neural Language Models, eq. (1.5): "
+    "L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, with α_N ≈ 0.076, α_D ≈ 0.095, N_c ≈ 8.8e13, D_c ≈ 5.4e13.",
+)
+
+
+# ---------------------------------------------------------------------------------------------------- compute
+def _compute_log_mean(p, x):
+    return _sat(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * x["C"])
+
+
+def _compute_to_params(z, centre):
+    # log_A_c = log(A·C̄^-α), the reducible loss at the data's geometric-mean compute: log A = log A_c + α·log C̄
+    # with log C̄ ≈ 40-50, so sampling log A directly would put a steep linear ridge against α.
+    alpha = jnp.exp(z["log_alpha"])
+    return {"E": jnp.exp(z["log_E"]), "A": jnp.exp(z["log_A_c"] + alpha * centre["C"]), "alpha": alpha}
+
+
+def _compute_from_params(p, centre):
+    return {
+        "log_E": jnp.log(p["E"]),
+        "log_A_c": jnp.log(p["A"]) - p["alpha"] * centre["C"],
+        "log_alpha": jnp.log(p["alpha"]),
+    }
+
+
+def _compute_priors(centre, loss_scale):
+    # E and the reducible term at the centre split the typical loss, each about half of it within a factor e (1σ).
+    # The exponent of loss against compute is shallower than against N or D (Chinchilla's compute-optimal frontier
+    # has αβ/(α+β) ≈ 0.15; Kaplan's no-floor α_C ≈ 0.05): log-normal around 0.15 covers 0.04-0.6 at 95%.
+    ls = float(np.log(loss_scale))
+    return {
+        "log_E": (ls + np.log(0.5), 1.0),
+        "log_A_c": (ls + np.log(0.5), 1.5),
+        "log_alpha": _log_normal(0.15, 0.7),
+    }
+
+
+compute = Law(
+    name="compute",
+    params=("E", "A", "alpha"),
+    inputs=("C",),
+    log_mean=_compute_log_mean,
+    latents=("log_E", "log_A_c", "log_alpha"),
+    to_params=_compute_to_params,
+    from_params=_compute_from_params,
+    priors=_compute_priors,
+    reference="Loss against training compute with an irreducible floor, L(C) = E + A·C^-α: the compute frontier "
+    "of Hoffmann et al. (2022) (their Approach 3 implies α = αβ/(α+β)); without E, Kaplan et al. (2020) eq. (1.4).",
+)
+
+
+# ---------------------------------------------------------------------------------------------------- data-constrained
+def _effective_log_data(p, x):
+    """log D' (Muennighoff et al. 2023, eq. 5): D tokens drawn from U unique ones are worth
+    D' = U_D + U_D·R*·(1 − exp(−R/R*)) fresh tokens, with U_D = min(U, D) the unique tokens seen and R = D/U_D − 1
+    the repetitions beyond the first epoch. Computed in log space: log D' = log U_D + log1p(R*·(1 − e^(−R/R*)))."""
+    log_ud = jnp.minimum(x["U"], x["D"])
+    reps = jnp.expm1(x["D"] - log_ud)  # R ≥ 0; exactly 0 for single-epoch runs, where D' = D
+    r_star = p["R_star"]
+    return log_ud + jnp.log1p(-r_star * jnp.expm1(-reps / r_star))
+
+
+def _data_constrained_log_mean(p, x):
+    log_dp = _effective_log_data(p, x)
+    return _sat(
+        jnp.log(p["E"]), jnp.logaddexp(jnp.log(p["A"]) - p["alpha"] * x["N"], jnp.log(p["B"]) - p["beta"] * log_dp)
+    )
+
+
+def _data_constrained_to_params(z, centre):
+    # As Chinchilla: amplitudes centred at the geometric-mean N and D of the data (D' ≤ D, so the centred B-term is
+    # the data term of a run at D̄ seen once).
+    out = _chinchilla_to_params(z, centre)
+    out["R_star"] = jnp.exp(z["log_R_star"])
+    return out
+
+
+def _data_constrained_from_params(p, centre):
+    out = _chinchilla_from_params(p, centre)
+    out["log_R_star"] = jnp.log(p["R_star"])
+    return out
+
+
+def _data_constrained_priors(centre, loss_scale):
+    # Chinchilla's priors for the shared part. R* (epochs after which repeated data has lost 1 − 1/e ≈ 63% of its
+    # value) is dimensionless: Muennighoff et al. fit R*_D ≈ 15.4. Log-normal around 15 with scale 1 puts 95% on
+    # 2-100 epochs. Data with few repetitions cannot pin R* (then D' ≈ D and the posterior of R* is the prior).
+    out = _chinchilla_priors(centre, loss_scale)
+    out["log_R_star"] = _log_normal(15.0, 1.0)
+    return out
+
+
+data_constrained = Law(
+    name="data_constrained",
+    params=("E", "A", "B", "alpha", "beta", "R_star"),
+    inputs=("N", "D", "U"),
+    log_mean=_data_constrained_log_mean,
+    latents=("log_E", "log_A_c", "log_B_c", "log_alpha", "log_beta", "log_R_star"),
+    to_params=_data_constrained_to_params,
+    from_params=_data_constrained_from_params,
+    priors=_data_constrained_priors,
+    derived={"a": lambda p: _exponent_shares(p)["a"], "b": lambda p: _exponent_shares(p)["b"]},
+    reference="Muennighoff et al. (2023), Scaling Data-Constrained Language Models, eq. (5)-(6) with effective data "
+    "only: L = E + A/N^α + B/D'^β, D' = U_D + U_D·R*·(1 − exp(−R_D/R*)), R_D = D/U_D − 1; they fit R*_D ≈ 15.4.",
+)
+
+
+# ---------------------------------------------------------------------------------------------------- overtrained
+def _overtrained_log_c_m(x):
+    """log C and log M for C = 6·N·D FLOP and M = D/N tokens per parameter."""
+    return np.log(6.0) + x["N"] + x["D"], x["D"] - x["N"]
+
+
+def _overtrained_log_mean(p, x):
+    log_c, log_m = _overtrained_log_c_m(x)
+    eta = p["eta"]
+    shape = jnp.logaddexp(jnp.log(p["a"]) + eta * log_m, jnp.log(p["b"]) - eta * log_m)
+    return _sat(jnp.log(p["E"]), shape - eta * log_c)
+
+
+def _overtrained_to_params(z, centre):
+    # log C ≈ 40-50 multiplies η, so a and b are sampled as the two reducible terms at the data's centre (C̄, M̄):
+    # log_a_c = log(a·M̄^η·C̄^-η), log_b_c = log(b·M̄^-η·C̄^-η).
+    log_c, log_m = _overtrained_log_c_m(centre)
+    eta = jnp.exp(z["log_eta"])
+    return {
+        "E": jnp.exp(z["log_E"]),
+        "a": jnp.exp(z["log_a_c"] - eta * (log_m - log_c)),
+        "b": jnp.exp(z["log_b_c"] + eta * (log_m + log_c)),
+        "eta": eta,
+    }
+
+
+def _overtrained_from_params(p, centre):
+    log_c, log_m = _overtrained_log_c_m(centre)
+    return {
+        "log_E": jnp.log(p["E"]),
+        "log_a_c": jnp.log(p["a"]) + p["eta"] * (log_m - log_c),
+        "log_b_c": jnp.log(p["b"]) - p["eta"] * (log_m + log_c),
+        "log_eta": jnp.log(p["eta"]),
+    }
+
+
+def _overtrained_priors(centre, loss_scale):
+    # As Chinchilla: floor E about half the typical loss, each reducible term at the centre about a quarter. η is
+    # half a Chinchilla exponent (the law is Chinchilla's with α = β = 2η rewritten in C and M): log-normal around
+    # 0.15 covers 0.05-0.5 at 95%.
+    ls = float(np.log(loss_scale))
+    return {
+        "log_E": (ls + np.log(0.5), 1.0),
+        "log_a_c": (ls + np.log(0.25), 1.5),
+        "log_b_c": (ls + np.log(0.25), 1.5),
+        "log_eta": _log_normal(0.15, 0.6),
+    }
+
+
+def _overtrained_m_opt(p):
+    # argmin over M of a·M^η + b·M^-η at fixed C: the compute-optimal tokens per parameter.
+    return (p["b"] / p["a"]) ** (1.0 / (2.0 * p["eta"]))
+
+
+overtrained = Law(
+    name="overtrained",
+    params=("E", "a", "b", "eta"),
+    inputs=("N", "D"),
+    log_mean=_overtrained_log_mean,
+    latents=("log_E", "log_a_c", "log_b_c", "log_eta"),
+    to_params=_overtrained_to_params,
+    from_params=_overtrained_from_params,
+    priors=_overtrained_priors,
+    derived={"M_opt": _overtrained_m_opt},
+    reference="Gadre et al. (2024), Language models scale reliably with over-training and on downstream tasks, "
+    "eq. (4): L(C, M) = E + (a·M^η + b·M^-η)·C^-η with token multiplier M = D/N and C = 6ND.",
+)
+
+
+# ---------------------------------------------------------------------------------------------------- broken power
+def broken_power_law(input: str = "C", name: str | None = None) -> Law:
+    """A smoothly broken power law with a floor in one input X (``"C"``, ``"N"`` or ``"D"``):
+
+        L(X) = E + A·X^-α₁·(1 + (X/X_b)^(1/s))^(−(α₂−α₁)·s)
+
+    The slope of the reducible term on log-log axes is α₁ well below the break X_b and α₂ well above it; s (in
+    e-folds of X) sets how gradually it turns. Parameters E, A, alpha_1, alpha_2, ``<X>_b``, s. Registered as
+    ``broken_power`` (X = C) and ``broken_power_N``; call this to build it for D.
+    """
+    if input not in ("C", "N", "D"):
+        raise ModelError(f"broken_power_law: input must be 'C', 'N' or 'D', got {input!r}")
+    xb_name = f"{input}_b"
+
+    def log_reducible(log_a, a1, a2, log_xb, s, x):
+        # log[A·X^-α₁·(1 + (X/X_b)^(1/s))^(−(α₂−α₁)s)] = log A − α₁x − (α₂−α₁)·s·softplus((x − log X_b)/s)
+        return log_a - a1 * x - (a2 - a1) * s * jax.nn.softplus((x - log_xb) / s)
+
+    def log_mean(p, x):
+        lr = log_reducible(jnp.log(p["A"]), p["alpha_1"], p["alpha_2"], jnp.log(p[xb_name]), p["s"], x[input])
+        return _sat(jnp.log(p["E"]), lr)
+
+    def to_params(z, centre):
+        # A is the amplitude of the pre-break power law extrapolated to X = 1, ~e^(α₁·log X̄) away from the data:
+        # sample instead the reducible term at the data's centre X̄ (log_A_c) and the break relative to the centre,
+        # log(X_b/X̄) (log_<X>_b_rel).
+        a1, a2, s = jnp.exp(z["log_alpha_1"]), jnp.exp(z["log_alpha_2"]), jnp.exp(z["log_s"])
+        xbar = centre[input]
+        log_xb = xbar + z[f"log_{xb_name}_rel"]
+        log_a = z["log_A_c"] - log_reducible(0.0, a1, a2, log_xb, s, xbar)
+        return {
+            "E": jnp.exp(z["log_E"]),
+            "A": jnp.exp(log_a),
+            "alpha_1": a1,
+            "alpha_2": a2,
+            xb_name: jnp.exp(log_xb),
+            "s": s,
+        }
+
+    def from_params(p, centre):
+        xbar = centre[input]
+        log_xb = jnp.log(p[xb_name])
+        return {
+            "log_E": jnp.log(p["E"]),
+            "log_A_c": log_reducible(jnp.log(p["A"]), p["alpha_1"], p["alpha_2"], log_xb, p["s"], xbar),
+            "log_alpha_1": jnp.log(p["alpha_1"]),
+            "log_alpha_2": jnp.log(p["alpha_2"]),
+            f"log_{xb_name}_rel": log_xb - xbar,
+            "log_s": jnp.log(p["s"]),
+        }
+
+    def priors(centre, loss_scale):
+        # Floor and centred reducible term as for the compute law. Slopes: log-normal around 0.2 (0.05-0.8 at 95%)
+        # for both sides, so the prior has no preferred direction of bending. The break: Normal(0, 2) in log(X_b/X̄)
+        # puts it within a factor e^4 ≈ 55 of the data's geometric mean at 95%, i.e. over the span of typical
+        # sweeps (2-4 decades) and a little beyond; a break far outside the data is the unbroken law and is left to
+        # the simpler laws. s: a turn over about one e-fold (log-normal around 0.5, 0.2-1.3 at 95%); much softer
+        # breaks are indistinguishable from curvature of the floor, much sharper ones are a kink the data cannot
+        # resolve between two sweep points.
+        ls = float(np.log(loss_scale))
+        return {
+            "log_E": (ls + np.log(0.5), 1.0),
+            "log_A_c": (ls + np.log(0.5), 1.5),
+            "log_alpha_1": _log_normal(0.2, 0.7),
+            "log_alpha_2": _log_normal(0.2, 0.7),
+            f"log_{xb_name}_rel": (0.0, 2.0),
+            "log_s": _log_normal(0.5, 0.5),
+        }
+
+    return Law(
+        name=name or ("broken_power" if input == "C" else f"broken_power_{input}"),
+        params=("E", "A", "alpha_1", "alpha_2", xb_name, "s"),
+        inputs=(input,),
+        log_mean=log_mean,
+        latents=("log_E", "log_A_c", "log_alpha_1", "log_alpha_2", f"log_{xb_name}_rel", "log_s"),
+        to_params=to_params,
+        from_params=from_params,
+        priors=priors,
+        reference="Caballero et al. (2023), Broken Neural Scaling Laws (ICLR), eq. (1) with one break and a floor: "
+        "y = a + b·x^-c0·(1 + (x/d1)^(1/f1))^(-c1·f1), here E = a, A = b, α₁ = c0, α₂ = c0 + c1, X_b = d1, s = f1.",
+    )
+
+
+broken_power = broken_power_law("C")
+broken_power_N = broken_power_law("N")
+
 _REGISTRY: dict[str, Law] = {}
 
 
@@ -208,4 +587,5 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-register(chinchilla)
+for _law in (chinchilla, kaplan, compute, data_constrained, overtrained, broken_power, broken_power_N):
+    register(_law)

@@ -79,6 +79,8 @@ def pooling_modes(
 def _latent_for(law: Law, name: str) -> str:
     if name in law.latents:
         return name
+    if name in law.latent_of:  # published params whose latent is named otherwise (e.g. Kaplan's N_c -> logL_N_c)
+        return law.latent_of[name]
     for z in law.latents:
         if z.startswith("log_") and z[4:] == name:
             return z
