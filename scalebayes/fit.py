@@ -126,7 +126,7 @@ def fit(
     target_accept: float = 0.9,
     max_tree_depth: int = 10,
     dtype: str = "float64",
-    pointwise: bool = True,
+    pointwise: bool | str = "auto",
     warn: bool = True,
 ):
     """Fit a scaling law to training runs with NUTS and return the :class:`~scalebayes.posterior.Posterior`.
@@ -138,8 +138,10 @@ def fit(
     Parameterisation and sampler: every parameter is sampled as an unconstrained latent (logs of positive
     parameters); amplitudes are *centred* at the data's geometric-mean inputs — the Chinchilla law samples
     log(A·N̄^-α) instead of log A, which removes the near-linear ridge between log A and α — and NUTS adapts a
-    dense mass matrix for the correlations that remain (E against the reducible terms). On ``chinchilla_epoch``
-    that takes the naive model's ~80-120 leapfrog steps per iteration down to ~20-30 (see ``benchmarks/``).
+    dense mass matrix for the correlations that remain (E against the reducible terms), seeded by the Hessian at
+    the posterior mode (:mod:`scalebayes.sampler`). On ``chinchilla_epoch`` that takes the naive model's ~100
+    leapfrog steps per iteration down to ~7 (``benchmarks/RESULTS.md``). For quick looks, ``warmup=500,
+    draws=500`` usually passes the diagnostics at half the cost.
 
     Args:
         data: validated runs (:class:`~scalebayes.data.ScalingData`).
@@ -154,8 +156,10 @@ def fit(
         noise: ``"shared"`` σ, or ``"family"`` for one σ per family.
         dense_mass, target_accept, max_tree_depth: NUTS settings.
         dtype: ``"float64"`` (default) or ``"float32"`` for the sampler's arrays.
-        pointwise: store the pointwise log-likelihood and posterior predictive groups (draws × runs each);
-            ``False`` skips them for very large tables (compute them later with ``Posterior.pointwise()``).
+        pointwise: store the pointwise log-likelihood and posterior predictive groups (draws × runs floats each):
+            ``True``, ``False``, or ``"auto"`` (default): only when draws × runs ≤ 2e6
+            (:data:`scalebayes.pointwise.AUTO_MAX_ELEMENTS`), so a 100,000-run fit holds no draws × runs array
+            the user did not ask for. Skipped groups can be added later with ``Posterior.pointwise()``.
         warn: emit :class:`~scalebayes.errors.SamplingWarning` when diagnostics fail (the flag is set anyway).
     """
     from .posterior import Posterior
@@ -204,11 +208,13 @@ def constrained_summaries(spec: Spec, centre: Mapping[str, float], site: Mapping
     return to_numpy({"params": params, "derived": derived, "latents": lat, "noise": noise})
 
 
-def build_datatree(data: ScalingData, prep: Prepared, site: dict, stats: dict, *, pointwise: bool, seed: int, config):
+def build_datatree(
+    data: ScalingData, prep: Prepared, site: dict, stats: dict, *, pointwise: bool | str, seed: int, config
+):
     """The ArviZ DataTree of a fit: posterior (published convention), sample_stats, observed/constant data,
     latent_posterior (sampler coordinates per family) and, when ``pointwise``, log_likelihood and
     posterior_predictive (dims chain, draw, obs)."""
-    from .pointwise import pointwise_groups
+    from .pointwise import pointwise_groups, want_pointwise
 
     spec = prep.spec
     F = spec.n_families
@@ -298,7 +304,7 @@ def build_datatree(data: ScalingData, prep: Prepared, site: dict, stats: dict, *
     }
     coords = {"family": fams, "obs": obs_coord}
     dt = azb.from_dict(groups, dims=all_dims, coords=coords, attrs=attrs)
-    if pointwise:
+    if want_pointwise(pointwise, int(np.prod(site["sigma"].shape[:2])), prep.n_obs):
         for name, ds in pointwise_groups(dt, seed=seed).items():
             dt[name] = ds
     return dt

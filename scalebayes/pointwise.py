@@ -1,18 +1,31 @@
-"""Pointwise log-likelihood and posterior predictive of the fitted runs (draws × runs arrays)."""
+"""Pointwise log-likelihood and posterior predictive of the fitted runs (draws × runs arrays), computed in chunks.
+
+Both groups are S × n (S posterior draws, n runs) floats each — 3.2 GB apiece for 4000 draws of 100,000 runs — so
+:func:`scalebayes.fit` stores them only when asked (``pointwise=True``) or, by default (``"auto"``), when
+S·n ≤ :data:`AUTO_MAX_ELEMENTS`; :meth:`Posterior.pointwise` adds them later. The computation itself runs over
+chunks of draws (:data:`CHUNK_ELEMENTS` floats per chunk per group), so its working memory is bounded whatever S·n;
+only the two results, which the caller asked for, are S × n.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from jax.scipy import stats as jstats
+from jax.scipy.special import gammaln
 
 from . import laws as _laws
+
+#: ``pointwise="auto"`` stores the groups when draws × runs is at most this (2e6: 16 MB per group in float64).
+AUTO_MAX_ELEMENTS = 2_000_000
+#: Working-set size of one chunk (draws × runs elements per group).
+CHUNK_ELEMENTS = 1 << 20
 
 
 def _stack(da: xr.DataArray) -> np.ndarray:
@@ -20,43 +33,95 @@ def _stack(da: xr.DataArray) -> np.ndarray:
     return v.reshape(-1, *v.shape[2:])
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _pointwise(law, params, x, fam, log_y, sigma, nu, key):
-    # params (S, F) -> per-obs (S, n) by gathering the family column.
+def want_pointwise(pointwise: bool | str, n_samples: int, n_obs: int) -> bool:
+    """Resolve ``fit(pointwise=...)``: True/False as given; ``"auto"`` is True when draws × runs ≤
+    :data:`AUTO_MAX_ELEMENTS`."""
+    if pointwise == "auto":
+        return n_samples * n_obs <= AUTO_MAX_ELEMENTS
+    if isinstance(pointwise, bool | np.bool_):
+        return bool(pointwise)
+    from .errors import ModelError
+
+    raise ModelError(f"pointwise must be True, False or 'auto', got {pointwise!r}")
+
+
+def student_t_noise(u1: jnp.ndarray, u2: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
+    """Student-t(ν) variates from two independent uniforms on (0, 1), without rejection: Bailey's (1994) polar
+    method with the point in the unit disc drawn as (√u1 cos 2πu2, √u1 sin 2πu2), i.e.
+    t = cos(2πu2)·sqrt(ν(u1^(-2/ν) - 1)). ν = inf gives Box-Muller's normal. Broadcasts."""
+    lu = jnp.log(u1)
+    finite = jnp.isfinite(nu)
+    nu_s = jnp.where(finite, nu, 1.0)
+    r2 = jnp.where(finite, nu_s * jnp.expm1(-2.0 * lu / nu_s), -2.0 * lu)
+    return jnp.cos(2.0 * math.pi * u2) * jnp.sqrt(r2)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _chunk(law, student: bool, params, x, fam, log_y, sigma, nu, key):
+    """Log-likelihood and a replicate of log loss, both (s, n), for a chunk of s draws (params (s, F), sigma (s,) or
+    (s, F), nu (s,))."""
     p = {k: v[:, fam] for k, v in params.items()}
     mu = law.log_mean(p, {k: v[None, :] for k, v in x.items()})
     s = sigma[:, fam] if sigma.ndim == 2 else sigma[:, None]
-    finite = jnp.isfinite(nu)[:, None]
-    nu_safe = jnp.where(finite, nu[:, None], 1.0)
-    ll = jnp.where(finite, jstats.t.logpdf(log_y[None, :], nu_safe, mu, s), jstats.norm.logpdf(log_y[None, :], mu, s))
-    eps = jax.random.normal(key, mu.shape)
-    g = jax.random.gamma(jax.random.fold_in(key, 1), nu_safe / 2.0, mu.shape) / (nu_safe / 2.0)
-    rep = mu + s * jnp.where(finite, eps / jnp.sqrt(g), eps)
+    d = log_y[None, :] - mu
+    if student:
+        v = nu[:, None]
+        const = gammaln(0.5 * (v + 1.0)) - gammaln(0.5 * v) - 0.5 * jnp.log(v * math.pi)
+        ll = const - jnp.log(s) - 0.5 * (v + 1.0) * jnp.log1p(d * d / (v * s * s))
+    else:
+        ll = -0.5 * (d / s) ** 2 - jnp.log(s) - 0.5 * math.log(2.0 * math.pi)
+    k1, k2 = jax.random.split(key)
+    u1 = jax.random.uniform(k1, mu.shape, mu.dtype, minval=jnp.finfo(mu.dtype).tiny)
+    u2 = jax.random.uniform(k2, mu.shape, mu.dtype)
+    rep = mu + s * student_t_noise(u1, u2, nu[:, None] if student else jnp.inf)
     return ll, rep
 
 
-def pointwise_groups(dt, *, seed: int = 0) -> dict[str, xr.DataTree]:
-    """log_likelihood and posterior_predictive groups (dims chain, draw, obs) of log loss for a fit's DataTree."""
+def pointwise_arrays(dt, *, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise log-likelihood and posterior-predictive log loss of every fitted run, each (chain·draw, obs),
+    computed over chunks of at most ``chunk_elements`` draws × runs (every chunk of one fit has the same shape, so
+    one compilation serves them all)."""
     meta = json.loads(dt.attrs["scalebayes"])
     law = _laws.get(meta["law"])
     post, lp = dt["posterior"], dt["latent_posterior"]
-    chains, ndraw = post.sizes["chain"], post.sizes["draw"]
-    latents = {z: jnp.asarray(_stack(lp[z])) for z in law.latents}
-    params = law.to_params(latents, {k: jnp.asarray(v) for k, v in meta["centre"].items()})
+    latents = {z: _stack(lp[z]) for z in law.latents}
+    centre = {k: jnp.asarray(v) for k, v in meta["centre"].items()}
     cd = dt["constant_data"]
     x = {k: jnp.log(jnp.asarray(cd[k].values, dtype=jnp.float64)) for k in law.inputs}
     fams = list(meta["families"])
     fam = jnp.asarray(pd.Index(fams).get_indexer(np.asarray(cd["family"].values).astype(str)), jnp.int32)
-    log_y = jnp.asarray(dt["observed_data"]["log_loss"].values)
-    sigma = jnp.asarray(_stack(post["sigma"]))
-    nu = jnp.asarray(_stack(post["nu"])) if "nu" in post.data_vars else jnp.full(chains * ndraw, jnp.inf)
-    ll, rep = _pointwise(law, params, x, fam, log_y, sigma, nu, jax.random.fold_in(jax.random.key(seed), 11))
-    obs = cd["obs"].values
-    shape = (chains, ndraw, -1)
+    log_y = jnp.asarray(dt["observed_data"]["log_loss"].values, jnp.float64)
+    sigma = _stack(post["sigma"])
+    student = "nu" in post.data_vars
+    S = sigma.shape[0]
+    nu = _stack(post["nu"]) if student else np.full(S, np.inf)
+    n = int(log_y.shape[0])
+    size = int(max(1, min(S, chunk_elements // max(n, 1))))
+    ll = np.empty((S, n))
+    rep = np.empty((S, n))
+    key = jax.random.fold_in(jax.random.key(seed), 11)
+    for i, start in enumerate(range(0, S, size)):
+        stop = min(start + size, S)
+        idx = np.minimum(np.arange(start, start + size), S - 1)  # the last chunk is padded to the common shape
+        lat = {z: jnp.asarray(v[idx]) for z, v in latents.items()}
+        params = law.to_params(lat, centre)
+        sig, nus = jnp.asarray(sigma[idx]), jnp.asarray(nu[idx])
+        a, b = _chunk(law, student, params, x, fam, log_y, sig, nus, jax.random.fold_in(key, i))
+        ll[start:stop] = np.asarray(a)[: stop - start]
+        rep[start:stop] = np.asarray(b)[: stop - start]
+    return ll, rep
+
+
+def pointwise_groups(dt, *, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS) -> dict[str, xr.DataTree]:
+    """log_likelihood and posterior_predictive groups (dims chain, draw, obs) of log loss for a fit's DataTree."""
+    post = dt["posterior"]
+    chains, ndraw = post.sizes["chain"], post.sizes["draw"]
+    ll, rep = pointwise_arrays(dt, seed=seed, chunk_elements=chunk_elements)
+    obs = dt["constant_data"]["obs"].values
     coords = {"chain": post["chain"].values, "draw": post["draw"].values, "obs": obs}
 
     def ds(v):
-        arr = np.asarray(v).reshape(shape)
+        arr = v.reshape(chains, ndraw, -1)
         return xr.DataTree(xr.Dataset({"log_loss": (("chain", "draw", "obs"), arr)}, coords=coords))
 
     return {"log_likelihood": ds(ll), "posterior_predictive": ds(rep)}
