@@ -16,7 +16,7 @@ import jax
 if os.environ.get("SCALEBAYES_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
-from . import datasets, errors, laws  # noqa: E402
+from . import baselines, datasets, errors, laws  # noqa: E402
 from .backtest import backtest  # noqa: E402
 from .batch import fit_many  # noqa: E402
 from .compare import compare  # noqa: E402
@@ -24,5 +24,17 @@ from .data import ScalingData  # noqa: E402
 from .fit import fit  # noqa: E402
 from .posterior import Posterior, load  # noqa: E402
 
-__all__ = ["ScalingData", "Posterior", "fit", "fit_many", "load", "datasets", "errors", "laws", "backtest", "compare"]
+__all__ = [
+    "ScalingData",
+    "Posterior",
+    "fit",
+    "fit_many",
+    "load",
+    "datasets",
+    "errors",
+    "laws",
+    "baselines",
+    "backtest",
+    "compare",
+]
 __version__ = "0.1.0"
