@@ -2,33 +2,43 @@
 
 ``sampler(spec, n, config, dtype)`` returns a jitted ``run(key, x, log_y, fam, mask, hyper)`` that does warm-up and
 sampling for every chain and returns constrained draws of shape (chains, draws, ...) plus sampler statistics;
-``batch_sampler(spec, n, config, dtype)`` is the same program over a leading axis of B independent datasets (used by
-:func:`scalebayes.fit_many`). Both are cached on their static arguments, so a second fit of the same structure and
-(padded) size does not recompile (``COMPILE_COUNT`` counts traces).
-
-What is in here, and why (measurements in ``benchmarks/RESULTS.md``; 2-core CPU):
+``batch_sampler(spec, n, config, dtype, n_devices)`` is the same program over a leading axis of B independent
+datasets (used by :func:`scalebayes.fit_many`), optionally sharded over devices. Both are cached on their static
+arguments, so a second fit of the same structure and (padded) size does not recompile (``COMPILE_COUNT`` counts
+traces; ``tests/test_speed.py`` checks it together with JAX's compilation log). Measurements behind every choice
+below are in ``benchmarks/RESULTS.md`` (2-core CPU).
 
 *Potential.* :func:`make_potential` writes the negative log joint of :func:`scalebayes.model.model` directly in JAX
-(priors, the hierarchy, log-Jacobians of the exp transforms, the Student-t/Normal likelihood) on one flat vector of
-unconstrained coordinates. It equals NumPyro's potential for the same model to rounding (``tests/test_speed.py``
-checks every pooling/likelihood/noise combination) but costs about a third: the law's parameters are computed once
-per family rather than once per run (the NumPyro model gathers latents to runs *before* ``exp``), and the Student-t
-term uses one ``log`` per run instead of ``log1p`` of a ratio. On CPU the float64 ``log``/``exp`` of every run are
-the whole cost of a leapfrog step.
+(priors, hierarchy, log-Jacobians of the exp transforms, Student-t/Normal likelihood) on one flat vector of
+unconstrained coordinates. It equals NumPyro's potential for the same model to rounding (tested for every pooling,
+likelihood and noise option) and its gradient costs about a third less: the law's parameters are computed once per
+family instead of once per run, and the Student-t term takes one ``log`` per run. On CPU the float64 ``log``/``exp``
+per run are most of a leapfrog step.
 
-*NUTS.* Multinomial NUTS (Betancourt 2017) with the generalised U-turn criterion checked on every sub-tree
-(NumPyro's/Stan's iterative scheme), in coordinates whitened by the adapted metric (``q = L u``, ``L`` the Cholesky
-factor of the warm-up covariance for ``dense_mass=True``, a diagonal scale otherwise), so the integrator uses an
-identity mass matrix. Chains are *not* synchronised per iteration: the program's loop body is one leapfrog step for
-every chain, and a chain whose trajectory has ended records its draw and starts its next trajectory in the same
-step. Vectorised chains (and, in ``fit_many``, thousands of chains over datasets) therefore cost the *mean* tree
-size, not the maximum over chains at every iteration, and there is no host round trip anywhere in sampling.
+*NUTS.* Multinomial NUTS with the generalised U-turn criterion checked on every sub-tree (NumPyro's and Stan's
+iterative scheme), in coordinates whitened by the adapted metric (``q = L u``; ``L`` the Cholesky factor of the
+warm-up covariance with ``dense_mass=True``, a diagonal scale otherwise), so the integrator's mass matrix is the
+identity. Chains are not synchronised per iteration: the loop body is one leapfrog step for every chain, and a chain
+whose trajectory ended records its draw and starts the next trajectory in the same step, so vectorised chains cost
+about the mean trajectory length rather than the longest of the chains at each iteration. The chain state is packed
+into a few arrays and random numbers come from an unrolled counter-based threefry (JAX's CPU lowering of threefry is
+a while loop whose overhead exceeded a whole leapfrog step); there is no host round trip inside sampling.
 
-*Adaptation.* Stan's windowed warm-up: dual-averaging step size toward ``target_accept`` throughout; a fast initial
-window (75 iterations), slow windows of 25, 50, 100, ... iterations that estimate the posterior covariance (Welford,
-shrunk toward the identity as in Stan) and reset the metric at their ends, and a terminal fast window (50). After each
-metric update the step size is re-initialised with Hoffman & Gelman's doubling heuristic. Chains meet only at these
-window boundaries.
+*Warm-up.* Each chain starts near the prior's centre and takes a short damped (saddle-free) Newton descent toward
+the mode; the inverse Hessian there seeds the metric (the chain with the lowest end point lends its metric to all
+chains of the dataset; a chain that stopped > 20 + D nats above it restarts from the best end point), so the first
+trajectories are not hundreds of steps long. Then Stan's windowed adaptation: dual-averaging step size toward
+``target_accept``; a fast initial window (75 iterations), slow windows of 25, 50, 100, ... iterations whose draws —
+pooled over the chains of a dataset (``cross_chain``) — estimate the covariance, and a terminal fast window (50).
+The covariance estimate is shrunk toward 1e-3 x its own diagonal, not toward Stan's/NumPyro's absolute 1e-3·I: the
+law's amplitudes are pinned along one direction (their sum at the data centre, variance ~1e-6 on chinchilla_epoch)
+that an absolute ridge swamps, which cost ~27 instead of ~7 leapfrog steps per iteration. After each metric update
+the step size is re-initialised by Hoffman & Gelman's doubling heuristic. Chains meet only at window boundaries.
+
+*Devices.* With one CPU device (JAX's default) chains run as one vectorised batch; that is also the layout for a
+GPU. ``chain_method="parallel"`` (chosen automatically by :func:`chain_method_for` when there are several local
+devices that divide the chains) shards chains over devices; scalebayes never sets
+``XLA_FLAGS=--xla_force_host_platform_device_count`` itself.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ up as a non-uniform rank distribution.
 runs): prior draws and prior-predictive losses come from the NumPyro model of :mod:`scalebayes.model` (the reference
 generative model), every simulated dataset is fitted by the compiled NUTS program of :mod:`scalebayes.sampler`
 (which evaluates its own hand-written potential, so SBC also checks that the two agree), batched over datasets with
-``batch_sampler`` (one compiled program, simulations vectorised), and the ranks are tested for uniformity.
+``batch_sampler`` (one compiled program, simulations vectorised), and the ranks are tested for uniformity. The
+sampler is called directly rather than through :func:`scalebayes.fit_many` (the same engine) because ``fit_many``
+resolves each dataset's priors from its own losses, while SBC needs the one prior the simulations were drawn from.
 
 Test quantities: every sampled scalar (latents, population μ/τ under partial pooling, each family's latent,
 σ and ν) plus the log-likelihood of the simulated data (Modrák et al. 2023, "Simulation-based calibration checking
@@ -131,6 +133,7 @@ class SBCResult:
             "p_chi2": t["p_chi2"].round(4).to_dict(),
             "divergent_sims": int((self.sims["divergences"] > 0).sum()),
             "max_r_hat": float(self.sims["max_r_hat"].max()),
+            "sims_r_hat_over_1.05": int((self.sims["max_r_hat"] > 1.05).sum()),
             "seconds": self.seconds,
             "config": self.config,
         }
@@ -166,7 +169,7 @@ class SBCResult:
         )
         fig.supxlabel("PIT", fontsize=8)
         fig.supylabel("ECDF difference", fontsize=8)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # leave room for the suptitle
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=110)
@@ -277,6 +280,8 @@ def sbc(
         raise ModelError(f"unknown corruption {corrupt!r}; choose one of {CORRUPTIONS} or None")
     if n_sims < 2:
         raise ModelError(f"n_sims must be >= 2, got {n_sims}")
+    if n_rank > chains * draws:
+        raise ModelError(f"n_rank={n_rank} exceeds the {chains * draws} kept draws (chains × draws)")
     law = _laws.get(law)
     data = _design_data(design, loss_scale)
     prep = prepare(
@@ -306,21 +311,15 @@ def sbc(
     if corrupt == "prior":
         k = len(spec.latents) - 1
         fit_hyper = {**hyper, "loc": hyper["loc"].at[k].add(hyper["scale"][k])}
-    if corrupt == "tempered":
-        # p(y|θ)^(1/2) for the Student-t/Normal on log loss is not another member of the family in general; for the
-        # purpose of a broken sampler we fit with the data's mask halved, which multiplies every run's
-        # log-likelihood by 1/2 (the potential is Σ mask·ll), i.e. a posterior tempered at 1/2: too wide.
-        pass
-
     config = SamplerConfig(chains=int(chains), warmup=int(warmup), draws=int(draws), max_tree_depth=int(max_tree_depth))
     run = batch_sampler(spec, n, config, "float64")
+    # "tempered": the sampler's potential is Σ mask·loglik, so halving the mask fits p(θ)·p(y|θ)^(1/2), a posterior
+    # tempered at 1/2 (too wide) — a sampler that dropped the likelihood's weight.
     fit_mask = mask * (0.5 if corrupt == "tempered" else 1.0)
     B = int(min(batch_size, n_sims))
     keys = jax.random.split(k_fit, n_sims)
     # thin: evenly spaced indices over the chains·draws pooled draws
     total = chains * draws
-    if n_rank > total:
-        raise ModelError(f"n_rank={n_rank} exceeds the {total} kept draws (chains × draws)")
     idx = np.linspace(0, total - 1, n_rank).round().astype(int)
 
     rank_rows, truth_rows, sim_rows = [], [], []

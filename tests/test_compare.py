@@ -100,3 +100,11 @@ def test_leave_largest_out_table():
     assert t.loc["a", "coverage"] == 1.0 and t.loc["b", "coverage"] == 0.0
     with pytest.raises(sb.errors.ModelError):
         compare_backtests({"a": _fake_result(a, np.ones(40, bool))})
+
+
+@pytest.mark.slow
+def test_compare_by_backtest_refits_each_model(chinchilla_post, bad_post):
+    # Leave-largest-out: both models refitted on the smaller 80% of runs with their own settings (two fits).
+    t = sb.compare({"default": chinchilla_post, "wrong alpha": bad_post}, method="backtest")
+    assert list(t.index) == ["default", "wrong alpha"]
+    assert t.loc["wrong alpha", "elpd_diff"] < 0 and t.loc["default", "n"] == 48

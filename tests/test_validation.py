@@ -82,3 +82,11 @@ def test_sbc_rejects_bad_options(design):
         sbc("chinchilla", design, n_sims=4, corrupt="nonsense")
     with pytest.raises(sb.errors.ModelError):
         sbc("chinchilla", design, n_sims=4, chains=1, draws=10, n_rank=49)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("law", ["kaplan", "compute"])
+def test_sbc_other_laws(design, law):
+    # The full 200-simulation runs are case_studies/validation/run.py; this is a 60-simulation check per law.
+    r = sbc(law, design, n_sims=60, seed=1, **SMALL)
+    assert r.passed(alpha=0.01), r.tests()
