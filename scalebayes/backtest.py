@@ -386,15 +386,14 @@ def backtest(
         if extrapolation == "discrepancy":
             cal = dict(calibration or {})
             pool = bool(cal.pop("pool", True))
-            inner = {
-                key: _disc.inner_records(post, split=_col_split(col), seed=seed, n_pad=n_pad, **cal)
-                for key, _, post, _ in fitted
-            }
+            inner = {key: _disc.inner_records(post, seed=seed, n_pad=n_pad, **cal) for key, _, post, _ in fitted}
             pooled = [r for recs, _ in inner.values() for r in recs]
             parts = []
             for key, fr, post, pred in fitted:
                 recs, det = inner[key]
-                disc = _disc.from_records(post, pooled if pool else recs, det, split=_col_split(col))
+                disc = _disc.from_records(
+                    post, pooled if pool else recs, det, split=cal.get("split", _disc.DEFAULT_SPLITS)
+                )
                 details.setdefault("kappa", {})[key] = disc.kappa
                 details.setdefault("calibration", {})[key] = disc.info
                 parts.append(
@@ -428,7 +427,7 @@ def backtest(
     result = BacktestResult(runs=runs.loc[frame.index], config=config, train_mask=~test, details=details)
     if method == "bayes":
         result.predictives = {key: {"outer": pred, "frame": fr} for key, fr, _, pred in fitted}
-        for key, (recs, det) in (inner.items() if extrapolation == "discrepancy" else ()):
+        for key, (recs, det) in inner.items() if extrapolation == "discrepancy" else ():
             result.predictives[key]["inner"] = recs
             result.predictives[key]["inner_rows"] = [d_["rows"] for d_ in det]
     if plain:  # the same fits scored without the discrepancy: the "before" of a before/after comparison
@@ -439,10 +438,6 @@ def backtest(
             details={k: v for k, v in details.items() if k not in ("kappa", "calibration")},
         )
     return result
-
-
-def _col_split(col: str) -> str:
-    return "params" if col == "N" else "compute"
 
 
 def _size_ratio(train: ScalingData, frame: pd.DataFrame, col: str) -> np.ndarray:

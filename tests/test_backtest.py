@@ -108,7 +108,7 @@ def test_estimate_kappa_recovers_the_simulated_discrepancy():
     # Held-out runs at distances 0-2 whose errors have s.d. κ·d (κ = 0.02) on top of noise 0.005: the LPD-maximising
     # κ lands within the grid's resolution and the sampling error of 300 runs (±15%).
     rng = np.random.default_rng(2)
-    S, P = 200, 300
+    S, P = 50, 300  # the predictive has almost no parameter spread here: few draws suffice
     d = rng.uniform(0, 2, P)
     pred = LogPredictive(rng.normal(0, 1e-3, (S, P)), np.full((S, P), 0.005), np.full(S, np.inf), np.zeros(P))
     y = rng.normal(0, np.sqrt(0.005**2 + (0.02 * d) ** 2))
@@ -134,7 +134,8 @@ def test_score_columns_and_coverage():
 # ----------------------------------------------------------------------------------------------- one real backtest
 @pytest.fixture(scope="module")
 def bt(chinchilla_data):
-    # Bayes backtest with the discrepancy: one outer fit + one inner calibration refit (fractions=(0.25,)), both on
+    # Bayes backtest with the discrepancy: one outer fit + two inner calibration refits (fraction 0.25 by compute and
+    # by params), all on
     # the FULL settings and 256 padded runs, i.e. the compiled program of the chinchilla_post fixture.
     return sb.backtest(
         chinchilla_data, "chinchilla", extrapolation="discrepancy", calibration={"fractions": (0.25,)}, **FULL
@@ -199,3 +200,28 @@ def test_backtest_rejects_bad_options(chinchilla_data):
         sb.backtest(chinchilla_data, method="huber_bootstrap", extrapolation="discrepancy")
     with pytest.raises(sb.errors.ModelError):
         sb.backtest(chinchilla_data, holdout_fraction=1.5)
+
+
+def test_calibrate_attaches_and_survives_save_load(chinchilla_post, tmp_path):
+    # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler) on a
+    # copy, so the shared fixture stays untouched.
+    import copy
+    import warnings
+
+    from scalebayes import discrepancy
+
+    post = copy.copy(chinchilla_post)
+    post.idata = chinchilla_post.idata.copy(deep=True)
+    disc = discrepancy.calibrate(post, fractions=(0.25,))
+    assert disc.kappa >= 0.0
+    assert [sp["split"] for sp in disc.info["splits"]] == ["compute", "params"]
+    n_params = int(holdout_mask(post.data, "params", 0.25).sum())
+    assert disc.info["n_heldout"] == 60 + n_params  # 25% of 240 by compute, plus the largest-N quarter (ties kept)
+    assert discrepancy.stored(post).kappa == pytest.approx(disc.kappa)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the attached calibration is used: no refit, no warning
+        far = post.predict(1e12, 2e13, extrapolation="discrepancy", quantiles=(0.05, 0.95))
+    loaded = sb.load(post.save(tmp_path / "post.nc"))
+    assert discrepancy.stored(loaded).kappa == pytest.approx(disc.kappa)
+    again = loaded.predict(1e12, 2e13, extrapolation="discrepancy", quantiles=(0.05, 0.95))
+    assert again.loc[0, "q0.95"] == pytest.approx(far.loc[0, "q0.95"])
