@@ -332,11 +332,12 @@ def case_fit_many(args) -> dict:
         sb.ScalingData.from_frame(_simulate(40, seed=i), N="N", D="D", loss="loss", name=f"sim{i}")
         for i in range(args.many)
     ]
-    # Python loop over fit (defaults), after one compiling call
+    # Python loop over fit (defaults), after one compiling call; the loop's fits are datasets 1..loop of the batch
     sb.fit(data[0], warn=False)
+    loop_diag = []
     t0 = _clock()
     for d in data[1 : 1 + args.loop]:
-        sb.fit(d, warn=False)
+        loop_diag.append(sb.fit(d, warn=False).diagnostics)
     loop_wall, loop_cpu = _since(t0)
     per_fit = loop_wall / args.loop
     # one fit_many call (first: compiles; reported separately from the fits' own time)
@@ -366,10 +367,12 @@ def case_fit_many(args) -> dict:
         lo, hi = np.concatenate(lo), np.concatenate(hi)
         cover[name] = round(float(np.mean((lo <= TRUE[name]) & (TRUE[name] <= hi))), 3)
     fits_per_s = args.many / many_wall
+    same = slice(1, 1 + args.loop)  # the loop's datasets
     return {
         "n_datasets": args.many,
         "runs_each": 40,
         "settings": "fit_many(datasets) and fit(d) with defaults (4 chains, 1000 + 1000)",
+        "slots": sb.batch.DEFAULT_SLOTS,
         "fit_many_wall": many_wall,
         "fit_many_cpu": many_cpu,
         "fit_many_fits_per_s": round(fits_per_s, 2),
@@ -380,7 +383,12 @@ def case_fit_many(args) -> dict:
         "loop_fits_per_s": round(1.0 / per_fit, 3),
         "throughput_ratio": round(fits_per_s * per_fit, 2),
         "diagnostics_ok_fraction": round(float(np.mean(batch.ok)), 3),
+        "loop_diagnostics_ok_fraction": round(float(np.mean([d.ok for d in loop_diag])), 3),
+        "fit_many_ok_fraction_on_loop_datasets": round(float(np.mean(batch.ok[same])), 3),
+        "divergent_fraction_of_fits": round(float(np.mean(summ["divergences"] > 0)), 3),
+        "loop_divergent_fraction_of_fits": round(float(np.mean([d.divergences > 0 for d in loop_diag])), 3),
         "median_steps_per_iteration": round(float(summ["steps_per_iteration"].median()), 2),
+        "loop_median_steps_per_iteration": round(float(np.median([d.steps_per_iteration for d in loop_diag])), 2),
         "coverage_90": cover,
         "build_two_posteriors_wall": build[0],
     }
@@ -509,6 +517,17 @@ def markdown(results: dict) -> str:
             f"{fm['coverage_90']} of the datasets. Compiling (a first call on 8 datasets): "
             f"{fm['fit_many_first_call_8_datasets_wall']:.1f} s.",
         ]
+        if "loop_diagnostics_ok_fraction" in fm:
+            lines += [
+                "",
+                f"Same settings, one at a time: the loop's {fm['loop_fits']} `fit`s passed diagnostics in "
+                f"{100 * fm['loop_diagnostics_ok_fraction']:.0f}% (fit_many on those datasets: "
+                f"{100 * fm['fit_many_ok_fraction_on_loop_datasets']:.0f}%), median "
+                f"{fm['loop_median_steps_per_iteration']} leapfrog steps/iteration; divergent transitions in "
+                f"{100 * fm['loop_divergent_fraction_of_fits']:.0f}% of the loop's fits and "
+                f"{100 * fm['divergent_fraction_of_fits']:.0f}% of the batch's. fit_many streams the datasets "
+                f"through {fm['slots']} slots (see `scalebayes/sampler.py`).",
+            ]
     mem = c.get("memory_100k")
     if mem and "error" not in mem:
         lines += [
@@ -565,7 +584,7 @@ def main(argv=None):
     p.add_argument("--only", default=",".join(CASES), help="comma-separated case names")
     p.add_argument("--reps", type=int, default=3, help="warm calls per fit case (median reported)")
     p.add_argument("--many", type=int, default=1000, help="datasets for fit_many")
-    p.add_argument("--loop", type=int, default=5, help="fits in the Python loop that fit_many is compared with")
+    p.add_argument("--loop", type=int, default=20, help="fits in the Python loop that fit_many is compared with")
     p.add_argument("--mem-warmup", type=int, default=200)
     p.add_argument("--mem-draws", type=int, default=200)
     p.add_argument("--case", help=argparse.SUPPRESS)

@@ -3,10 +3,13 @@
 Each dataset is prepared exactly as :func:`scalebayes.fit` would prepare it (its own centring and data-scaled
 priors), padded with masked rows to a common number of runs, and stacked along a leading dataset axis; the sampler
 (:func:`scalebayes.sampler.batch_sampler`) runs every chain of every dataset in one loop, each chain at its own pace
-(see :mod:`scalebayes.sampler`). Diagnostics — rank-normalised split R-hat, bulk and tail ESS (Vehtari et al. 2021,
-the same numbers ArviZ gives) and divergences — are computed for every dataset at once in NumPy, and every failing
-dataset is flagged. Full :class:`~scalebayes.posterior.Posterior` objects (with their ArviZ DataTree) are built
-only when asked for: ``batch[i]``.
+(see :mod:`scalebayes.sampler`). On CPU the datasets stream through a few dozen slots: each dataset passes its
+warm-up window boundaries on its own and a slot whose dataset finished takes the next one, so the batch costs about
+the mean fit's leapfrog steps per dataset rather than a multiple of the slowest chain's (``benchmarks/RESULTS.md``).
+Diagnostics — rank-normalised split R-hat, bulk and tail ESS (Vehtari et al. 2021, the same numbers ArviZ gives)
+and divergences — are computed for every dataset at once in NumPy, and every failing dataset is flagged. Full
+:class:`~scalebayes.posterior.Posterior` objects (with their ArviZ DataTree) are built only when asked for:
+``batch[i]``.
 
 Several devices: with more than one JAX device (GPUs, or CPU devices from
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX is imported) the dataset axis is sharded over
@@ -33,11 +36,18 @@ from .data import ScalingData
 from .diagnostics import ESS_MIN, RHAT_MAX, Diagnostics
 from .errors import DataError, ModelError, SamplingWarning
 from .fit import Prepared, build_datatree, constrained_summaries, prepare
+from .model import POOLED
 from .sampler import SamplerConfig, batch_sampler, to_numpy
 
 #: Datasets per compiled batch by default (all of them up to this; larger lists run in chunks of this size, each
 #: chunk padded to the same shape so one compilation serves every chunk).
 DEFAULT_BATCH = 1024
+
+#: Datasets sampled side by side (per device) by default; the rest of a batch queues and streams through these
+#: slots (:func:`scalebayes.sampler.batch_sampler`). On CPU a chain's leapfrog step costs the same (~3.5 µs for
+#: 40 runs) from 4 to 256 datasets at once, so more slots buy nothing and only lengthen the tail (the slots that
+#: idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU wants many more.
+DEFAULT_SLOTS = 32
 
 
 def _pad_runs(n: int) -> int:
@@ -187,7 +197,7 @@ def _posterior_vars(spec, centre: Mapping[str, np.ndarray], site: Mapping[str, n
     if spec.likelihood == "student_t":
         res["nu"] = out["noise"]["nu"]
     for z, mode in zip(spec.latents, spec.modes, strict=True):
-        if mode == "partial":
+        if mode in POOLED:
             res[f"mu_{z}"] = site[f"mu_{z}"]
             res[f"tau_{z}"] = site[f"tau_{z}"]
     return res
@@ -318,6 +328,7 @@ def fit_many(
     warn: bool = True,
     batch_size: int | None = None,
     devices: int | None = None,
+    slots: int | None = None,
     progress: bool = False,
 ) -> FitBatch:
     """Fit the same law to many independent datasets in one compiled, vectorised program.
@@ -339,6 +350,10 @@ def fit_many(
         batch_size: datasets per compiled program (default: all of them, up to 1024); larger lists run in chunks
             of that size (the last one padded), one compilation for all chunks.
         devices: number of JAX devices to shard the dataset axis over (default: all of ``jax.devices()``).
+        slots: datasets sampled side by side on each device (default :data:`DEFAULT_SLOTS` on CPU, the whole
+            batch on an accelerator); the
+            others wait in a queue and take a slot when a dataset finishes. Each dataset's draws are the same
+            whatever the number of slots (up to floating-point rounding); only the run time changes.
         progress: accepted for symmetry with ``fit``; nothing is printed.
     """
     datasets = list(datasets)
@@ -365,12 +380,16 @@ def fit_many(
     n_dev = len(jax.devices()) if devices is None else max(1, min(int(devices), len(jax.devices())))
     size = min(len(datasets), DEFAULT_BATCH) if batch_size is None else max(1, int(batch_size))
     size = -(-size // n_dev) * n_dev  # a multiple of the device count
+    if slots is None:
+        n_slots = DEFAULT_SLOTS if jax.default_backend() == "cpu" else size  # accelerators: all side by side
+    else:
+        n_slots = max(1, int(slots))
     by_spec: dict = {}
     for i, p in enumerate(preps):
         by_spec.setdefault(p.spec, []).append(i)
     groups = []
     for spec, idx in by_spec.items():
-        run = batch_sampler(spec, n_pad, config, dtype, n_dev)
+        run = batch_sampler(spec, n_pad, config, dtype, n_dev, n_slots)
         draws_parts, stats_parts = [], []
         for start in range(0, len(idx), size):
             chunk = idx[start : start + size]

@@ -38,6 +38,9 @@ along one direction also give few independent "extrapolation experiments" (the h
 one fitted curve, so their errors are correlated). On chinchilla_epoch, κ̂ learned from compute splits alone
 (0.0053) covered 69% of the largest 20% of runs by compute with nominal 90% intervals; from both directions
 (0.0095) 90% (and 96% of the largest 20% by N, where N-splits alone gave κ̂ 0.020 and intervals twice as wide).
+The cost: where the largest-N runs are the worst-fitted ones (porian_isoflop's isoFLOP walls), κ̂ roughly doubles
+and intervals widen (hierarchical backtest: 100% coverage, LPD 1.30 vs 1.43 with compute splits only); pass
+``split="compute"`` when only compute extrapolation matters (``case_studies/backtests/README.md``).
 
 Why the LPD and a Normal δ (choices measured in ``case_studies/backtests``, see its README): the LPD is a proper
 scoring rule, so κ̂ trades sharpness for calibration on the inner splits; a Normal δ added to the Student-t noise

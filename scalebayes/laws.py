@@ -568,7 +568,10 @@ _REGISTRY: dict[str, Law] = {}
 def register(law: Law, *, overwrite: bool = False) -> Law:
     """Make ``law`` available by name to :func:`scalebayes.fit` and to saved-posterior loading."""
     if law.name in _REGISTRY and not overwrite and _REGISTRY[law.name] is not law:
-        raise ModelError(f"a law named {law.name!r} is already registered (pass overwrite=True)")
+        raise ModelError(
+            f"a law named {law.name!r} is already registered: give your law its own name (or register it with "
+            "overwrite=True)"
+        )
     _REGISTRY[law.name] = law
     return law
 

@@ -8,7 +8,12 @@ Per latent coordinate θ (see :mod:`scalebayes.laws`) the pooling *mode* is one 
 - ``"shared"``: one θ for every family (``pooling="complete"`` makes every latent shared);
 - ``"free"``: an independent θ_f per family with the law's prior (``pooling="none"``);
 - ``"partial"``: θ_f = μ_θ + τ_θ·z_f with z_f ~ Normal(0, 1) (non-centred, so few-run families do not create
-  a funnel), μ_θ with the law's prior and τ_θ ~ HalfNormal.
+  a funnel), μ_θ with the law's prior and τ_θ ~ HalfNormal;
+- ``"centred"``: the same hierarchy sampled as θ_f ~ Normal(μ_θ, τ_θ) directly (``fit(..., centred=True)`` or
+  ``centred=("alpha", ...)``). When every family pins its own θ_f, the non-centred form turns the tight θ_f into a
+  curved ridge in (μ, τ, z) (θ_f = μ + τ·z_f for every f at once) that NUTS crosses with long trajectories; the
+  centred form leaves θ_f nearly Gaussian but keeps the (μ, τ) funnel, which with few families and a small τ
+  gives divergent transitions (measurements in :func:`scalebayes.fit`'s docstring).
 
 Likelihood: log L_obs ~ StudentT(ν, log L_law, σ) (or Normal), σ shared or one per family.
 """
@@ -24,7 +29,9 @@ import numpyro.distributions as dist
 from .errors import ModelError, UnknownNameError
 from .laws import Law
 
-MODES = ("shared", "partial", "free")
+MODES = ("shared", "partial", "centred", "free")
+#: Modes with a population (μ, τ) over families.
+POOLED = ("partial", "centred")
 LIKELIHOODS = ("student_t", "normal")
 NOISE = ("shared", "family")
 
@@ -61,8 +68,11 @@ def pooling_modes(
     n_families: int,
     shared: tuple[str, ...] = (),
     free: tuple[str, ...] = (),
+    centred: bool | tuple[str, ...] = False,
 ) -> tuple[str, ...]:
-    """Per-latent pooling modes from the user's options. ``shared``/``free`` accept latent or parameter names."""
+    """Per-latent pooling modes from the user's options. ``shared``/``free`` accept latent or parameter names;
+    ``centred`` (True, or latent/parameter names) samples those partially pooled latents in centred form (mode
+    ``"centred"``)."""
     if pooling not in ("complete", "partial", "none"):
         raise UnknownNameError(f"unknown pooling {pooling!r}; choose 'complete', 'partial' or 'none'")
     base = {"complete": "shared", "partial": "partial", "none": "free"}[pooling]
@@ -73,7 +83,10 @@ def pooling_modes(
         for name in names:
             z = _latent_for(law, name)
             modes[z] = mode if n_families > 1 else "shared"
-    return tuple(modes[z] for z in law.latents)
+    if isinstance(centred, str):
+        centred = (centred,)
+    chosen = set(law.latents) if centred is True else {_latent_for(law, n) for n in (centred or ())}
+    return tuple("centred" if modes[z] == "partial" and z in chosen else modes[z] for z in law.latents)
 
 
 def _latent_for(law: Law, name: str) -> str:
@@ -101,7 +114,7 @@ def family_latents(spec: Spec, site: dict, n_families: int | None = None) -> dic
         if mode == "shared":
             v = site[z]
             out[z] = jnp.broadcast_to(v[..., None], (*jnp.shape(v), F))
-        elif mode == "free":
+        elif mode in ("free", "centred"):
             out[z] = site[z]
         else:
             out[z] = site[f"mu_{z}"][..., None] + site[f"tau_{z}"][..., None] * site[f"z_{z}"]
@@ -130,7 +143,11 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
         else:
             site[f"mu_{z}"] = numpyro.sample(f"mu_{z}", dist.Normal(loc, scale))
             site[f"tau_{z}"] = numpyro.sample(f"tau_{z}", dist.HalfNormal(hyper["tau"][k]))
-            site[f"z_{z}"] = numpyro.sample(f"z_{z}", dist.Normal(0.0, 1.0).expand([F]).to_event(1))
+            if mode == "centred":
+                prior = dist.Normal(site[f"mu_{z}"], site[f"tau_{z}"]).expand([F]).to_event(1)
+                site[z] = numpyro.sample(z, prior)
+            else:
+                site[f"z_{z}"] = numpyro.sample(f"z_{z}", dist.Normal(0.0, 1.0).expand([F]).to_event(1))
     lat = family_latents(spec, site)
     params = spec.law.to_params({z: v[fam] for z, v in lat.items()}, hyper["centre"])
     mu = spec.law.log_mean(params, x)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .laws import Law
-from .model import Spec
+from .model import POOLED, Spec
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -52,7 +52,7 @@ def new_family_latents(
         else:
             S = latents[z].shape[0]
             eps = jax.random.normal(keys[k], (S,))
-            if mode == "partial":
+            if mode in POOLED:
                 out[z] = jnp.asarray(hyper_draws[f"mu_{z}"]) + jnp.asarray(hyper_draws[f"tau_{z}"]) * eps
             else:
                 out[z] = prior_loc[k] + prior_scale[k] * eps

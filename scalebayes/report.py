@@ -739,7 +739,7 @@ def _pooling_words(post) -> str:
     if len(post.families) == 1:
         return "one family (no pooling needed)"
     kinds = sorted(set(modes))
-    if kinds == ["partial"]:
+    if kinds in (["partial"], ["centred"]):
         return (
             "partial pooling: every parameter varies by family around a population value, shrunk towards it "
             "as far as the data allow"

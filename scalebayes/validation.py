@@ -44,7 +44,7 @@ from . import laws as _laws
 from .data import ScalingData
 from .errors import DataError, ModelError
 from .fit import prepare
-from .model import family_latents, model
+from .model import POOLED, family_latents, model
 from .sampler import SamplerConfig, batch_sampler, to_numpy
 
 #: Default SBC sampler settings: 2 chains, 300 warm-up and 250 kept iterations each, thinned to 99 draws (ranks
@@ -215,7 +215,7 @@ def _quantities(spec, site: Mapping[str, np.ndarray], families: tuple[str, ...])
         if mode == "shared":
             out[z] = np.asarray(site[z])
         else:
-            if mode == "partial":
+            if mode in POOLED:
                 out[f"mu_{z}"] = np.asarray(site[f"mu_{z}"])
                 out[f"tau_{z}"] = np.log(np.asarray(site[f"tau_{z}"]))
             for j in range(F):

@@ -43,6 +43,8 @@ STRUCTURES = {
     "partial_noise_family": dict(multi=True, noise="family"),
     "none": dict(multi=True, pooling="none"),
     "mixed": dict(multi=True, shared=("alpha",), free=("E",), likelihood="normal"),
+    "centred": dict(multi=True, centred=True),
+    "centred_mixed": dict(multi=True, centred=True, shared=("alpha",), noise="family"),
 }
 
 
