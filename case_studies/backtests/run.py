@@ -122,7 +122,11 @@ def main(argv=None) -> int:
                 f"{'per-family fits' if cfg['per_family'] else 'one fit'}\n\n{table_md}\n"
             )
             if kappa:
-                md.append(f"\nκ (nats of log loss per nat of log-input distance): {json.dumps(kappa)}\n")
+                vals = sorted(set(kappa.values()))
+                shown = f"{vals[0]:.4g}" + (" (pooled over families)" if len(kappa) > 1 else "")
+                if len(vals) > 1:
+                    shown = ", ".join(f"{k}: {v:.4g}" for k, v in kappa.items())
+                md.append(f"\nκ = {shown} nats of log loss per nat of extrapolation distance.\n")
             if by_fam:
                 md.append(f"\nPer family:\n\n{by_fam}\n")
         (OUT / f"{dataset}.md").write_text("".join(md))

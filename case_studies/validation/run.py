@@ -3,10 +3,12 @@
     .venv/bin/python case_studies/validation/run.py            # 200 simulations per check (~1 h on 2 CPU cores)
     .venv/bin/python case_studies/validation/run.py --quick    # 20 simulations per check, a smoke test
 
-Checks: the Chinchilla law with complete pooling (one family) and with partial pooling (four families), the Kaplan
-and compute laws (complete pooling), and the deliberately broken pipelines (wrong noise scale, prior mismatch,
-tempered likelihood) on the Chinchilla design, which must fail. Designs are the real run layouts of the bundled
-data (subsampled to 60-64 runs so that 200 fits stay practical). Writes ``results/sbc.json``, ``results/sbc.md``
+Checks: the Chinchilla law with complete pooling (one family) and with partial pooling (four families), every
+other shipped law (Kaplan, compute, over-training, broken power law, data-constrained; complete pooling), and the
+deliberately broken pipelines (wrong noise scale, prior mismatch, tempered likelihood) on the Chinchilla design,
+which must fail. Designs are the real run layouts of the bundled data (subsampled to 60-64 runs so that 200 fits
+stay practical; the data-constrained law gets the same runs with a synthetic number of epochs, there being no
+bundled repeated-data runs). Writes ``results/sbc.json``, ``results/sbc.md``
 and one ECDF-difference plot per check (``results/sbc_<check>.png``).
 """
 
@@ -39,7 +41,11 @@ def designs() -> dict:
         idx = np.flatnonzero(por.frame["family"].to_numpy() == f)
         idx = idx[np.argsort(por.C[idx], kind="stable")]
         keep[idx[np.linspace(0, len(idx) - 1, 16).round().astype(int)]] = True
-    return {"single": single, "families": por.subset(keep)}
+    # The data-constrained law needs unique tokens U: the same 60 runs, each repeating its data 1, 2, 4, 8 or 16
+    # times (cycled). A synthetic layout (no bundled real repeated-data runs), used only to check the sampler.
+    rep = single.frame[["N", "D"]].copy()
+    rep["U"] = rep["D"] / np.resize([1.0, 2.0, 4.0, 8.0, 16.0], len(rep))
+    return {"single": single, "families": por.subset(keep), "repeated": rep}
 
 
 CHECKS = [
@@ -57,6 +63,9 @@ CHECKS = [
     ),
     ("kaplan_complete", "kaplan", "single", {}, True),
     ("compute_complete", "compute", "single", {}, True),
+    ("overtrained_complete", "overtrained", "single", {}, True),
+    ("broken_power_complete", "broken_power", "single", {}, True),
+    ("data_constrained_complete", "data_constrained", "repeated", {}, True),
     ("broken_noise", "chinchilla", "single", {"corrupt": "noise"}, False),
     ("broken_prior", "chinchilla", "single", {"corrupt": "prior"}, False),
     ("broken_tempered", "chinchilla", "single", {"corrupt": "tempered"}, False),
