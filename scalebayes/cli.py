@@ -72,20 +72,17 @@ def _number(text: str) -> float:
     return v
 
 
-def _positive(text: str) -> float:
-    """A finite float > 0."""
-    v = _number(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
+def _checked(parse, ok, words: str, doc: str):
+    """An argparse ``type``: ``parse`` the text, then require ``ok(value)``, else "'<text>' must be <words>"."""
 
+    def convert(text: str):
+        v = parse(text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {words}")
+        return v
 
-def _nonnegative(text: str) -> float:
-    """A finite float ≥ 0."""
-    v = _number(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
+    convert.__doc__ = doc
+    return convert
 
 
 def _integer(text: str) -> int:
@@ -103,28 +100,13 @@ def _integer(text: str) -> int:
     return int(v)
 
 
-def _count(text: str) -> int:
-    """An integer ≥ 1."""
-    v = _integer(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
-
-
-def _whole(text: str) -> int:
-    """An integer ≥ 0."""
-    v = _integer(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
-
-
-def _quantile(text: str) -> float:
-    """A probability strictly between 0 and 1."""
-    v = _number(text)
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a quantile strictly between 0 and 1")
-    return v
+_positive = _checked(_number, lambda v: v > 0, "> 0", "A finite float > 0.")
+_nonnegative = _checked(_number, lambda v: v >= 0, ">= 0", "A finite float ≥ 0.")
+_count = _checked(_integer, lambda v: v >= 1, ">= 1", "An integer ≥ 1.")
+_whole = _checked(_integer, lambda v: v >= 0, ">= 0", "An integer ≥ 0.")
+_quantile = _checked(
+    _number, lambda v: 0.0 < v < 1.0, "a quantile strictly between 0 and 1", "A probability in (0, 1)."
+)
 
 
 def _rtol(text: str) -> float | None:
@@ -134,11 +116,18 @@ def _rtol(text: str) -> float | None:
     return _nonnegative(text)
 
 
-def _target_accept(text: str) -> float:
-    v = _number(text)
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be strictly between 0 and 1")
-    return v
+_target_accept = _checked(_number, lambda v: 0.0 < v < 1.0, "strictly between 0 and 1", "NUTS target acceptance.")
+
+
+def _add_quantiles(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quantiles",
+        type=_quantile,
+        nargs="+",
+        default=[0.05, 0.5, 0.95],
+        metavar="Q",
+        help="posterior quantiles to report (default 0.05 0.5 0.95)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,14 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="lifetime inference tokens to serve (default 0: training compute only)",
     )
-    pl.add_argument(
-        "--quantiles",
-        type=_quantile,
-        nargs="+",
-        default=[0.05, 0.5, 0.95],
-        metavar="Q",
-        help="posterior quantiles to report (default 0.05 0.5 0.95)",
-    )
+    _add_quantiles(pl)
     pl.add_argument("--csv", action="store_true", help="print the full table as CSV instead of a text table")
     pl.set_defaults(func=cmd_plan)
 
@@ -317,14 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fitted family (default: the only family, or a new family drawn from the "
         "population when several were fitted)",
     )
-    pr.add_argument(
-        "--quantiles",
-        type=_quantile,
-        nargs="+",
-        default=[0.05, 0.5, 0.95],
-        metavar="Q",
-        help="posterior quantiles to report (default 0.05 0.5 0.95)",
-    )
+    _add_quantiles(pr)
     pr.add_argument(
         "--no-noise",
         action="store_true",
