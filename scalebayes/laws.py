@@ -166,12 +166,20 @@ class Law:
         return jnp.exp(self.log_mean(params, {k: jnp.log(jnp.asarray(v, dtype=float)) for k, v in inputs.items()}))
 
 
+def logsumexp(*terms: Array) -> Array:
+    """log Σ_k exp(t_k) of broadcast terms, stably (max-shifted): the saturating sums of the laws.
+
+    Why not nested ``jnp.logaddexp``: its derivative rules cost ~3x more per run in the sampler's gradient (51 vs
+    18 µs for the Chinchilla potential of 4 chains × 256 runs on the 2-core CPU; the gradient is most of a
+    leapfrog step), and one logsumexp takes one exp per term and a single log.
+    """
+    return jax.nn.logsumexp(jnp.stack(jnp.broadcast_arrays(*terms)), axis=0)
+
+
 # ---------------------------------------------------------------------------------------------------- chinchilla
 def _chinchilla_log_mean(p, x):
-    return jnp.logaddexp(
-        jnp.log(p["E"]),
-        jnp.logaddexp(jnp.log(p["A"]) - p["alpha"] * x["N"], jnp.log(p["B"]) - p["beta"] * x["D"]),
-    )
+    # log L = logsumexp(log E, log A − α·log N, log B − β·log D)
+    return logsumexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * x["N"], jnp.log(p["B"]) - p["beta"] * x["D"])
 
 
 def _chinchilla_to_params(z, centre):
@@ -243,14 +251,14 @@ def _log_normal(median: float, scale: float) -> PriorSpec:
 
 def _sat(log_e: Array, log_reducible: Array) -> Array:
     """log(E + reducible) from log E and log reducible: the saturating sum every law with a floor uses."""
-    return jnp.logaddexp(log_e, log_reducible)
+    return logsumexp(log_e, log_reducible)
 
 
 # ---------------------------------------------------------------------------------------------------- kaplan
 def _kaplan_log_mean(p, x):
     # log L = α_D · log[(N_c/N)^(α_N/α_D) + D_c/D]
     a_n, a_d = p["alpha_N"], p["alpha_D"]
-    return a_d * jnp.logaddexp((a_n / a_d) * (jnp.log(p["N_c"]) - x["N"]), jnp.log(p["D_c"]) - x["D"])
+    return a_d * logsumexp((a_n / a_d) * (jnp.log(p["N_c"]) - x["N"]), jnp.log(p["D_c"]) - x["D"])
 
 
 def _kaplan_to_params(z, centre):
@@ -364,9 +372,7 @@ def _effective_log_data(p, x):
 
 def _data_constrained_log_mean(p, x):
     log_dp = _effective_log_data(p, x)
-    return _sat(
-        jnp.log(p["E"]), jnp.logaddexp(jnp.log(p["A"]) - p["alpha"] * x["N"], jnp.log(p["B"]) - p["beta"] * log_dp)
-    )
+    return logsumexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * x["N"], jnp.log(p["B"]) - p["beta"] * log_dp)
 
 
 def _data_constrained_to_params(z, centre):
@@ -416,7 +422,7 @@ def _overtrained_log_c_m(x):
 def _overtrained_log_mean(p, x):
     log_c, log_m = _overtrained_log_c_m(x)
     eta = p["eta"]
-    shape = jnp.logaddexp(jnp.log(p["a"]) + eta * log_m, jnp.log(p["b"]) - eta * log_m)
+    shape = logsumexp(jnp.log(p["a"]) + eta * log_m, jnp.log(p["b"]) - eta * log_m)
     return _sat(jnp.log(p["E"]), shape - eta * log_c)
 
 
