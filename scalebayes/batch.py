@@ -3,7 +3,8 @@
 Each dataset is prepared exactly as :func:`scalebayes.fit` would prepare it (its own centring and data-scaled
 priors), padded with masked rows to a common number of runs, and stacked along a leading dataset axis; the sampler
 (:func:`scalebayes.sampler.batch_sampler`) runs every chain of every dataset in one loop, each chain at its own pace
-(see :mod:`scalebayes.sampler`). On CPU the datasets stream through a few dozen slots: each dataset passes its
+(see :mod:`scalebayes.sampler`). On CPU the batch is split over parallel threads (one core each), and in each the
+datasets stream through a few dozen slots: each dataset passes its
 warm-up window boundaries on its own and a slot whose dataset finished takes the next one, so the batch costs about
 the mean fit's leapfrog steps per dataset rather than a multiple of the slowest chain's (``benchmarks/RESULTS.md``).
 Diagnostics — rank-normalised split R-hat, bulk and tail ESS (Vehtari et al. 2021, the same numbers ArviZ gives)
@@ -21,8 +22,10 @@ per-dataset ``summary()`` frames) with your usual tools; nothing in a fit needs 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -48,6 +51,29 @@ DEFAULT_BATCH = 1024
 #: 40 runs) from 4 to 256 datasets at once, so more slots buy nothing and only lengthen the tail (the slots that
 #: idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU wants many more.
 DEFAULT_SLOTS = 32
+
+
+def _run_parts(run, padded: list[int], preps, seed: int, workers: int) -> tuple[dict, dict]:
+    """``run`` over the datasets ``padded`` (indices into ``preps``): in ``workers`` equal parts (the last padded
+    with repeats, so one compiled shape serves all) on parallel threads, or in one call. Dataset i's random stream
+    is ``fold_in(key(seed), i)`` whichever part it lands in. Returns numpy (draws, stats) in ``padded`` order."""
+
+    def one(idx):
+        args = jax.tree.map(lambda *a: jnp.stack(a), *[preps[i].args for i in idx])
+        keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), i) for i in idx])
+        return to_numpy(run(keys, *args))
+
+    if workers <= 1:
+        return one(padded)
+    per = -(-len(padded) // workers)
+    parts = [padded[k : k + per] for k in range(0, len(padded), per)]
+    parts = [p + [p[-1]] * (per - len(p)) for p in parts]
+    # jitted calls release the GIL while XLA runs, so threads run the parts on separate cores
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        outs = list(pool.map(one, parts))
+    n = len(padded)
+    cat = lambda j: {k: np.concatenate([o[j][k] for o in outs])[:n] for k in outs[0][j]}  # noqa: E731
+    return cat(0), cat(1)
 
 
 def _pad_runs(n: int) -> int:
@@ -329,6 +355,7 @@ def fit_many(
     batch_size: int | None = None,
     devices: int | None = None,
     slots: int | None = None,
+    workers: int | None = None,
     progress: bool = False,
 ) -> FitBatch:
     """Fit the same law to many independent datasets in one compiled, vectorised program.
@@ -341,7 +368,9 @@ def fit_many(
 
     Datasets are padded (masked rows) to a common number of runs, a multiple of 8. Datasets whose model structure
     differs (number of families, pooling) run as separate programs. Dataset ``i`` uses the random stream
-    ``fold_in(key(seed), i)``, so a batch is reproducible, but its draws differ from ``fit(..., seed=...)``'s.
+    ``fold_in(key(seed), i)``, and its draws do not depend on which other datasets share its batch, on
+    ``slots`` or on ``workers`` (tested), so a batch is reproducible across machines; they differ from
+    ``fit(..., seed=...)``'s draws, which use another stream.
 
     Args:
         datasets: the runs tables (:class:`~scalebayes.data.ScalingData`).
@@ -354,6 +383,9 @@ def fit_many(
             batch on an accelerator); the
             others wait in a queue and take a slot when a dataset finishes. Each dataset's draws are the same
             whatever the number of slots (up to floating-point rounding); only the run time changes.
+        workers: on a CPU with one JAX device, split each batch into this many equal parts and run them in
+            parallel threads, one core each (default: the machine's CPU count; XLA runs one compiled loop on one
+            core, and the datasets are independent). 1 with several devices, where the batch is sharded instead.
         progress: accepted for symmetry with ``fit``; nothing is printed.
     """
     datasets = list(datasets)
@@ -384,6 +416,9 @@ def fit_many(
         n_slots = DEFAULT_SLOTS if jax.default_backend() == "cpu" else size  # accelerators: all side by side
     else:
         n_slots = max(1, int(slots))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if (jax.default_backend() == "cpu" and n_dev == 1) else 1
+    workers = max(1, int(workers)) if n_dev == 1 else 1
     by_spec: dict = {}
     for i, p in enumerate(preps):
         by_spec.setdefault(p.spec, []).append(i)
@@ -395,9 +430,7 @@ def fit_many(
             chunk = idx[start : start + size]
             padded = chunk + [chunk[-1]] * (min(size, len(idx)) - len(chunk)) if len(idx) > size else chunk
             padded = padded + [padded[-1]] * ((-len(padded)) % n_dev)
-            args = jax.tree.map(lambda *a: jnp.stack(a), *[preps[i].args for i in padded])
-            keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), i) for i in padded])
-            d, s = to_numpy(run(keys, *args))
+            d, s = _run_parts(run, padded, preps, seed, min(workers, len(chunk)))
             draws_parts.append({k: v[: len(chunk)] for k, v in d.items()})
             stats_parts.append({k: v[: len(chunk)] for k, v in s.items()})
         cat = lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # noqa: E731

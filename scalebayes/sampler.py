@@ -777,7 +777,14 @@ def _build(
         dt = log_y.dtype
         B = keys.shape[0]
         P = min(int(slots), B)
-        init = init_states(keys, args)
+        # Each dataset's start (Newton descent, metric) is computed on its own (lax.map, width 1, as in a single
+        # fit) rather than vmapped over all B: batched linear algebra rounds differently at different widths, and
+        # NUTS turns a last-bit difference into different draws, so a dataset's numbers would depend on which
+        # other datasets shared its batch (and, with fit_many's worker threads, on the machine's core count).
+        init = lax.map(
+            lambda ka: jax.tree.map(lambda a: a[0], init_states(ka[0][None], jax.tree.map(lambda a: a[None], ka[1]))),
+            (keys, args),
+        )
         take = lambda tree, i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
         sel = lambda m, a, b: jax.tree.map(  # noqa: E731
             lambda u, v: jnp.where(m.reshape(m.shape + (1,) * (u.ndim - m.ndim)), u, v), a, b

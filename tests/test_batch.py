@@ -126,6 +126,18 @@ def test_fit_many_slots_do_not_change_draws(quick_batch):
         assert one.diagnostics[i].divergences == batch.diagnostics[i].divergences
 
 
+def test_fit_many_worker_threads_do_not_change_draws(quick_batch):
+    """Splitting the batch over parallel threads (one core each on a CPU) regroups the datasets into parts, padded to
+    one shape; each dataset still draws from its own stream, so the numbers are those of one call."""
+    data, batch, _ = quick_batch
+    one = sb.fit_many(data, workers=1, warn=False, **QUICK)
+    two = sb.fit_many(data, workers=2, warn=False, **QUICK)
+    for i in range(len(data)):
+        np.testing.assert_array_equal(one[i].draws("alpha"), two[i].draws("alpha"))
+        np.testing.assert_array_equal(one[i].draws("E"), two[i].draws("E"))
+        assert one.diagnostics[i].divergences == two.diagnostics[i].divergences
+
+
 def test_fit_many_validates_every_dataset():
     bad = _datasets((40,))[0]
     with pytest.raises(sb.errors.DataError):
