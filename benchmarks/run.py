@@ -373,6 +373,7 @@ def case_fit_many(args) -> dict:
         "runs_each": 40,
         "settings": "fit_many(datasets) and fit(d) with defaults (4 chains, 1000 + 1000)",
         "slots": sb.batch.DEFAULT_SLOTS,
+        "workers": os.cpu_count() or 1,  # fit_many's default on a one-device CPU: one thread per core
         "fit_many_wall": many_wall,
         "fit_many_cpu": many_cpu,
         "fit_many_fits_per_s": round(fits_per_s, 2),
@@ -526,7 +527,8 @@ def markdown(results: dict) -> str:
                 f"{fm['loop_median_steps_per_iteration']} leapfrog steps/iteration; divergent transitions in "
                 f"{100 * fm['loop_divergent_fraction_of_fits']:.0f}% of the loop's fits and "
                 f"{100 * fm['divergent_fraction_of_fits']:.0f}% of the batch's. fit_many streams the datasets "
-                f"through {fm['slots']} slots (see `scalebayes/sampler.py`).",
+                f"through {fm['slots']} slots on each of {fm.get('workers', 1)} threads (one core each; the loop over "
+                "`fit` uses one core, hence the separate per-cpu-second ratio below; see `scalebayes/batch.py`).",
             ]
     mem = c.get("memory_100k")
     if mem and "error" not in mem:
