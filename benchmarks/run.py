@@ -527,8 +527,8 @@ def markdown(results: dict) -> str:
                 f"{fm['loop_median_steps_per_iteration']} leapfrog steps/iteration; divergent transitions in "
                 f"{100 * fm['loop_divergent_fraction_of_fits']:.0f}% of the loop's fits and "
                 f"{100 * fm['divergent_fraction_of_fits']:.0f}% of the batch's. fit_many streams the datasets "
-                f"through {fm['slots']} slots on each of {fm.get('workers', 1)} threads (one core each; the loop over "
-                "`fit` uses one core, hence the separate per-cpu-second ratio below; see `scalebayes/batch.py`).",
+                f"through {fm['slots']} slots on each of {fm.get('workers', 1)} threads (one core each; cpu/wall shows "
+                "how many cores each side used, hence also the per-cpu-second ratio below; see `scalebayes/batch.py`).",
             ]
     mem = c.get("memory_100k")
     if mem and "error" not in mem:
