@@ -114,28 +114,17 @@ def test_fit_many_flags_failures(quick_batch):
     assert len(msgs) == 1 and "3 of 3" in msgs[0]
 
 
-def test_fit_many_slots_do_not_change_draws(quick_batch):
+@pytest.mark.parametrize("opts", [dict(slots=1), dict(slots=2), dict(workers=1), dict(workers=3)])
+def test_fit_many_scheduling_does_not_change_draws(quick_batch, opts):
     """Streaming the datasets through fewer slots than datasets (a queue; each dataset passes its warm-up windows on
-    its own) changes when each dataset runs, not its numbers: its draws come from its own random stream."""
+    its own) or splitting the batch over parallel threads (parts padded to one shape) changes when each dataset runs,
+    not its numbers: its draws come from its own random stream and its start is computed on its own."""
     data, batch, _ = quick_batch
-    one = sb.fit_many(data, slots=1, warn=False, **QUICK)
-    two = sb.fit_many(data, slots=2, warn=False, **QUICK)
+    other = sb.fit_many(data, warn=False, **opts, **QUICK)
     for i in range(len(data)):
-        np.testing.assert_array_equal(one[i].draws("alpha"), batch[i].draws("alpha"))
-        np.testing.assert_array_equal(two[i].draws("beta"), batch[i].draws("beta"))
-        assert one.diagnostics[i].divergences == batch.diagnostics[i].divergences
-
-
-def test_fit_many_worker_threads_do_not_change_draws(quick_batch):
-    """Splitting the batch over parallel threads (one core each on a CPU) regroups the datasets into parts, padded to
-    one shape; each dataset still draws from its own stream, so the numbers are those of one call."""
-    data, batch, _ = quick_batch
-    one = sb.fit_many(data, workers=1, warn=False, **QUICK)
-    two = sb.fit_many(data, workers=2, warn=False, **QUICK)
-    for i in range(len(data)):
-        np.testing.assert_array_equal(one[i].draws("alpha"), two[i].draws("alpha"))
-        np.testing.assert_array_equal(one[i].draws("E"), two[i].draws("E"))
-        assert one.diagnostics[i].divergences == two.diagnostics[i].divergences
+        for name in ("alpha", "beta", "E"):
+            np.testing.assert_array_equal(other[i].draws(name), batch[i].draws(name))
+        assert other.diagnostics[i].divergences == batch.diagnostics[i].divergences
 
 
 def test_fit_many_validates_every_dataset():
