@@ -373,7 +373,7 @@ def case_fit_many(args) -> dict:
         "runs_each": 40,
         "settings": "fit_many(datasets) and fit(d) with defaults (4 chains, 1000 + 1000)",
         "slots": sb.batch.DEFAULT_SLOTS,
-        "workers": os.cpu_count() or 1,  # fit_many's default on a one-device CPU: one thread per core
+        "workers": sb.batch._cores(),  # fit_many's default on a one-device CPU: one thread per usable core
         "fit_many_wall": many_wall,
         "fit_many_cpu": many_cpu,
         "fit_many_fits_per_s": round(fits_per_s, 2),

@@ -39,7 +39,7 @@ from .data import ScalingData
 from .diagnostics import ESS_MIN, RHAT_MAX, Diagnostics
 from .errors import DataError, ModelError, SamplingWarning
 from .fit import Prepared, build_datatree, constrained_summaries, prepare
-from .model import POOLED
+from .model import population_sites
 from .sampler import SamplerConfig, batch_sampler, to_numpy
 
 #: Datasets per compiled batch by default (all of them up to this; larger lists run in chunks of this size, each
@@ -51,6 +51,14 @@ DEFAULT_BATCH = 1024
 #: 40 runs) from 4 to 256 datasets at once, so more slots buy nothing and only lengthen the tail (the slots that
 #: idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU wants many more.
 DEFAULT_SLOTS = 32
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, e.g. a CI container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _run_parts(run, padded: list[int], preps, seed: int, workers: int) -> tuple[dict, dict]:
@@ -222,10 +230,7 @@ def _posterior_vars(spec, centre: Mapping[str, np.ndarray], site: Mapping[str, n
         res["sigma"] = out["noise"]["sigma"][..., 0]
     if spec.likelihood == "student_t":
         res["nu"] = out["noise"]["nu"]
-    for z, mode in zip(spec.latents, spec.modes, strict=True):
-        if mode in POOLED:
-            res[f"mu_{z}"] = site[f"mu_{z}"]
-            res[f"tau_{z}"] = site[f"tau_{z}"]
+    res.update({name: site[name] for name in population_sites(spec)})
     return res
 
 
@@ -384,8 +389,9 @@ def fit_many(
             others wait in a queue and take a slot when a dataset finishes. Each dataset's draws are the same
             whatever the number of slots (up to floating-point rounding); only the run time changes.
         workers: on a CPU with one JAX device, split each batch into this many equal parts and run them in
-            parallel threads, one core each (default: the machine's CPU count; XLA runs one compiled loop on one
-            core, and the datasets are independent). 1 with several devices, where the batch is sharded instead.
+            parallel threads, one core each (default: the CPU cores this process may use; XLA runs one compiled
+            loop on one core, and the datasets are independent). 1 with several devices, where the batch is sharded
+            instead.
         progress: accepted for symmetry with ``fit``; nothing is printed.
     """
     datasets = list(datasets)
@@ -417,7 +423,7 @@ def fit_many(
     else:
         n_slots = max(1, int(slots))
     if workers is None:
-        workers = (os.cpu_count() or 1) if (jax.default_backend() == "cpu" and n_dev == 1) else 1
+        workers = _cores() if (jax.default_backend() == "cpu" and n_dev == 1) else 1
     workers = max(1, int(workers)) if n_dev == 1 else 1
     by_spec: dict = {}
     for i, p in enumerate(preps):

@@ -21,7 +21,7 @@ from . import priors as _priors
 from .data import ScalingData
 from .diagnostics import warn_if_failed
 from .errors import DataError, ModelError
-from .model import POOLED, Spec, family_latents, noise_params, pooling_modes
+from .model import Spec, family_latents, noise_params, pooling_modes, population_sites
 from .sampler import SamplerConfig, chain_method_for, pad_size, sampler, to_numpy
 
 
@@ -249,10 +249,7 @@ def build_datatree(
     posterior["sigma"] = sig if spec.noise == "family" else sig[..., 0]
     if spec.likelihood == "student_t":
         posterior["nu"] = out["noise"]["nu"]
-    for z, mode in zip(spec.latents, spec.modes, strict=True):
-        if mode in POOLED:
-            posterior[f"mu_{z}"] = site[f"mu_{z}"]
-            posterior[f"tau_{z}"] = site[f"tau_{z}"]
+    posterior.update({name: site[name] for name in population_sites(spec)})
     if multi:
         for name in (*spec.law.params, *out["derived"]):
             dims[name] = ["family"]

@@ -106,6 +106,13 @@ def _latent_for(law: Law, name: str) -> str:
     )
 
 
+def population_sites(spec: Spec) -> tuple[str, ...]:
+    """Names of the population sites (``mu_<latent>``, ``tau_<latent>``) of the partially pooled latents."""
+    return tuple(
+        f"{h}_{z}" for z, m in zip(spec.latents, spec.modes, strict=True) if m in POOLED for h in ("mu", "tau")
+    )
+
+
 def family_latents(spec: Spec, site: dict, n_families: int | None = None) -> dict[str, jnp.ndarray]:
     """Latent values per family, ``{latent: (..., F)}``, from sampled sites (with any leading sample dims)."""
     F = spec.n_families if n_families is None else n_families
