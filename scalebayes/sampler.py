@@ -34,6 +34,9 @@ The covariance estimate is shrunk toward 1e-3 x its own diagonal, not toward Sta
 law's amplitudes are pinned along one direction (their sum at the data centre, variance ~1e-6 on chinchilla_epoch)
 that an absolute ridge swamps, which cost ~27 instead of ~7 leapfrog steps per iteration. After each metric update
 the step size is re-initialised by Hoffman & Gelman's doubling heuristic. Chains meet only at window boundaries.
+When warm-up ends, the chains of a dataset take the geometric mean of their adapted step sizes (with
+``cross_chain``): they share the metric and target, so the differences are adaptation noise, and vectorised chains
+would otherwise all wait through sampling for the one with the smallest step (the longest trajectories).
 
 *Many datasets* (``batch_sampler(..., slots=P)``, used by :func:`scalebayes.fit_many`). Running B datasets side by
 side and passing window boundaries together makes the loop cost, per window, the slowest of all B x chains chains:
@@ -91,8 +94,9 @@ class SamplerConfig:
         init_jitter: scale of the per-chain random start around the prior centre (in prior standard deviations).
         progress: accepted for API compatibility; the compiled loop prints nothing.
         cross_chain: estimate the warm-up covariance from the draws of all chains of a dataset together (4x the
-            draws per slow window, so a usable metric after the first one). Only warm-up uses it; each chain's
-            kernel is fixed during sampling.
+            draws per slow window, so a usable metric after the first one), and give the chains of a dataset one
+            step size (the geometric mean of theirs) for sampling. Only warm-up uses it; each chain's kernel is
+            fixed during sampling.
     """
 
     chains: int = 4
@@ -369,6 +373,16 @@ def _pool_welford(st: _State, dense: bool) -> _State:
     )
 
 
+def _pool_step_size(st: _State) -> _State:
+    """Give every chain of a dataset (axis 1 of a (B, C, ...) state) the geometric mean of their dual-averaged step
+    sizes (``XBAR`` is a log step size). Used at the end of warm-up: the chains share one metric and target, so
+    their step sizes differ only by adaptation noise (s.d. ~0.14 in log on 40-run datasets), and a chain with a
+    smaller step takes proportionally longer trajectories; the vectorised loop then waits for it through all of
+    sampling (9% of all leapfrog steps idle on those datasets before pooling)."""
+    xbar = st.s[..., _XBAR]
+    return st._replace(s=st.s.at[..., _XBAR].set(jnp.broadcast_to(jnp.mean(xbar, axis=1, keepdims=True), xbar.shape)))
+
+
 def _threefry2x32(k0, k1, x0, x1):
     """Threefry-2x32 (20 rounds; Salmon et al. 2011), the hash behind ``jax.random``, written out unrolled: JAX's
     CPU lowering rolls it into a while loop, whose per-iteration overhead cost more than a whole leapfrog step here.
@@ -400,12 +414,34 @@ def _uniforms(kw, ctr, n: int, dt, stream: int = _STREAM_STEP):
     return (bits.astype(dt) + 0.5) * (2.0**-32)
 
 
+# Taylor coefficients of sin x and cos x to degree 17 and 16: on |x| <= pi/4 the first omitted terms are < 3e-17.
+_SIN_C = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(9))
+_COS_C = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(9))
+
+
+def _sincos_2pi(u):
+    """(sin 2πu, cos 2πu) for u in [0, 1], accurate to ~1e-16 in float64: quadrant reduction and two polynomials.
+    XLA:CPU evaluates float64 ``sin``/``cos`` one element at a time (~18 ns each); these fuse and vectorise, and
+    the sampler draws a momentum at every leapfrog step of every chain (a vectorised chain's select needs it)."""
+    k = jnp.round(4.0 * u)
+    x = (2.0 * math.pi) * (u - 0.25 * k)  # in [-pi/4, pi/4]
+    x2 = x * x
+    sn, cs = _SIN_C[-1], _COS_C[-1]
+    for a, b in zip(_SIN_C[-2::-1], _COS_C[-2::-1], strict=True):
+        sn, cs = sn * x2 + a, cs * x2 + b
+    sn = sn * x
+    q = k.astype(jnp.int32) % 4
+    sin = jnp.where(q == 0, sn, jnp.where(q == 1, cs, jnp.where(q == 2, -sn, -cs)))
+    cos = jnp.where(q == 0, cs, jnp.where(q == 1, -sn, jnp.where(q == 2, -cs, sn)))
+    return sin, cos
+
+
 def _normals(uni, D: int):
     """``D`` standard normals from ``2·ceil(D/2)`` uniforms (Box-Muller)."""
     h = (D + 1) // 2
     r = jnp.sqrt(-2.0 * jnp.log(uni[:h]))
-    t = 2.0 * math.pi * uni[h : 2 * h]
-    return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)])[:D]
+    sin, cos = _sincos_2pi(uni[h : 2 * h])
+    return jnp.concatenate([r * cos, r * sin])[:D]
 
 
 # --------------------------------------------------------------------------------------------------- the program
@@ -755,6 +791,7 @@ def _build(
             state, buf = lax.while_loop(cond, body, (state, buf))
             if pool:
                 state = _pool_welford(state, dense)
+                state = lax.cond(win[5], _pool_step_size, lambda st: st, state)  # end of warm-up
             state = v_end(state, win, args)
             return (state, buf), None
 
@@ -810,6 +847,7 @@ def _build(
             mid = wdone & ~last
             if pool:
                 state = sel(mid, _pool_welford(state, dense), state)
+                state = sel(mid & win[5], _pool_step_size(state), state)  # slots whose warm-up ended
             ended = v_end_slots(state, win, sargs, ~mid)
             state = sel(mid, ended, state)
             wi = jnp.where(mid, wi + 1, wi)
@@ -845,6 +883,46 @@ def _build(
     return run_stream
 
 
+# XLA:CPU hands small reductions and multiply-adds to YNNPACK library calls ("ynn fusions"); in the sampler's loop
+# body they are tiny (a chain's D-vector sums), and the calls cost more than XLA's own fused loops: turning them off
+# makes a leapfrog step of 4x128 chains on 40 runs ~18% faster (2.36 -> 1.93 µs per chain-step, benchmarks/
+# RESULTS.md). Passed per compilation, never through the user's XLA_FLAGS; skipped where this jaxlib lacks the
+# option or the backend is not the CPU.
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_options() -> dict[str, str]:
+    """XLA options for the sampler's programs on this backend (checked once per process by compiling a tiny
+    function with them)."""
+    if jax.default_backend() != "cpu":
+        return {}
+    try:
+        jax.jit(lambda a: jnp.sum(a * a), compiler_options=_CPU_OPTIONS).lower(jnp.ones(3)).compile()
+    except Exception:  # an older or newer jaxlib without the option: its defaults are fine
+        return {}
+    return dict(_CPU_OPTIONS)
+
+
+def _jit(fn):
+    """``jax.jit(fn)`` with :func:`compiler_options` where they are allowed: JAX takes compiler options only on a
+    top-level jit, so a call from inside another transformation (``jit``, ``vmap``, ``make_jaxpr``, ...) runs
+    the plain jitted function instead."""
+    opts = compiler_options()
+    plain = jax.jit(fn)
+    if not opts:
+        return plain
+    fast = jax.jit(fn, compiler_options=opts)
+
+    @functools.wraps(fn)
+    def run(*args):
+        nested = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args))
+        return (plain if nested else fast)(*args)
+
+    run.lower = fast.lower
+    return run
+
+
 @functools.lru_cache(maxsize=128)
 def batch_core(spec: Spec, config: SamplerConfig, dtype_name: str = "float64", slots: int = 0):
     """The pure (un-jitted) batched program, for callers that compose it (``shard_map``, ``vmap``); ``slots``: see
@@ -873,13 +951,13 @@ def batch_sampler(
     del n  # part of the cache key only: shapes come from the arguments
     core = batch_core(spec, config, dtype_name, slots)
     if n_devices <= 1:
-        return jax.jit(core)
+        return _jit(core)
     from jax.sharding import Mesh, PartitionSpec
 
     mesh = Mesh(np.asarray(jax.devices()[:n_devices]), ("data",))
     spec_ = PartitionSpec("data")
     # check_vma=False: the loops start from constants that become per-device values (nothing is communicated)
-    return jax.jit(jax.shard_map(core, mesh=mesh, in_specs=(spec_,) * 6, out_specs=spec_, check_vma=False))
+    return _jit(jax.shard_map(core, mesh=mesh, in_specs=(spec_,) * 6, out_specs=spec_, check_vma=False))
 
 
 @functools.lru_cache(maxsize=128)
@@ -900,7 +978,7 @@ def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float6
         out = core(key[None], *args)
         return jax.tree.map(lambda a: a[0], out)
 
-    return jax.jit(run)
+    return _jit(run)
 
 
 def _parallel_chains(spec: Spec, config: SamplerConfig, dtype_name: str):
@@ -931,7 +1009,7 @@ def _parallel_chains(spec: Spec, config: SamplerConfig, dtype_name: str):
         merge = lambda a: a.reshape(n_dev * per, *a.shape[2:])  # noqa: E731
         return jax.tree.map(merge, draws), jax.tree.map(merge, stats)
 
-    return jax.jit(run)
+    return _jit(run)
 
 
 def chain_method_for(chains: int) -> str:
