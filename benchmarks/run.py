@@ -368,6 +368,7 @@ def case_fit_many(args) -> dict:
         cover[name] = round(float(np.mean((lo <= TRUE[name]) & (TRUE[name] <= hi))), 3)
     fits_per_s = args.many / many_wall
     same = slice(1, 1 + args.loop)  # the loop's datasets
+    floor = _gradient_floor(data[same], workers=sb.batch._cores())
     return {
         "n_datasets": args.many,
         "runs_each": 40,
@@ -392,6 +393,62 @@ def case_fit_many(args) -> dict:
         "loop_median_steps_per_iteration": round(float(np.median([d.steps_per_iteration for d in loop_diag])), 2),
         "coverage_90": cover,
         "build_two_posteriors_wall": build[0],
+        **floor,
+        "loop_us_per_chain_step": round(1e6 * per_fit / floor["leapfrog_steps_per_fit"], 3),
+        "fit_many_us_per_chain_step_per_core": round(
+            1e6 * many_wall * floor["cores"] / (args.many * floor["leapfrog_steps_per_fit"]), 3
+        ),
+        "ceiling_ratio_gradient_only": round(
+            per_fit / (floor["leapfrog_steps_per_fit"] * floor["gradient_us_per_chain"] * 1e-6 / floor["cores"]), 1
+        ),
+        "compiler_options": sb.sampler.compiler_options(),
+    }
+
+
+def _gradient_floor(data, workers: int) -> dict:
+    """What no vectorised NUTS can beat on this machine: the leapfrog steps one fit takes (warm-up included, counted
+    on ``data`` with the sampler's own program) times the cost of the potential's gradient alone, vectorised over
+    512 chains on 40 runs (fit_many's padding) and run on every core. fit_many's ratio over the loop cannot exceed
+    loop time per fit / that floor, whatever the NUTS bookkeeping costs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from scalebayes import sampler as S
+    from scalebayes.fit import prepare
+
+    preps = [prepare(d, n_pad=40) for d in data]
+    spec = preps[0].spec
+    run = S._jit(S._build(spec, S.SamplerConfig(), jnp.float64, keep_warmup=True))
+    steps = []
+    for i, p in enumerate(preps):
+        args = jax.tree.map(lambda a: a[None], p.args)
+        _, st = S.to_numpy(run(jax.random.key(i)[None], *args))
+        steps.append(float(st["num_steps"].sum()))  # every chain, every warm-up and sampling iteration
+    W, reps = 512, 2000
+    pot = S.make_potential(spec)
+    vg = jax.vmap(jax.value_and_grad(pot), in_axes=(0,) + (None,) * 5)
+    args = preps[0].args
+
+    def loop(q):
+        def body(_, c):
+            v, g = vg(c[0], *args)
+            return c[0] - 1e-9 * g, c[1] + v
+
+        return jax.lax.fori_loop(0, reps, body, (q, jnp.zeros(W)))
+
+    loop = S._jit(loop)
+    q0 = jnp.broadcast_to(
+        S.init_position(spec, args[-1], jnp.zeros(S.n_dim(spec)), 0.0, jnp.float64), (W, S.n_dim(spec))
+    )
+    jax.block_until_ready(loop(q0))
+    t0 = time.perf_counter()
+    jax.block_until_ready(loop(q0))
+    grad_us = (time.perf_counter() - t0) / (reps * W) * 1e6
+    return {
+        "leapfrog_steps_per_fit": round(float(np.mean(steps))),
+        "gradient_us_per_chain": round(grad_us, 3),
+        "cores": int(workers),
     }
 
 
@@ -529,6 +586,18 @@ def markdown(results: dict) -> str:
                 f"{100 * fm['divergent_fraction_of_fits']:.0f}% of the batch's. fit_many streams the datasets "
                 f"through {fm['slots']} slots on each of {fm.get('workers', 1)} threads (one core each; cpu/wall shows "
                 "how many cores each side used, hence also the per-cpu-second ratio below; see `scalebayes/batch.py`).",
+            ]
+        if "ceiling_ratio_gradient_only" in fm:
+            lines += [
+                "",
+                f"The ceiling on this machine: a fit takes {fm['leapfrog_steps_per_fit']:.0f} leapfrog steps "
+                "(all chains, warm-up included; mean over the loop's datasets), and the potential's gradient "
+                f"alone, vectorised over 512 chains, costs {fm['gradient_us_per_chain']:.2f} µs per chain on one "
+                f"core. So with NUTS's bookkeeping free and no chain ever idle, fit_many on {fm['cores']} cores "
+                f"could reach at most **{fm['ceiling_ratio_gradient_only']:.1f}x** the loop (whose fits cost "
+                f"{fm['loop_us_per_chain_step']:.2f} µs of wall time per chain-step, everything included); "
+                f"fit_many spends {fm['fit_many_us_per_chain_step_per_core']:.2f} µs per chain-step per core. "
+                f"Compiler options: `{fm.get('compiler_options')}`.",
             ]
     mem = c.get("memory_100k")
     if mem and "error" not in mem:
