@@ -47,9 +47,10 @@ from .sampler import SamplerConfig, batch_sampler, to_numpy
 DEFAULT_BATCH = 1024
 
 #: Datasets sampled side by side (per device) by default; the rest of a batch queues and streams through these
-#: slots (:func:`scalebayes.sampler.batch_sampler`). On CPU a chain's leapfrog step costs the same (~3.5 µs for
-#: 40 runs) from 4 to 256 datasets at once, so more slots buy nothing and only lengthen the tail (the slots that
-#: idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU wants many more.
+#: slots (:func:`scalebayes.sampler.batch_sampler`). On CPU a chain's leapfrog step costs about the same
+#: (1.6-1.8 µs for 40 runs, one core) from 8 to 128 datasets at once, so more slots buy nothing and only lengthen
+#: the tail (the slots that idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU
+#: wants many more.
 DEFAULT_SLOTS = 32
 
 
