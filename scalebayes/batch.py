@@ -62,26 +62,52 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_parts(run, padded: list[int], preps, seed: int, workers: int) -> tuple[dict, dict]:
-    """``run`` over the datasets ``padded`` (indices into ``preps``): in ``workers`` equal parts (the last padded
-    with repeats, so one compiled shape serves all) on parallel threads, or in one call. Dataset i's random stream
-    is ``fold_in(key(seed), i)`` whichever part it lands in. Returns numpy (draws, stats) in ``padded`` order."""
+def _bucket(n: int, slots: int) -> int:
+    """Datasets per compiled program for ``n`` streaming through ``slots``: ``n`` itself when they all fit in the
+    slots (padding there would be sampled side by side, costing lanes), else rounded up to 8, 10, 12, 14, 16, 20,
+    24, 28, 32, 40, ... (four sizes per doubling, at most 25% over), so queues of nearby lengths share one
+    compilation. The extra rows are fully masked padding datasets, which the sampler never loads into a slot
+    (:func:`scalebayes.sampler.batch_sampler`); only their start is computed."""
+    n = int(n)
+    if n <= max(int(slots), 8):
+        return n
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
 
-    def one(idx):
-        args = jax.tree.map(lambda *a: jnp.stack(a), *[preps[i].args for i in idx])
-        keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), i) for i in idx])
-        return to_numpy(run(keys, *args))
 
-    if workers <= 1:
-        return one(padded)
-    per = -(-len(padded) // workers)
-    parts = [padded[k : k + per] for k in range(0, len(padded), per)]
-    parts = [p + [p[-1]] * (per - len(p)) for p in parts]
+def _run_parts(
+    run, idx: list[int], preps, seed: int, workers: int, n_dev: int = 1, slots: int = 1 << 30, plan: int = 0
+) -> tuple[dict, dict]:
+    """``run`` over the datasets ``idx`` (indices into ``preps``), split into ``workers`` parallel threads (one
+    device) or ``n_dev`` device shards of one call; each part is padded to one bucketed size (:func:`_bucket` of
+    ``plan`` or ``len(idx)`` datasets over the parts) with fully masked datasets, so calls of nearby sizes reuse
+    one compiled program and padding is never sampled. Dataset i's random stream is ``fold_in(key(seed), i)``
+    whichever part it lands in. Returns numpy (draws, stats) for ``idx``, in order."""
+    n_parts = max(1, n_dev if n_dev > 1 else min(workers, len(idx)))
+    per = -(-len(idx) // n_parts)
+    blocks = [idx[k * per : (k + 1) * per] for k in range(n_parts)]
+    size = _bucket(-(-max(len(idx), plan) // n_parts), slots)
+    template = preps[idx[0]].args
+    pad_args = (*template[:3], jnp.zeros_like(template[3]), template[4])  # no run unmasked: padding
+
+    def call(parts):
+        rows, keys, where = [], [], []
+        for b in parts:
+            where += [len(rows) + j for j in range(len(b))]
+            rows += [preps[i].args for i in b] + [pad_args] * (size - len(b))
+            keys += [jax.random.fold_in(jax.random.key(seed), i) for i in b] + [jax.random.key(0)] * (size - len(b))
+        args = jax.tree.map(lambda *a: jnp.stack(a), *rows)
+        draws, stats = to_numpy(run(jnp.stack(keys), *args))
+        pick = np.asarray(where)
+        return {k: v[pick] for k, v in draws.items()}, {k: v[pick] for k, v in stats.items()}
+
+    if n_dev > 1 or n_parts == 1:
+        return call(blocks)
+    blocks = [b for b in blocks if b]  # e.g. 5 datasets on 4 threads: 2 + 2 + 1
     # jitted calls release the GIL while XLA runs, so threads run the parts on separate cores
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        outs = list(pool.map(one, parts))
-    n = len(padded)
-    cat = lambda j: {k: np.concatenate([o[j][k] for o in outs])[:n] for k in outs[0][j]}  # noqa: E731
+    with ThreadPoolExecutor(max_workers=n_parts) as pool:
+        outs = list(pool.map(lambda b: call([b]), blocks))
+    cat = lambda j: {k: np.concatenate([o[j][k] for o in outs]) for k in outs[0][j]}  # noqa: E731
     return cat(0), cat(1)
 
 
@@ -372,8 +398,10 @@ def fit_many(
     dataset up front and failures are flagged (``batch.ok``, ``batch.failed``, and one
     :class:`~scalebayes.errors.SamplingWarning` naming them when ``warn``).
 
-    Datasets are padded (masked rows) to a common number of runs, a multiple of 8. Datasets whose model structure
-    differs (number of families, pooling) run as separate programs. Dataset ``i`` uses the random stream
+    Datasets are padded (masked rows) to a common number of runs, a multiple of 8, and a queue longer than the
+    slots is padded with fully masked datasets (never sampled) to one of four sizes per doubling, so a later call
+    with a few more or fewer datasets reuses the compiled program. Datasets whose model structure differs (number
+    of families, pooling) run as separate programs. Dataset ``i`` uses the random stream
     ``fold_in(key(seed), i)``, and its draws do not depend on which other datasets share its batch, on
     ``slots`` or on ``workers`` (tested), so a batch is reproducible across machines; they differ from
     ``fit(..., seed=...)``'s draws, which use another stream.
@@ -435,11 +463,10 @@ def fit_many(
         draws_parts, stats_parts = [], []
         for start in range(0, len(idx), size):
             chunk = idx[start : start + size]
-            padded = chunk + [chunk[-1]] * (min(size, len(idx)) - len(chunk)) if len(idx) > size else chunk
-            padded = padded + [padded[-1]] * ((-len(padded)) % n_dev)
-            d, s = _run_parts(run, padded, preps, seed, min(workers, len(chunk)))
-            draws_parts.append({k: v[: len(chunk)] for k, v in d.items()})
-            stats_parts.append({k: v[: len(chunk)] for k, v in s.items()})
+            # every chunk planned as a full one: the last, shorter chunk reuses the same compiled program
+            d, s = _run_parts(run, chunk, preps, seed, workers, n_dev, n_slots, plan=min(size, len(idx)))
+            draws_parts.append(d)
+            stats_parts.append(s)
         cat = lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # noqa: E731
         groups.append(_Group(idx, [preps[i] for i in idx], cat(draws_parts), cat(stats_parts)))
     diags: list[Diagnostics | None] = [None] * len(datasets)

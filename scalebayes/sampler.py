@@ -826,10 +826,13 @@ def _build(
         sel = lambda m, a, b: jax.tree.map(  # noqa: E731
             lambda u, v: jnp.where(m.reshape(m.shape + (1,) * (u.ndim - m.ndim)), u, v), a, b
         )
-        ds0 = jnp.arange(P)
+        # Datasets with no unmasked run are padding (fit_many rounds B up so that batches of nearby sizes share one
+        # compiled program). They come last and are never loaded into a slot: only their start is computed.
+        n_live = jnp.sum(jnp.any(mask > 0, axis=-1)).astype(jnp.int32)
+        ds0 = jnp.where(jnp.arange(P) < n_live, jnp.arange(P), B)
         carry = (
-            take(init, ds0),  # the slots' chains (P, C)
-            take(args, ds0),  # the slots' data
+            take(init, jnp.minimum(ds0, B - 1)),  # the slots' chains (P, C)
+            take(args, jnp.minimum(ds0, B - 1)),  # the slots' data
             ds0,  # dataset in each slot (B: idle)
             jnp.zeros(P, jnp.int32),  # its window row
             jnp.asarray(P, jnp.int32),  # next dataset to load
@@ -852,7 +855,8 @@ def _build(
             state = sel(mid, ended, state)
             wi = jnp.where(mid, wi + 1, wi)
             leps = leps.at[jnp.where(last, ds, B)].set(jnp.where(last[:, None], state.s[..., _LEPS], 0.0))
-            new_ds = jnp.where(last, jnp.minimum(nxt + jnp.cumsum(last) - 1, B), ds)
+            cand = nxt + jnp.cumsum(last) - 1
+            new_ds = jnp.where(last, jnp.where(cand < n_live, cand, B), ds)
             load = last & (new_ds < B)
             j = jnp.minimum(new_ds, B - 1)
             state = sel(load, take(init, j), state)
@@ -936,7 +940,9 @@ def batch_sampler(
 ):
     """Compiled ``run(keys (B,), x, log_y, fam, mask, hyper)`` over B datasets of ``n`` (padded) runs each (every
     data array with a leading B axis). Returns draws per site (B, chains, draws, *shape) and stats (B, chains,
-    draws), ``step_size`` (B, chains). Recompiles only for a new B (or a new structure).
+    draws), ``step_size`` (B, chains). Recompiles only for a new B (or a new structure); datasets whose mask is all
+    zero are padding, placed last, and with ``slots`` they are never sampled, which lets callers round B up to a few
+    sizes (:func:`scalebayes.fit_many` does).
 
     ``slots=0``: all B datasets run side by side and pass every warm-up window boundary together, so the loop costs
     the sum over windows of the slowest chain's steps in that window. ``slots=P > 0`` streams the datasets through

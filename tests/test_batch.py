@@ -127,6 +127,24 @@ def test_fit_many_scheduling_does_not_change_draws(quick_batch, opts):
         assert other.diagnostics[i].divergences == batch.diagnostics[i].divergences
 
 
+def test_fit_many_reuses_its_program_for_nearby_batch_sizes():
+    """A queue longer than the slots is padded with fully masked datasets to a bucketed length (9 and 10 datasets
+    both run as 10), so the second call does not recompile, and the padding changes no dataset's numbers."""
+    from scalebayes import sampler as S
+    from scalebayes.batch import _bucket
+
+    assert [_bucket(n, 32) for n in (3, 32, 33, 100, 500, 1000)] == [3, 32, 40, 112, 512, 1024]
+    assert all(n <= _bucket(n, 2) <= 1.25 * n for n in range(1, 3000))
+    data = _datasets((20,) * 10)
+    kw = dict(QUICK, slots=2, workers=1, warn=False, chains=2)
+    ten = sb.fit_many(data, **kw)
+    n0 = S.COMPILE_COUNT["n"]
+    nine = sb.fit_many(data[:9], **kw)
+    assert S.COMPILE_COUNT["n"] == n0
+    for i in range(9):
+        np.testing.assert_array_equal(nine[i].draws("alpha"), ten[i].draws("alpha"))
+
+
 def test_fit_many_validates_every_dataset():
     bad = _datasets((40,))[0]
     with pytest.raises(sb.errors.DataError):
