@@ -417,16 +417,17 @@ def case_fit_many(args) -> dict:
 def _gradient_floor(data, workers: int) -> dict:
     """What no vectorised NUTS can beat on this machine: the leapfrog steps one fit takes (warm-up included, counted
     on ``data`` with the sampler's own program) times the cost of the potential's gradient alone, vectorised over
-    512 chains on 40 runs (fit_many's padding) and run on every core. fit_many's ratio over the loop cannot exceed
-    loop time per fit / that floor, whatever the NUTS bookkeeping costs."""
+    512 chains on the runs padded as fit_many pads them, and run on every core. fit_many's ratio over the loop
+    cannot exceed loop time per fit / that floor, whatever the NUTS bookkeeping costs."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from scalebayes import sampler as S
+    from scalebayes.batch import _pad_runs
     from scalebayes.fit import prepare
 
-    preps = [prepare(d, n_pad=40) for d in data]
+    preps = [prepare(d, n_pad=_pad_runs(max(len(d) for d in data))) for d in data]
     spec = preps[0].spec
     run = S._jit(S._build(spec, S.SamplerConfig(), jnp.float64, keep_warmup=True))
     steps = []

@@ -479,9 +479,10 @@ def fit_many(
         labels = list(vars_)
         arr = np.stack([np.asarray(vars_[k], dtype=float) for k in labels], axis=1)  # (b, V, C, S)
         # ~32 MB of draws per chunk, and at least one chunk per worker: NumPy's sorts and FFTs release the GIL
-        step = max(1, min((1 << 22) // max(1, arr[0].size), -(-len(arr) // _cores())))
+        cores = _cores()
+        step = max(1, min((1 << 22) // max(1, arr[0].size), -(-len(arr) // cores)))
         chunks = [arr[k : k + step] for k in range(0, len(arr), step)]
-        with ThreadPoolExecutor(max_workers=max(1, min(_cores(), len(chunks)))) as pool:
+        with ThreadPoolExecutor(max_workers=min(cores, len(chunks))) as pool:
             parts = list(pool.map(batch_diagnostics, chunks))
         rhat, bulk, tail = (np.concatenate([p[m] for p in parts]) for m in range(3))
         div = g.stats["diverging"].sum(axis=(1, 2))
