@@ -3,33 +3,34 @@
 Fit ``L = E + A/N^α + B/D^β`` (and other laws) to training runs with NUTS, share strength across model families
 hierarchically, and answer extrapolation and compute-planning questions with the posterior predictive.
 
-JAX runs in float64 by default (log-space sums of nearly equal terms need it); set ``SCALEBAYES_X64=0`` before
-import to leave JAX's global precision alone, and use ``fit(..., dtype="float32")`` for float32 sampler arrays.
+Precision: importing scalebayes does not change JAX's configuration. The functions that need float64 (``fit``,
+``fit_many``, ``validation.sbc``, ``baselines.fit_huber``, the ``scalebayes`` command) turn on ``jax_enable_x64``
+when called; call :func:`use_float64` yourself before other computations on arrays you build, and set
+``SCALEBAYES_X64=0`` to keep scalebayes from ever changing it (see :mod:`scalebayes.precision`).
 """
 
 from __future__ import annotations
 
-import os
-
-import jax
-
-if os.environ.get("SCALEBAYES_X64", "1") != "0":
-    jax.config.update("jax_enable_x64", True)
-
-from . import baselines, datasets, errors, laws  # noqa: E402
-from .backtest import backtest  # noqa: E402
-from .batch import fit_many  # noqa: E402
-from .compare import compare  # noqa: E402
-from .data import ScalingData  # noqa: E402
-from .fit import fit  # noqa: E402
-from .posterior import Posterior, load  # noqa: E402
+from . import baselines, datasets, errors, laws
+from .backtest import backtest
+from .batch import fit_many
+from .compare import compare
+from .data import ScalingData
+from .fit import fit
+from .posterior import Posterior, load
+from .precision import use_float64
+from .sampler import SamplerConfig
+from .spec import FitSpec
 
 __all__ = [
     "ScalingData",
+    "FitSpec",
+    "SamplerConfig",
     "Posterior",
     "fit",
     "fit_many",
     "load",
+    "use_float64",
     "datasets",
     "errors",
     "laws",

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,12 +78,7 @@ import pandas as pd
 from . import laws as _laws
 from .data import ScalingData
 from .errors import DataError, ModelError, UnknownNameError
-
-# As the package's __init__ does (idempotent), honouring its SCALEBAYES_X64=0 opt-out; fit_huber then refuses to
-# run, because Huber with δ = 1e-3 (and the likelihood's effective threshold ~5e-9) needs float64 residuals:
-# float32 log losses are only good to ~1e-7.
-if os.environ.get("SCALEBAYES_X64", "1") != "0":
-    jax.config.update("jax_enable_x64", True)
+from .precision import ensure_float64
 
 __all__ = [
     "HOFFMANN_ESTIMATES",
@@ -540,43 +534,17 @@ def fit_huber(
         DataError: the data lack an input the law needs, or have too few runs.
     """
     law_obj = _laws.get(law)
-    if not jax.config.jax_enable_x64:
-        raise ModelError("fit_huber needs float64: unset SCALEBAYES_X64=0 (or enable jax_enable_x64) first")
-    if objective not in OBJECTIVES:
-        raise ModelError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
-    if not (isinstance(delta, int | float) and np.isfinite(delta) and delta > 0):
-        raise ModelError(f"delta must be a finite number > 0, got {delta!r}")
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int | np.integer) or bootstrap < 0:
-        raise ModelError(f"bootstrap must be an integer >= 0, got {bootstrap!r}")
-    if bootstrap == 1:
-        raise ModelError("bootstrap needs at least 2 resamples to estimate a spread")
-    if not (isinstance(ci, int | float) and 0.0 < ci < 1.0):
-        raise ModelError(f"ci must be in (0, 1), got {ci!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ModelError(f"seed must be an integer, got {seed!r}")
+    # Huber with δ = 1e-3 (and the likelihood's effective threshold ~5e-9) needs float64 residuals: float32 log
+    # losses are only good to ~1e-7
+    ensure_float64("fit_huber")
+    _check_options(objective, delta, bootstrap, ci, seed)
     spec = _spec_for(law_obj)
     log_x, log_y = _arrays(data, law_obj)
     k = law_obj.n_params
     data.check_enough_rows(k + (objective == "huber_likelihood"), law_obj.name)
     delta = float(delta)
     log_z = huber_log_normaliser(delta)
-
-    if isinstance(init, str):
-        if init == "grid":
-            starts = _grid_starts(law_obj, spec, grid, data)
-        elif init == "hoffmann":
-            if law_obj.name != "chinchilla":
-                raise ModelError(f"init='hoffmann' gives Chinchilla-law estimates; law is {law_obj.name!r}")
-            starts = spec.from_params(HOFFMANN_ESTIMATES)[None, :]
-        else:
-            raise ModelError(f"unknown init {init!r}; use 'grid', 'hoffmann' or a dict of parameters")
-    elif isinstance(init, Mapping):
-        starts = spec.from_params(_check_init(law_obj, init))[None, :]
-    else:
-        raise ModelError(f"init must be 'grid', 'hoffmann' or a dict of parameters, got {type(init).__name__}")
-    if grid is not None and not (isinstance(init, str) and init == "grid"):
-        raise ModelError("grid= is only used with init='grid'")
-
+    starts = _starts(law_obj, spec, init, grid, data)
     ones = jnp.ones(log_y.shape[0])
     theta, best_start, info = _fit_full(spec, objective, jnp.asarray(starts), ones, log_x, log_y, delta, log_z)
     params = {p: float(v) for p, v in spec.to_params(jnp.asarray(theta[:k])).items()}
@@ -586,9 +554,7 @@ def fit_huber(
         obj_value = float(np.sum(huber(r, delta)))
     else:
         obj_value = float(np.sum(huber(r / scale, delta)) + r.size * (np.log(scale) + log_z))
-
-    draws = None
-    boot_ok = None
+    draws, boot_ok = None, None
     if bootstrap:
         draws, boot_ok = _bootstrap(spec, objective, theta, log_x, log_y, delta, log_z, int(bootstrap), int(seed), info)
     conv = Convergence(
@@ -604,7 +570,6 @@ def fit_huber(
     )
     if not conv:
         warnings.warn(f"fit_huber: the optimisation stopped on its iteration budget ({conv.status})", stacklevel=2)
-    start = {p: float(v) for p, v in spec.to_params(jnp.asarray(best_start)).items()}
     return HuberFit(
         law=law_obj,
         params=params,
@@ -613,11 +578,44 @@ def fit_huber(
         objective_value=obj_value,
         scale=scale,
         converged=conv,
-        start=start,
+        start={p: float(v) for p, v in spec.to_params(jnp.asarray(best_start)).items()},
         bootstrap_draws=draws,
         ci=float(ci),
         n_runs=int(log_y.shape[0]),
     )
+
+
+def _check_options(objective, delta, bootstrap, ci, seed) -> None:
+    """fit_huber's scalar options; ModelError naming the bad one."""
+    if objective not in OBJECTIVES:
+        raise ModelError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
+    if not (isinstance(delta, int | float) and np.isfinite(delta) and delta > 0):
+        raise ModelError(f"delta must be a finite number > 0, got {delta!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int | np.integer) or bootstrap < 0:
+        raise ModelError(f"bootstrap must be an integer >= 0, got {bootstrap!r}")
+    if bootstrap == 1:
+        raise ModelError("bootstrap needs at least 2 resamples to estimate a spread")
+    if not (isinstance(ci, int | float) and 0.0 < ci < 1.0):
+        raise ModelError(f"ci must be in (0, 1), got {ci!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ModelError(f"seed must be an integer, got {seed!r}")
+
+
+def _starts(law_obj: _laws.Law, spec: _Spec, init, grid, data: ScalingData) -> np.ndarray:
+    """Starting points (n_starts, k) in optimisation coordinates from fit_huber's ``init`` and ``grid``."""
+    if grid is not None and not (isinstance(init, str) and init == "grid"):
+        raise ModelError("grid= is only used with init='grid'")
+    if isinstance(init, Mapping):
+        return spec.from_params(_check_init(law_obj, init))[None, :]
+    if not isinstance(init, str):
+        raise ModelError(f"init must be 'grid', 'hoffmann' or a dict of parameters, got {type(init).__name__}")
+    if init == "grid":
+        return _grid_starts(law_obj, spec, grid, data)
+    if init == "hoffmann":
+        if law_obj.name != "chinchilla":
+            raise ModelError(f"init='hoffmann' gives Chinchilla-law estimates; law is {law_obj.name!r}")
+        return spec.from_params(HOFFMANN_ESTIMATES)[None, :]
+    raise ModelError(f"unknown init {init!r}; use 'grid', 'hoffmann' or a dict of parameters")
 
 
 def _fit_full(spec, objective, starts, w, log_x, log_y, delta, log_z):

@@ -8,7 +8,8 @@ datasets stream through a few dozen slots: each dataset passes its
 warm-up window boundaries on its own and a slot whose dataset finished takes the next one, so the batch costs about
 the mean fit's leapfrog steps per dataset rather than a multiple of the slowest chain's (``benchmarks/RESULTS.md``).
 Diagnostics — rank-normalised split R-hat, bulk and tail ESS (Vehtari et al. 2021, the same numbers ArviZ gives)
-and divergences — are computed for every dataset at once in NumPy, and every failing dataset is flagged. Full
+and divergences — are computed for every dataset at once in NumPy by :mod:`scalebayes.diagnostics` (the code and
+verdict ``fit`` uses too), and every failing dataset is flagged. Full
 :class:`~scalebayes.posterior.Posterior` objects (with their ArviZ DataTree) are built only when asked for:
 ``batch[i]``.
 
@@ -32,15 +33,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import special, stats
 
 from . import laws as _laws
 from .data import ScalingData
-from .diagnostics import ESS_MIN, RHAT_MAX, Diagnostics
+from .diagnostics import Diagnostics, batch_diagnostics, summarise
 from .errors import DataError, ModelError, SamplingWarning
-from .fit import Prepared, build_datatree, constrained_summaries, prepare
-from .model import population_sites
+from .fit import Prepared, build_datatree, posterior_group, prepare, warn_if_large
+from .padding import pad_size
+from .pointwise import want_pointwise
+from .posterior import Posterior
+from .precision import ensure_float64
 from .sampler import SamplerConfig, batch_sampler, to_numpy
+from .spec import FitSpec, check_dtype, check_seed, resolve, sampler_config
 
 #: Datasets per compiled batch by default (all of them up to this; larger lists run in chunks of this size, each
 #: chunk padded to the same shape so one compilation serves every chunk).
@@ -111,176 +115,19 @@ def _run_parts(
     return cat(0), cat(1)
 
 
-def _pad_runs(n: int) -> int:
-    """Common padded number of runs for a batch: the next multiple of 8."""
-    return int(-(-n // 8) * 8)
-
-
-# ------------------------------------------------------------------------------------------- batched diagnostics
-def _split(x: np.ndarray) -> np.ndarray:
-    """(..., C, S) → (..., 2C, S//2): first and last halves of each chain (the middle draw dropped for odd S)."""
-    half = x.shape[-1] // 2
-    return np.concatenate([x[..., :half], x[..., x.shape[-1] - half :]], axis=-2)
-
-
-def _z_scale(x: np.ndarray) -> np.ndarray:
-    """Rank-normalise over the last two axes (chains × draws) together (Blom's offset 3/8)."""
-    shape = x.shape
-    flat = x.reshape(*shape[:-2], -1)
-    rank = stats.rankdata(flat, method="average", axis=-1)
-    z = special.ndtri((rank - 0.375) / (flat.shape[-1] + 0.25))
-    return z.reshape(shape)
-
-
-def _rhat(x: np.ndarray) -> np.ndarray:
-    """Gelman-Rubin R-hat of (..., C, S) chains."""
-    n = x.shape[-1]
-    between = n * np.var(np.mean(x, axis=-1), axis=-1, ddof=1)
-    within = np.mean(np.var(x, axis=-1, ddof=1), axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sqrt((between / within + n - 1) / n)
-
-
-def _ess(x: np.ndarray) -> np.ndarray:
-    """Effective sample size of (..., C, S) chains: FFT autocovariance, Geyer's initial positive and initial
-    monotone sequences — ArviZ's ``_ess`` step for step, with its scalar loops run over all leading axes at once
-    (masked), stopping as soon as every sequence has ended."""
-    x = np.asarray(x, dtype=float)
-    C, n = x.shape[-2:]
-    lead = x.shape[:-2]
-    const = (np.max(x, axis=(-2, -1)) - np.min(x, axis=(-2, -1))) < np.finfo(float).resolution
-    m = 1 << int(np.ceil(np.log2(2 * n)))
-    xc = x - x.mean(axis=-1, keepdims=True)
-    f = np.fft.rfft(xc, n=m, axis=-1)
-    acov = np.fft.irfft(f * np.conjugate(f), n=m, axis=-1)[..., :n] / n
-    mean_var = np.mean(acov[..., 0], axis=-1) * n / (n - 1.0)
-    var_plus = mean_var * (n - 1.0) / n
-    if C > 1:
-        var_plus = var_plus + np.var(x.mean(axis=-1), axis=-1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = 1.0 - (mean_var[..., None] - np.mean(acov, axis=-2)) / var_plus[..., None]  # (..., n)
-    rho_t = np.zeros((*lead, n))
-    rho_t[..., 0] = 1.0
-    rho_t[..., 1] = rho[..., 1]
-    r_even, r_odd = np.ones(lead), rho[..., 1].copy()
-    t_end = np.ones(lead, dtype=int)
-    active = np.ones(lead, dtype=bool)
-    t = 1
-    while t < n - 3:  # Geyer's initial positive sequence
-        active = active & ((r_even + r_odd) > 0)
-        if not active.any():
-            break
-        re, ro = rho[..., t + 1], rho[..., t + 2]
-        r_even, r_odd = np.where(active, re, r_even), np.where(active, ro, r_odd)
-        store = active & (re + ro >= 0)
-        rho_t[..., t + 1] = np.where(store, re, rho_t[..., t + 1])
-        rho_t[..., t + 2] = np.where(store, ro, rho_t[..., t + 2])
-        t_end = np.where(active, t + 2, t_end)
-        t += 2
-    max_t = t_end - 2
-    at = np.clip(max_t + 1, 0, n - 1)[..., None]
-    rho_t_at = np.take_along_axis(rho_t, at, -1)[..., 0]
-    np.put_along_axis(rho_t, at, np.where(r_even > 0, r_even, rho_t_at)[..., None], -1)
-    t = 1
-    top = int(max_t.max()) if max_t.size else -1
-    while t <= top - 2:  # Geyer's initial monotone sequence
-        on = t <= max_t - 2
-        prev = rho_t[..., t - 1] + rho_t[..., t]
-        bad = on & ((rho_t[..., t + 1] + rho_t[..., t + 2]) > prev)
-        rho_t[..., t + 1] = np.where(bad, prev / 2.0, rho_t[..., t + 1])
-        rho_t[..., t + 2] = np.where(bad, prev / 2.0, rho_t[..., t + 2])
-        t += 2
-    idx = np.arange(n)
-    head = np.sum(np.where(idx <= max_t[..., None], rho_t, 0.0), axis=-1)
-    extra = np.take_along_axis(rho_t, np.clip(max_t + 1, 0, n - 1)[..., None], -1)[..., 0]
-    ess = C * n
-    tau = np.maximum(-1.0 + 2.0 * head + extra, 1.0 / np.log10(ess))
-    out = np.where(np.isnan(rho).any(axis=-1), np.nan, ess / tau)
-    return np.where(const, float(C * n), out)
-
-
-def _tail_prob() -> float:
-    """ArviZ's default probability for tail ESS (``rcParams["stats.ci_prob"]``, 0.89 in ArviZ 1.x: quantiles 11% and
-    89%), so that batch and single-fit diagnostics agree."""
-    try:
-        from arviz_base import rcParams
-
-        return float(rcParams["stats.ci_prob"])
-    except Exception:  # pragma: no cover - arviz_base always has it
-        return 0.89
-
-
-def batch_diagnostics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rank-normalised split R-hat, bulk ESS and tail ESS of draws ``x`` (..., C, S), each (...,), matching
-    ``arviz_stats.rhat`` / ``ess(method="bulk")`` / ``ess(method="tail")`` (tail quantiles from ArviZ's
-    ``stats.ci_prob``)."""
-    x = np.asarray(x, dtype=float)
-    sx = _split(x)
-    z = _z_scale(sx)  # ranks are most of the cost: once for bulk R-hat and bulk ESS
-    r_bulk = _rhat(z)
-    med = np.median(sx.reshape(*sx.shape[:-2], -1), axis=-1)[..., None, None]
-    r_tail = _rhat(_z_scale(np.abs(sx - med)))
-    rhat = np.maximum(r_bulk, r_tail)
-    if x.shape[-2] < 2:  # ArviZ needs two chains for R-hat
-        rhat = np.full(rhat.shape, np.nan)
-    bulk = _ess(z)
-    flat = x.reshape(*x.shape[:-2], -1)
-    p = _tail_prob()
-    q = np.quantile(flat, sorted((p, 1.0 - p)), axis=-1)  # (2, ...)
-    tail = np.minimum(
-        _ess(_split((x <= q[0][..., None, None]).astype(float))),
-        _ess(_split((x <= q[1][..., None, None]).astype(float))),
-    )
-    return rhat, bulk, tail
-
-
-def _posterior_vars(spec, centre: Mapping[str, np.ndarray], site: Mapping[str, np.ndarray], families) -> dict:
-    """The posterior group's variables (as :func:`scalebayes.fit.build_datatree` names them), each (..., C, S),
-    labelled like the diagnostics table (``name`` or ``name[family]``)."""
-    out = constrained_summaries(spec, centre, site)
-    multi = spec.n_families > 1
-    res = {}
-
-    def add(name, v, per_family):
-        if per_family and multi:
-            for j, f in enumerate(families):
-                res[f"{name}[{f}]"] = v[..., j]
+def _posterior_quantities(spec, centre: Mapping[str, np.ndarray], draws: Mapping[str, np.ndarray], families):
+    """The posterior group's scalar quantities for a group of datasets, labelled like the diagnostics table
+    (``name`` or ``name[family]``, in the DataTree's order): labels and draws (b, quantities, chains, draws)."""
+    post, dims, _ = posterior_group(spec, centre, draws)
+    labels, cols = [], []
+    for name, v in post.items():
+        if name in dims:  # (b, C, S, F): one quantity per family
+            labels += [f"{name}[{f}]" for f in families]
+            cols += [v[..., j] for j in range(len(families))]
         else:
-            res[name] = v[..., 0] if per_family else v
-
-    for name in spec.law.params:
-        add(name, out["params"][name], True)
-    for name, v in out["derived"].items():
-        add(name, v, True)
-    if spec.noise == "family":
-        add("sigma", out["noise"]["sigma"], True)
-    else:
-        res["sigma"] = out["noise"]["sigma"][..., 0]
-    if spec.likelihood == "student_t":
-        res["nu"] = out["noise"]["nu"]
-    res.update({name: site[name] for name in population_sites(spec)})
-    return res
-
-
-def _make_diagnostics(labels, rhat, bulk, tail, divergences: int, steps: float, n: int) -> Diagnostics:
-    """A :class:`~scalebayes.diagnostics.Diagnostics` from per-variable numbers, with the same checks and wording as
-    :func:`scalebayes.diagnostics.compute`."""
-    table = pd.DataFrame({"r_hat": rhat, "ess_bulk": bulk, "ess_tail": tail}, index=pd.Index(labels, name="name"))
-    finite = table.replace([np.inf, -np.inf], np.nan)
-    r_hat_max = float(np.nanmax(finite["r_hat"])) if finite["r_hat"].notna().any() else float("nan")
-    b = float(np.nanmin(finite["ess_bulk"])) if finite["ess_bulk"].notna().any() else float("nan")
-    t = float(np.nanmin(finite["ess_tail"])) if finite["ess_tail"].notna().any() else float("nan")
-    failures = []
-    if not np.isfinite(r_hat_max) or r_hat_max > RHAT_MAX:
-        worst = finite["r_hat"].idxmax() if np.isfinite(r_hat_max) else "some parameter"
-        failures.append(f"R-hat {r_hat_max:.3f} > {RHAT_MAX} ({worst})")
-    if not np.isfinite(b) or b < ESS_MIN:
-        failures.append(f"bulk ESS {b:.0f} < {ESS_MIN} ({finite['ess_bulk'].idxmin() if np.isfinite(b) else '?'})")
-    if not np.isfinite(t) or t < ESS_MIN:
-        failures.append(f"tail ESS {t:.0f} < {ESS_MIN} ({finite['ess_tail'].idxmin() if np.isfinite(t) else '?'})")
-    if divergences:
-        failures.append(f"{divergences} divergent transition{'s' if divergences > 1 else ''}")
-    return Diagnostics(r_hat_max, b, t, int(divergences), float(steps), int(n), tuple(failures), table)
+            labels.append(name)
+            cols.append(v)
+    return labels, np.stack([np.asarray(c, dtype=float) for c in cols], axis=1)
 
 
 # ------------------------------------------------------------------------------------------------------ results
@@ -348,14 +195,19 @@ class FitBatch(Sequence):
         return pd.DataFrame(rows)
 
     def _posterior(self, i: int):
-        from .posterior import Posterior
-
         g, j = self._where[i]
         site = {k: v[j] for k, v in g.draws.items()}
         stats_ = {k: v[j] for k, v in g.stats.items()}
         o = self._options
         idata = build_datatree(
-            self.datasets[i], g.preps[j], site, stats_, pointwise=o["pointwise"], seed=o["seed"] + i, config=o["config"]
+            self.datasets[i],
+            g.preps[j],
+            site,
+            stats_,
+            pointwise=o["pointwise"],
+            seed=o["seed"] + i,
+            config=o["config"],
+            dtype=o["dtype"],
         )
         post = Posterior(idata, data=self.datasets[i])
         post.__dict__["diagnostics"] = self.diagnostics[i]  # computed for the whole batch already
@@ -367,18 +219,13 @@ class FitBatch(Sequence):
 
 def fit_many(
     datasets: Sequence[ScalingData],
-    law: str | _laws.Law = "chinchilla",
+    law: str | _laws.Law | FitSpec | None = None,
     *,
-    likelihood: str = "student_t",
+    spec: FitSpec | None = None,
     chains: int = 4,
     draws: int = 1000,
     warmup: int = 1000,
     seed: int = 0,
-    priors: Mapping | None = None,
-    pooling: str | None = None,
-    shared: tuple[str, ...] = (),
-    free: tuple[str, ...] = (),
-    noise: str = "shared",
     dense_mass: bool = True,
     target_accept: float = 0.9,
     max_tree_depth: int = 10,
@@ -389,114 +236,68 @@ def fit_many(
     devices: int | None = None,
     slots: int | None = None,
     workers: int | None = None,
-    progress: bool = False,
+    **options,
 ) -> FitBatch:
     """Fit the same law to many independent datasets in one compiled, vectorised program.
 
-    Takes :func:`scalebayes.fit`'s options (applied to every dataset) and returns a :class:`FitBatch`: ``batch[i]``
+    Takes :func:`scalebayes.fit`'s options (applied to every dataset; the model as ``spec=`` a
+    :class:`~scalebayes.spec.FitSpec` or as its fields as keywords) and returns a :class:`FitBatch`: ``batch[i]``
     is the :class:`~scalebayes.posterior.Posterior` of ``datasets[i]``, the same model (priors scaled to each
     dataset, same sampler settings) a separate ``fit`` would give, built lazily; diagnostics are computed for every
-    dataset up front and failures are flagged (``batch.ok``, ``batch.failed``, and one
-    :class:`~scalebayes.errors.SamplingWarning` naming them when ``warn``).
+    dataset up front with the same code and verdict as ``fit``'s (:mod:`scalebayes.diagnostics`) and failures are
+    flagged (``batch.ok``, ``batch.failed``, and one :class:`~scalebayes.errors.SamplingWarning` naming them when
+    ``warn``).
 
-    Datasets are padded (masked rows) to a common number of runs, a multiple of 8, and a queue longer than the
-    slots is padded with fully masked datasets (never sampled) to one of four sizes per doubling, so a later call
-    with a few more or fewer datasets reuses the compiled program. Datasets whose model structure differs (number
-    of families, pooling) run as separate programs. Dataset ``i`` uses the random stream
-    ``fold_in(key(seed), i)``, and its draws do not depend on which other datasets share its batch, on
-    ``slots`` or on ``workers`` (tested), so a batch is reproducible across machines; they differ from
+    Datasets are padded (masked rows) to a common number of runs (:func:`scalebayes.padding.pad_size` of the
+    largest), and a queue longer than the slots is padded with fully masked datasets (never sampled) to one of four
+    sizes per doubling, so a later call with a few more or fewer datasets reuses the compiled program. Datasets
+    whose model structure differs (number of families, pooling) run as separate programs. Dataset ``i`` uses the
+    random stream ``fold_in(key(seed), i)``, and its draws do not depend on which other datasets share its batch,
+    on ``slots`` or on ``workers`` (tested), so a batch is reproducible across machines; they differ from
     ``fit(..., seed=...)``'s draws, which use another stream.
 
     Args:
         datasets: the runs tables (:class:`~scalebayes.data.ScalingData`).
-        law, likelihood, chains, draws, warmup, seed, priors, pooling, shared, free, noise, dense_mass,
-            target_accept, max_tree_depth, dtype, pointwise, warn: as for :func:`scalebayes.fit`.
+        law, spec, chains, draws, warmup, seed, dense_mass, target_accept, max_tree_depth, dtype, pointwise, warn,
+            **options: as for :func:`scalebayes.fit`.
         batch_size: datasets per compiled program (default: all of them, up to 1024); larger lists run in chunks
             of that size (the last one padded), one compilation for all chunks.
         devices: number of JAX devices to shard the dataset axis over (default: all of ``jax.devices()``).
         slots: datasets sampled side by side on each device (default :data:`DEFAULT_SLOTS` on CPU, the whole
-            batch on an accelerator); the
-            others wait in a queue and take a slot when a dataset finishes. Each dataset's draws are the same
-            whatever the number of slots (up to floating-point rounding); only the run time changes.
+            batch on an accelerator); the others wait in a queue and take a slot when a dataset finishes. Each
+            dataset's draws are the same whatever the number of slots (up to floating-point rounding); only the
+            run time changes.
         workers: on a CPU with one JAX device, split each batch into this many equal parts and run them in
             parallel threads, one core each (default: the CPU cores this process may use; XLA runs one compiled
             loop on one core, and the datasets are independent). 1 with several devices, where the batch is sharded
             instead.
-        progress: accepted for symmetry with ``fit``; nothing is printed.
     """
-    datasets = list(datasets)
-    if not datasets:
-        raise DataError("fit_many needs at least one dataset")
-    for name, v in (("chains", chains), ("draws", draws)):
-        if int(v) < 1:
-            raise ModelError(f"{name} must be >= 1, got {v}")
-    if int(warmup) < 0:
-        raise ModelError(f"warmup must be >= 0, got {warmup}")
-    del progress
-    opts = dict(likelihood=likelihood, priors=priors, pooling=pooling, shared=shared, free=free, noise=noise)
-    first = [prepare(d, law, dtype=dtype, **opts) for d in datasets]  # validates every dataset
-    n_pad = _pad_runs(max(p.n_obs for p in first))
-    preps = [prepare(d, law, dtype=dtype, n_pad=n_pad, **opts) for d in datasets]
-    config = SamplerConfig(
-        chains=int(chains),
-        warmup=int(warmup),
-        draws=int(draws),
-        dense_mass=bool(dense_mass),
-        target_accept=float(target_accept),
-        max_tree_depth=int(max_tree_depth),
+    fit_spec = resolve(spec, law, options)
+    config = sampler_config(
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
+        dense_mass=dense_mass,
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
     )
-    n_dev = len(jax.devices()) if devices is None else max(1, min(int(devices), len(jax.devices())))
-    size = min(len(datasets), DEFAULT_BATCH) if batch_size is None else max(1, int(batch_size))
-    size = -(-size // n_dev) * n_dev  # a multiple of the device count
-    if slots is None:
-        n_slots = DEFAULT_SLOTS if jax.default_backend() == "cpu" else size  # accelerators: all side by side
-    else:
-        n_slots = max(1, int(slots))
-    if workers is None:
-        workers = _cores() if (jax.default_backend() == "cpu" and n_dev == 1) else 1
-    workers = max(1, int(workers)) if n_dev == 1 else 1
-    by_spec: dict = {}
-    for i, p in enumerate(preps):
-        by_spec.setdefault(p.spec, []).append(i)
-    groups = []
-    for spec, idx in by_spec.items():
-        run = batch_sampler(spec, n_pad, config, dtype, n_dev, n_slots)
-        draws_parts, stats_parts = [], []
-        for start in range(0, len(idx), size):
-            chunk = idx[start : start + size]
-            # every chunk planned as a full one: the last, shorter chunk reuses the same compiled program
-            d, s = _run_parts(run, chunk, preps, seed, workers, n_dev, n_slots, plan=min(size, len(idx)))
-            draws_parts.append(d)
-            stats_parts.append(s)
-        cat = lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # noqa: E731
-        groups.append(_Group(idx, [preps[i] for i in idx], cat(draws_parts), cat(stats_parts)))
+    seed, dtype = check_seed(seed), check_dtype(dtype)
+    want_pointwise(pointwise, 0, 0)  # validates the value before any work
+    ensure_float64("fit_many(dtype='float64')", required=dtype == "float64")
+    datasets = list(datasets)
+    preps, n_pad = _prepare_all(datasets, fit_spec, dtype)
+    if warn:
+        biggest = max(preps, key=lambda p: (p.spec.n_families, p.n_obs))
+        warn_if_large(biggest, config, f"fit_many: each fit of {len(datasets)}")
+    layout = _layout(len(datasets), batch_size, devices, slots, workers)
+    groups = _sample_groups(preps, n_pad, config, dtype, seed, layout)
     diags: list[Diagnostics | None] = [None] * len(datasets)
     summaries: list[dict | None] = [None] * len(datasets)
     for g in groups:
-        spec = g.preps[0].spec
-        centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
-        vars_ = _posterior_vars(spec, centre, g.draws, datasets[g.index[0]].families)
-        labels = list(vars_)
-        arr = np.stack([np.asarray(vars_[k], dtype=float) for k in labels], axis=1)  # (b, V, C, S)
-        # ~32 MB of draws per chunk, and at least one chunk per worker: NumPy's sorts and FFTs release the GIL
-        cores = _cores()
-        step = max(1, min((1 << 22) // max(1, arr[0].size), -(-len(arr) // cores)))
-        chunks = [arr[k : k + step] for k in range(0, len(arr), step)]
-        with ThreadPoolExecutor(max_workers=min(cores, len(chunks))) as pool:
-            parts = list(pool.map(batch_diagnostics, chunks))
-        rhat, bulk, tail = (np.concatenate([p[m] for p in parts]) for m in range(3))
-        div = g.stats["diverging"].sum(axis=(1, 2))
-        steps = g.stats["num_steps"].mean(axis=(1, 2))
-        mean, sd = arr.mean(axis=(2, 3)), arr.std(axis=(2, 3), ddof=1)
-        n = int(config.chains * config.draws)
-        for j, i in enumerate(g.index):
-            diags[i] = _make_diagnostics(labels, rhat[j], bulk[j], tail[j], int(div[j]), float(steps[j]), n)
-            summaries[i] = {
-                **{f"{k}_mean": mean[j, v] for v, k in enumerate(labels)},
-                **{f"{k}_sd": sd[j, v] for v, k in enumerate(labels)},
-            }
-    options = {"pointwise": pointwise, "seed": int(seed), "config": config}
-    batch = FitBatch(datasets, groups, diags, summaries, options)
+        for i, d, summary in _group_diagnostics(g, datasets[g.index[0]].families, config.max_tree_depth):
+            diags[i], summaries[i] = d, summary
+    options_ = {"pointwise": pointwise, "seed": seed, "config": config, "dtype": dtype}
+    batch = FitBatch(datasets, groups, diags, summaries, options_)
     if warn and batch.failed:
         bad = batch.failed
         shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
@@ -507,3 +308,89 @@ def fit_many(
             stacklevel=2,
         )
     return batch
+
+
+def _prepare_all(datasets: list, fit_spec: FitSpec, dtype: str) -> tuple[list[Prepared], int]:
+    """Every dataset prepared as ``fit`` would, padded to one number of runs (the padding rule applied to the
+    largest dataset); every dataset is validated before any is sampled."""
+    if not datasets:
+        raise DataError("fit_many needs at least one dataset")
+    first = [prepare(d, spec=fit_spec, dtype=dtype) for d in datasets]
+    n_pad = pad_size(max(p.n_obs for p in first))
+    return [prepare(d, spec=fit_spec, dtype=dtype, n_pad=n_pad) for d in datasets], n_pad
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a batch is spread: devices, datasets per compiled call, slots per device, CPU threads."""
+
+    n_dev: int
+    size: int
+    slots: int
+    workers: int
+
+
+def _layout(n: int, batch_size, devices, slots, workers) -> _Layout:
+    """Resolve fit_many's scheduling options (see its docstring) for ``n`` datasets."""
+    for name, v in (("batch_size", batch_size), ("devices", devices), ("slots", slots), ("workers", workers)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1):
+            raise ModelError(f"{name} must be a whole number >= 1 or None, got {v!r}")
+    n_dev = len(jax.devices()) if devices is None else min(int(devices), len(jax.devices()))
+    size = min(n, DEFAULT_BATCH) if batch_size is None else int(batch_size)
+    size = -(-size // n_dev) * n_dev  # a multiple of the device count
+    cpu = jax.default_backend() == "cpu"
+    n_slots = (DEFAULT_SLOTS if cpu else size) if slots is None else int(slots)  # accelerators: all side by side
+    if n_dev > 1:
+        workers = 1
+    elif workers is None:
+        workers = _cores() if cpu else 1
+    return _Layout(n_dev, size, n_slots, int(workers))
+
+
+def _sample_groups(preps, n_pad: int, config: SamplerConfig, dtype: str, seed: int, lay: _Layout) -> list[_Group]:
+    """Sample every dataset: one compiled program per model structure, run over chunks of ``lay.size``."""
+    by_spec: dict = {}
+    for i, p in enumerate(preps):
+        by_spec.setdefault(p.spec, []).append(i)
+    groups = []
+    for spec, idx in by_spec.items():
+        run = batch_sampler(spec, n_pad, config, dtype, lay.n_dev, lay.slots)
+        parts = []
+        for start in range(0, len(idx), lay.size):
+            chunk = idx[start : start + lay.size]
+            # every chunk planned as a full one: the last, shorter chunk reuses the same compiled program
+            plan = min(lay.size, len(idx))
+            parts.append(_run_parts(run, chunk, preps, seed, lay.workers, lay.n_dev, lay.slots, plan=plan))
+        draws_, stats_ = ({k: np.concatenate([p[j][k] for p in parts]) for k in parts[0][j]} for j in (0, 1))
+        groups.append(_Group(idx, [preps[i] for i in idx], draws_, stats_))
+    return groups
+
+
+def _group_diagnostics(g: _Group, families, max_tree_depth: int):
+    """(dataset index, Diagnostics, summary row) for every dataset of a group: R-hat and ESS of every posterior
+    quantity of every dataset at once (:func:`scalebayes.diagnostics.batch_diagnostics`, in threads), and the
+    verdict of :func:`scalebayes.diagnostics.summarise`."""
+    spec = g.preps[0].spec
+    centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
+    labels, arr = _posterior_quantities(spec, centre, g.draws, families)  # (b, V, C, S)
+    # ~32 MB of draws per chunk, and at least one chunk per worker: NumPy's sorts and FFTs release the GIL
+    cores = _cores()
+    step = max(1, min((1 << 22) // max(1, arr[0].size), -(-len(arr) // cores)))
+    chunks = [arr[k : k + step] for k in range(0, len(arr), step)]
+    with ThreadPoolExecutor(max_workers=min(cores, len(chunks))) as pool:
+        parts = list(pool.map(batch_diagnostics, chunks))
+    rhat, bulk, tail = (np.concatenate([p[m] for p in parts]) for m in range(3))
+    mean, sd = arr.mean(axis=(2, 3)), arr.std(axis=(2, 3), ddof=1)
+    for j, i in enumerate(g.index):
+        d = summarise(
+            labels,
+            rhat[j],
+            bulk[j],
+            tail[j],
+            diverging=g.stats["diverging"][j],
+            n_steps=g.stats["num_steps"][j],
+            max_tree_depth=max_tree_depth,
+        )
+        summary = {f"{k}_mean": mean[j, v] for v, k in enumerate(labels)}
+        summary.update({f"{k}_sd": sd[j, v] for v, k in enumerate(labels)})
+        yield i, d, summary

@@ -41,3 +41,8 @@ class ModelError(ScaleBayesError, ValueError):
 
 class SamplingWarning(UserWarning):
     """The sampler's diagnostics failed (R-hat, ESS or divergences): the posterior should not be trusted as is."""
+
+
+class LargeFitWarning(UserWarning):
+    """A fit about to start is large (many families or runs): it may run for minutes to hours. The message gives a
+    rough estimate of the work and how to try a smaller fit first."""

@@ -1,13 +1,16 @@
 """``fit``: from a runs table to a :class:`~scalebayes.posterior.Posterior`.
 
 This module is the glue between the friendly edge (pandas in, DataTree out) and the compiled core
-(:mod:`scalebayes.sampler`): it validates options, builds padded arrays, runs the sampler once, and assembles the
-ArviZ DataTree with named dims.
+(:mod:`scalebayes.sampler`): it resolves the call's options into a :class:`~scalebayes.spec.FitSpec` (the model)
+and a :class:`~scalebayes.sampler.SamplerConfig` (NUTS settings), builds padded arrays, runs the sampler once, and
+assembles the ArviZ DataTree with named dims, which stores both so a posterior can be refitted exactly
+(``fit(data, spec=post.fit_spec)``).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -20,9 +23,21 @@ from . import laws as _laws
 from . import priors as _priors
 from .data import ScalingData
 from .diagnostics import warn_if_failed
-from .errors import DataError, ModelError
+from .errors import DataError, LargeFitWarning, ModelError
 from .model import Spec, family_latents, noise_params, pooling_modes, population_sites
-from .sampler import SamplerConfig, chain_method_for, pad_size, sampler, to_numpy
+from .padding import pad, pad_size
+from .pointwise import pointwise_groups, want_pointwise
+from .posterior import Posterior
+from .precision import ensure_float64
+from .sampler import SamplerConfig, n_dim, sampler, to_numpy
+from .spec import FitSpec, check_dtype, check_seed, resolve, sampler_config
+
+#: A fit warns (:class:`~scalebayes.errors.LargeFitWarning`) before sampling when it has more unconstrained
+#: coordinates than this (e.g. 40 families × 5 partially pooled latents) ...
+LARGE_DIM = 200
+#: ... or more padded runs × iterations (chains × (warm-up + draws)) than this: each leapfrog step evaluates the law
+#: at every run, and an iteration takes from ~7 steps (one family, chinchilla) to a few hundred (8 families).
+LARGE_RUN_ITERATIONS = 5e8
 
 
 @dataclass(frozen=True)
@@ -35,106 +50,110 @@ class Prepared:
     n_obs: int
     n_pad: int
     args: tuple  # (x, log_y, fam, mask, hyper) as JAX arrays
+    fit_spec: FitSpec
 
 
-def prepare(
-    data: ScalingData,
-    law: str | _laws.Law = "chinchilla",
-    *,
-    likelihood: str = "student_t",
-    priors: Mapping | None = None,
-    pooling: str | None = None,
-    shared: tuple[str, ...] = (),
-    free: tuple[str, ...] = (),
-    noise: str = "shared",
-    centred: bool | tuple[str, ...] = False,
-    n_pad: int | None = None,
-    dtype: str = "float64",
-) -> Prepared:
-    """Validate options against ``data`` and build the sampler's padded input arrays."""
-    if not isinstance(data, ScalingData):
-        raise DataError(f"expected ScalingData (see ScalingData.from_frame), got {type(data).__name__}")
-    if isinstance(law, _laws.Law):
-        # a user's own law passed as an object: register it so the Posterior (and a saved file, loaded in this
-        # session) finds it by name; a *different* law under a taken name raises rather than being mixed up
-        _laws.register(law)
-    law = _laws.get(law)
+def model_spec(fit_spec: FitSpec, data: ScalingData) -> Spec:
+    """The compiled model's structure (:class:`~scalebayes.model.Spec`) for ``fit_spec`` on ``data``, checked
+    against the data (inputs the law needs, enough runs, families with enough runs for free parameters)."""
+    law = _laws.get(fit_spec.law)
     if "U" in law.inputs and data.U is None:
         raise DataError(
             f"the {law.name!r} law needs unique tokens: pass U=<column> to ScalingData.from_frame", column="U"
         )
     F = len(data.families)
-    if pooling is None:
-        pooling = "partial" if F > 1 else "complete"
-    if isinstance(shared, str):
-        shared = (shared,)
-    if isinstance(free, str):
-        free = (free,)
-    modes = pooling_modes(law, pooling, F, tuple(shared), tuple(free), centred=centred)
-    noise_eff = noise if F > 1 else "shared"
-    spec = Spec(law=law, modes=modes, n_families=F, likelihood=likelihood, noise=noise_eff)
-    n_free = sum(F if m != "shared" else 1 for m in modes)
-    data.check_enough_rows(n_free, law.name)
-    if F > 1 and pooling != "complete":
+    pooling = fit_spec.pooling or ("partial" if F > 1 else "complete")
+    modes = pooling_modes(law, pooling, F, fit_spec.shared, fit_spec.free, centred=fit_spec.centred)
+    noise = fit_spec.noise if F > 1 else "shared"
+    spec = Spec(law=law, modes=modes, n_families=F, likelihood=fit_spec.likelihood, noise=noise)
+    data.check_enough_rows(sum(F if m != "shared" else 1 for m in modes), law.name)
+    if F > 1 and pooling != "complete" and any(m == "free" for m in modes):
         small = data.family_counts()
         tiny = small[small < 2]
-        if len(tiny) and any(m == "free" for m in modes):
+        if len(tiny):
             raise DataError(
                 f"families {list(tiny.index)} have fewer than 2 runs: cannot fit free per-family parameters; "
                 "use pooling='partial'",
                 column="family",
             )
+    return spec
 
+
+def prepare(
+    data: ScalingData,
+    law: str | _laws.Law | FitSpec | None = None,
+    *,
+    spec: FitSpec | None = None,
+    n_pad: int | None = None,
+    dtype: str = "float64",
+    **options,
+) -> Prepared:
+    """Validate the model (``spec``, or ``law`` and FitSpec keyword ``options``) against ``data`` and build the
+    sampler's input arrays, padded to ``n_pad`` runs (default :func:`scalebayes.padding.pad_size`)."""
+    if not isinstance(data, ScalingData):
+        raise DataError(f"expected ScalingData (see ScalingData.from_frame), got {type(data).__name__}")
+    fit_spec = resolve(spec, law, options)
+    model = model_spec(fit_spec, data)
+    law_ = model.law
     li = data.log_inputs()
-    centre = law.centre(li)
-    pri = _priors.resolve(law, centre, float(np.median(data.loss)), priors)
+    centre = law_.centre(li)
+    pri = _priors.resolve(law_, centre, float(np.median(data.loss)), fit_spec.prior_overrides)
     m = len(data)
     n = pad_size(m) if n_pad is None else int(n_pad)
     if n < m:
         raise ModelError(f"n_pad={n} is smaller than the number of runs {m}")
-    dt = jnp.dtype(dtype)
-
-    def pad(a, fill):
-        a = np.asarray(a, dtype=float)
-        return jnp.asarray(np.concatenate([a, np.full(n - m, fill)]), dtype=dt)
-
-    x = {k: pad(li[k], centre[k]) for k in law.inputs}
+    dt = jnp.dtype(check_dtype(dtype))
+    col = lambda a, fill: jnp.asarray(pad(np.asarray(a, dtype=float), n, fill), dtype=dt)  # noqa: E731
+    x = {k: col(li[k], centre[k]) for k in law_.inputs}
     hyper = {
-        "loc": jnp.asarray(pri.loc(law.latents), dt),
-        "scale": jnp.asarray(pri.scale(law.latents), dt),
-        "tau": jnp.asarray(pri.tau_scale(law.latents), dt),
+        "loc": jnp.asarray(pri.loc(law_.latents), dt),
+        "scale": jnp.asarray(pri.scale(law_.latents), dt),
+        "tau": jnp.asarray(pri.tau_scale(law_.latents), dt),
         "sigma": jnp.asarray(pri.sigma, dt),
         "nu": jnp.asarray(pri.nu, dt),
         "centre": {k: jnp.asarray(v, dt) for k, v in centre.items()},
     }
-    fam = jnp.asarray(np.concatenate([data.family_index, np.zeros(n - m, np.int32)]), jnp.int32)
-    args = (x, pad(np.log(data.loss), 0.0), fam, pad(np.ones(m), 0.0), hyper)
-    return Prepared(spec, pri, centre, m, n, args)
+    fam = jnp.asarray(pad(data.family_index, n, 0, np.int32), jnp.int32)
+    args = (x, col(np.log(data.loss), 0.0), fam, col(np.ones(m), 0.0), hyper)
+    return Prepared(model, pri, centre, m, n, args, fit_spec)
+
+
+def warn_if_large(prep: Prepared, config: SamplerConfig, what: str, stacklevel: int = 3) -> None:
+    """Warn before sampling when a fit is large (:data:`LARGE_DIM` coordinates or :data:`LARGE_RUN_ITERATIONS`),
+    with a rough estimate of the work, so a long fit does not run for minutes without a word."""
+    D = n_dim(prep.spec)
+    iters = config.chains * (config.warmup + config.draws)
+    if D <= LARGE_DIM and prep.n_pad * iters <= LARGE_RUN_ITERATIONS:
+        return
+    warnings.warn(
+        f"{what} is large: {D} sampled coordinates ({prep.spec.n_families} families), {prep.n_obs} runs, "
+        f"{iters} NUTS iterations; each iteration takes ~7 to ~{(1 << config.max_tree_depth) - 1} leapfrog steps over "
+        f"all {prep.n_pad} (padded) runs, i.e. ~{7 * iters * prep.n_pad:.1e} to "
+        f"~{((1 << config.max_tree_depth) - 1) * iters * prep.n_pad:.1e} run evaluations: expect minutes to hours on "
+        "a CPU. For a first look try fewer families or warmup=500, draws=500.",
+        LargeFitWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def fit(
     data: ScalingData,
-    law: str | _laws.Law = "chinchilla",
+    law: str | _laws.Law | FitSpec | None = None,
     *,
-    likelihood: str = "student_t",
+    spec: FitSpec | None = None,
     chains: int = 4,
     draws: int = 1000,
     warmup: int = 1000,
     seed: int = 0,
     progress: bool = False,
-    priors: Mapping | None = None,
-    pooling: str | None = None,
-    shared: tuple[str, ...] = (),
-    free: tuple[str, ...] = (),
-    noise: str = "shared",
-    centred: bool | tuple[str, ...] = False,
     dense_mass: bool = True,
     target_accept: float = 0.9,
     max_tree_depth: int = 10,
     dtype: str = "float64",
     pointwise: bool | str = "auto",
     warn: bool = True,
-):
+    **options,
+) -> Posterior:
     """Fit a scaling law to training runs with NUTS and return the :class:`~scalebayes.posterior.Posterior`.
 
     The likelihood is on log loss: log L_obs ~ StudentT(ν, log L_law(N, D, ...), σ) by default (robust to a few
@@ -149,68 +168,62 @@ def fit(
     leapfrog steps per iteration down to ~7 (``benchmarks/RESULTS.md``). For quick looks, ``warmup=500,
     draws=500`` usually passes the diagnostics at half the cost.
 
+    The model is a :class:`~scalebayes.spec.FitSpec`: pass one as ``spec=`` (e.g. ``spec=post.fit_spec`` to refit
+    exactly), or its fields as keywords (``law``, ``likelihood``, ``pooling``, ``shared``, ``free``, ``centred``,
+    ``noise``, ``priors``), not both. Unknown keywords raise :class:`~scalebayes.errors.ModelError`.
+
     Args:
         data: validated runs (:class:`~scalebayes.data.ScalingData`).
-        law: a registered law name (``scalebayes.laws.available()``) or a :class:`~scalebayes.laws.Law`.
-        likelihood: ``"student_t"`` or ``"normal"``.
-        chains, draws, warmup: NUTS chains and iterations per chain (post-warm-up draws are kept).
-        seed: every random number of the fit derives from it; same seed, same draws.
-        progress: accepted for API compatibility, but nothing is shown: warm-up and sampling are one compiled
-            program with no host round trips (the ``scalebayes`` command shows an elapsed-time line instead).
-        priors: overrides, see :mod:`scalebayes.priors`.
-        pooling: ``"complete"``, ``"partial"`` (default with several families) or ``"none"``.
-        shared, free: parameter names pooled exactly / left independent per family under partial pooling.
-        noise: ``"shared"`` σ, or ``"family"`` for one σ per family.
-        centred: sample partially pooled parameters in centred form, θ_f ~ Normal(μ, τ), instead of the default
-            non-centred θ_f = μ + τ·z_f: ``True`` for all of them, or parameter names (e.g. ``("alpha", "beta")``).
-            Same model, different geometry: centred suits parameters that every family's runs pin well, non-centred
-            those that few-run families leave to the population. Measured on porian_isoflop's 565 valley runs
-            (8 families of 65-78 runs; 4 chains × 500 + 500, target_accept 0.9): non-centred 228 leapfrog steps
-            per iteration and 1 divergent transition; α, β, E centred 84 steps and 23 divergences; all centred 78
-            steps and 84 divergences. Shorter trees, more divergences: check the diagnostics either way.
-        dense_mass, target_accept, max_tree_depth: NUTS settings.
+        law: a registered law name (``scalebayes.laws.available()``), a :class:`~scalebayes.laws.Law`, or a
+            FitSpec; default ``"chinchilla"``.
+        spec: the model as a :class:`~scalebayes.spec.FitSpec`.
+        chains, draws, warmup: NUTS chains and iterations per chain (post-warm-up draws are kept); whole numbers.
+        seed: a non-negative integer; every random number of the fit derives from it; same seed, same draws.
+        progress: passed to the sampler (:class:`~scalebayes.sampler.SamplerConfig`).
+        dense_mass, target_accept, max_tree_depth: NUTS settings (target_accept in (0, 1), max_tree_depth 1..30).
         dtype: ``"float64"`` (default) or ``"float32"`` for the sampler's arrays.
         pointwise: store the pointwise log-likelihood and posterior predictive groups (draws × runs floats each):
             ``True``, ``False``, or ``"auto"`` (default): only when draws × runs ≤ 2e6
             (:data:`scalebayes.pointwise.AUTO_MAX_ELEMENTS`), so a 100,000-run fit holds no draws × runs array
             the user did not ask for. Skipped groups can be added later with ``Posterior.pointwise()``.
-        warn: emit :class:`~scalebayes.errors.SamplingWarning` when diagnostics fail (the flag is set anyway).
+        warn: emit :class:`~scalebayes.errors.SamplingWarning` when diagnostics fail (the flag is set anyway) and
+            :class:`~scalebayes.errors.LargeFitWarning` before a large fit.
+        **options: FitSpec fields. ``likelihood``: ``"student_t"`` or ``"normal"``. ``priors``: overrides, see
+            :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
+            or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
+            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family. ``centred``: sample
+            partially pooled parameters in centred form, θ_f ~ Normal(μ, τ), instead of the default non-centred
+            θ_f = μ + τ·z_f: ``True`` for all of them, or parameter names (e.g. ``("alpha", "beta")``). Same model,
+            different geometry: centred suits parameters that every family's runs pin well, non-centred those that
+            few-run families leave to the population. Measured on porian_isoflop's 565 valley runs (8 families of
+            65-78 runs; 4 chains × 500 + 500, target_accept 0.9): non-centred 228 leapfrog steps per iteration and
+            1 divergent transition; α, β, E centred 84 steps and 23 divergences; all centred 78 steps and 84
+            divergences. Shorter trees, more divergences: check the diagnostics either way.
     """
-    from .posterior import Posterior
-
-    for name, v in (("chains", chains), ("draws", draws)):
-        if int(v) < 1:
-            raise ModelError(f"{name} must be >= 1, got {v}")
-    if int(warmup) < 0:
-        raise ModelError(f"warmup must be >= 0, got {warmup}")
-    prep = prepare(
-        data,
-        law,
-        likelihood=likelihood,
-        priors=priors,
-        pooling=pooling,
-        shared=shared,
-        free=free,
-        noise=noise,
-        centred=centred,
-        dtype=dtype,
-    )
-    config = SamplerConfig(
-        chains=int(chains),
-        warmup=int(warmup),
-        draws=int(draws),
+    fit_spec = resolve(spec, law, options)
+    config = sampler_config(
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
         dense_mass=dense_mass,
-        target_accept=float(target_accept),
-        max_tree_depth=int(max_tree_depth),
-        chain_method=chain_method_for(int(chains)),
-        progress=bool(progress),
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+        progress=progress,
+        chain_method="auto",
     )
+    seed, dtype = check_seed(seed), check_dtype(dtype)
+    want_pointwise(pointwise, 0, 0)  # validates the value before any work
+    ensure_float64("fit(dtype='float64')", required=dtype == "float64")
+    prep = prepare(data, spec=fit_spec, dtype=dtype)
+    what = f"fit of {prep.spec.law.name!r} to {data.name!r}"
+    if warn:
+        warn_if_large(prep, config, what)
     run = sampler(prep.spec, prep.n_pad, config, dtype)
     draws_, stats = to_numpy(run(jax.random.key(seed), *prep.args))
-    idata = build_datatree(data, prep, draws_, stats, pointwise=pointwise, seed=seed, config=config)
+    idata = build_datatree(data, prep, draws_, stats, pointwise=pointwise, seed=seed, config=config, dtype=dtype)
     post = Posterior(idata, data=data)
     if warn:
-        warn_if_failed(post.diagnostics, f"fit of {prep.spec.law.name!r} to {data.name!r}")
+        warn_if_failed(post.diagnostics, what)
     return post
 
 
@@ -223,40 +236,31 @@ def constrained_summaries(spec: Spec, centre: Mapping[str, float], site: Mapping
     return to_numpy({"params": params, "derived": derived, "latents": lat, "noise": noise})
 
 
-def build_datatree(
-    data: ScalingData, prep: Prepared, site: dict, stats: dict, *, pointwise: bool | str, seed: int, config
-):
-    """The ArviZ DataTree of a fit: posterior (published convention), sample_stats, observed/constant data,
-    latent_posterior (sampler coordinates per family) and, when ``pointwise``, log_likelihood and
-    posterior_predictive (dims chain, draw, obs)."""
-    from .pointwise import pointwise_groups, want_pointwise
-
-    spec = prep.spec
-    F = spec.n_families
-    fams = list(data.families)
-    multi = F > 1
-    out = constrained_summaries(spec, prep.centre, site)
-
-    def fam_var(v):  # (chain, draw, F) -> drop the family axis when there is one family
-        return v if multi else v[..., 0]
-
-    posterior, dims = {}, {}
-    for name in spec.law.params:
-        posterior[name] = fam_var(out["params"][name])
-    for name, v in out["derived"].items():
-        posterior[name] = fam_var(v)
+def posterior_group(spec: Spec, centre: Mapping[str, float], site: Mapping[str, np.ndarray]) -> tuple[dict, dict, dict]:
+    """The posterior group's variables in the published convention (each (chain, draw[, F])), their extra dims
+    (``family`` for per-family ones when there are several families) and the latent_posterior group's variables
+    (each (chain, draw, F))."""
+    out = constrained_summaries(spec, centre, site)
+    multi = spec.n_families > 1
+    fam_var = (lambda v: v) if multi else (lambda v: v[..., 0])  # drop the family axis with one family
+    posterior = {name: fam_var(out["params"][name]) for name in spec.law.params}
+    posterior.update({name: fam_var(v) for name, v in out["derived"].items()})
     sig = out["noise"]["sigma"]
     posterior["sigma"] = sig if spec.noise == "family" else sig[..., 0]
     if spec.likelihood == "student_t":
         posterior["nu"] = out["noise"]["nu"]
     posterior.update({name: site[name] for name in population_sites(spec)})
+    dims = {}
     if multi:
-        for name in (*spec.law.params, *out["derived"]):
-            dims[name] = ["family"]
+        dims = {name: ["family"] for name in (*spec.law.params, *out["derived"])}
         if spec.noise == "family":
             dims["sigma"] = ["family"]
-    latent = {z: out["latents"][z] for z in spec.latents}
-    sample_stats = {
+    return posterior, dims, {z: out["latents"][z] for z in spec.latents}
+
+
+def _sample_stats(stats: Mapping[str, np.ndarray]) -> dict:
+    """ArviZ-named sampler statistics, each (chain, draw)."""
+    return {
         "diverging": stats["diverging"],
         "n_steps": stats["num_steps"],
         "tree_depth": np.ceil(np.log2(stats["num_steps"] + 1)).astype(int),
@@ -265,56 +269,70 @@ def build_datatree(
         "lp": -stats["potential_energy"],
         "step_size": np.broadcast_to(stats["step_size"][:, None], stats["diverging"].shape),
     }
-    obs_coord = np.asarray(data.frame.index)
-    const = {
-        "N": data.N,
-        "D": data.D,
-        "C": data.C,
-        "loss": data.loss,
-        "family": np.asarray(data.frame["family"], dtype=str),
-    }
+
+
+def _constant_data(data: ScalingData) -> dict:
+    const = {"N": data.N, "D": data.D, "C": data.C, "loss": data.loss}
+    const["family"] = np.asarray(data.frame["family"], dtype=str)
     if data.U is not None:
         const["U"] = data.U
+    return const
+
+
+def _meta(data: ScalingData, prep: Prepared, seed: int, config: SamplerConfig, dtype: str) -> str:
+    """The root attribute ``scalebayes`` (JSON): the FitSpec, sampler settings and what undoes the padding and
+    centring."""
+    spec = prep.spec
+    return json.dumps(
+        {
+            "law": spec.law.name,
+            "modes": list(spec.modes),
+            "n_families": spec.n_families,
+            "families": list(data.families),
+            "likelihood": spec.likelihood,
+            "noise": spec.noise,
+            "priors": prep.priors.to_dict(),
+            "centre": prep.centre,
+            "data_name": data.name,
+            "seed": seed,
+            "fit_spec": prep.fit_spec.to_dict(),
+            "sampler": asdict(config),
+            "dtype": dtype,
+            "excluded": data.excluded.reset_index().astype(str).to_dict(orient="list"),
+        }
+    )
+
+
+def build_datatree(
+    data: ScalingData,
+    prep: Prepared,
+    site: dict,
+    stats: dict,
+    *,
+    pointwise: bool | str,
+    seed: int,
+    config: SamplerConfig,
+    dtype: str = "float64",
+):
+    """The ArviZ DataTree of a fit: posterior (published convention), sample_stats, observed/constant data,
+    latent_posterior (sampler coordinates per family) and, when ``pointwise``, log_likelihood and
+    posterior_predictive (dims chain, draw, obs). The root attributes store the FitSpec and sampler settings."""
+    spec = prep.spec
+    posterior, dims, latent = posterior_group(spec, prep.centre, site)
     groups = {
         "posterior": posterior,
-        "sample_stats": sample_stats,
+        "sample_stats": _sample_stats(stats),
         "latent_posterior": latent,
         "observed_data": {"log_loss": np.log(data.loss)},
-        "constant_data": const,
+        "constant_data": _constant_data(data),
     }
-    all_dims = {
-        **dims,
-        "log_loss": ["obs"],
-        "N": ["obs"],
-        "D": ["obs"],
-        "C": ["obs"],
-        "loss": ["obs"],
-        "U": ["obs"],
-        "family": ["obs"],
-    }
-    for z in spec.latents:
-        all_dims[z] = ["family"]
+    obs_vars = ("log_loss", "N", "D", "C", "loss", "U", "family")
+    all_dims = {**dims, **{v: ["obs"] for v in obs_vars}, **{z: ["family"] for z in spec.latents}}
     attrs = {
-        "/": {
-            "scalebayes": json.dumps(
-                {
-                    "law": spec.law.name,
-                    "modes": list(spec.modes),
-                    "n_families": F,
-                    "families": fams,
-                    "likelihood": spec.likelihood,
-                    "noise": spec.noise,
-                    "priors": prep.priors.to_dict(),
-                    "centre": prep.centre,
-                    "data_name": data.name,
-                    "seed": seed,
-                    "sampler": asdict(config),
-                    "excluded": data.excluded.reset_index().astype(str).to_dict(orient="list"),
-                }
-            )
-        }
+        "/": {"scalebayes": _meta(data, prep, seed, config, dtype)},
+        "sample_stats": {"max_tree_depth": int(config.max_tree_depth)},
     }
-    coords = {"family": fams, "obs": obs_coord}
+    coords = {"family": list(data.families), "obs": np.asarray(data.frame.index)}
     dt = azb.from_dict(groups, dims=all_dims, coords=coords, attrs=attrs)
     if want_pointwise(pointwise, int(np.prod(site["sigma"].shape[:2])), prep.n_obs):
         for name, ds in pointwise_groups(dt, seed=seed).items():

@@ -81,15 +81,15 @@ def pooling_modes(
     modes = dict.fromkeys(law.latents, base)
     for names, mode in ((shared, "shared"), (free, "free")):
         for name in names:
-            z = _latent_for(law, name)
+            z = latent_for(law, name)
             modes[z] = mode if n_families > 1 else "shared"
     if isinstance(centred, str):
         centred = (centred,)
-    chosen = set(law.latents) if centred is True else {_latent_for(law, n) for n in (centred or ())}
+    chosen = set(law.latents) if centred is True else {latent_for(law, n) for n in (centred or ())}
     return tuple("centred" if modes[z] == "partial" and z in chosen else modes[z] for z in law.latents)
 
 
-def _latent_for(law: Law, name: str) -> str:
+def latent_for(law: Law, name: str) -> str:
     if name in law.latents:
         return name
     if name in law.latent_of:  # published params whose latent is named otherwise (e.g. Kaplan's N_c -> logL_N_c)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from jax.scipy.special import gammaln
 
 from . import laws as _laws
+from . import likelihood as _lik
+from .errors import ModelError
 
 #: ``pointwise="auto"`` stores the groups when draws × runs is at most this (2e6: 16 MB per group in float64).
 AUTO_MAX_ELEMENTS = 2_000_000
@@ -40,20 +40,7 @@ def want_pointwise(pointwise: bool | str, n_samples: int, n_obs: int) -> bool:
         return n_samples * n_obs <= AUTO_MAX_ELEMENTS
     if isinstance(pointwise, bool | np.bool_):
         return bool(pointwise)
-    from .errors import ModelError
-
     raise ModelError(f"pointwise must be True, False or 'auto', got {pointwise!r}")
-
-
-def student_t_noise(u1: jnp.ndarray, u2: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
-    """Student-t(ν) variates from two independent uniforms on (0, 1), without rejection: Bailey's (1994) polar
-    method with the point in the unit disc drawn as (√u1 cos 2πu2, √u1 sin 2πu2), i.e.
-    t = cos(2πu2)·sqrt(ν(u1^(-2/ν) - 1)). ν = inf gives Box-Muller's normal. Broadcasts."""
-    lu = jnp.log(u1)
-    finite = jnp.isfinite(nu)
-    nu_s = jnp.where(finite, nu, 1.0)
-    r2 = jnp.where(finite, nu_s * jnp.expm1(-2.0 * lu / nu_s), -2.0 * lu)
-    return jnp.cos(2.0 * math.pi * u2) * jnp.sqrt(r2)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -63,17 +50,9 @@ def _chunk(law, student: bool, params, x, fam, log_y, sigma, nu, key):
     p = {k: v[:, fam] for k, v in params.items()}
     mu = law.log_mean(p, {k: v[None, :] for k, v in x.items()})
     s = sigma[:, fam] if sigma.ndim == 2 else sigma[:, None]
-    d = log_y[None, :] - mu
-    if student:
-        v = nu[:, None]
-        const = gammaln(0.5 * (v + 1.0)) - gammaln(0.5 * v) - 0.5 * jnp.log(v * math.pi)
-        ll = const - jnp.log(s) - 0.5 * (v + 1.0) * jnp.log1p(d * d / (v * s * s))
-    else:
-        ll = -0.5 * (d / s) ** 2 - jnp.log(s) - 0.5 * math.log(2.0 * math.pi)
-    k1, k2 = jax.random.split(key)
-    u1 = jax.random.uniform(k1, mu.shape, mu.dtype, minval=jnp.finfo(mu.dtype).tiny)
-    u2 = jax.random.uniform(k2, mu.shape, mu.dtype)
-    rep = mu + s * student_t_noise(u1, u2, nu[:, None] if student else jnp.inf)
+    v = nu[:, None] if student else jnp.inf
+    ll = _lik.logpdf(log_y[None, :], mu, s, v)
+    rep = _lik.sample(key, mu, s, v)
     return ll, rep
 
 

@@ -6,6 +6,7 @@ behaves exactly like a fresh one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from .model import Spec
 from .pointwise import pointwise_groups
 from .predict import add_noise, log_mean_draws, new_family_latents, quantile_frame
 from .priors import Priors
+from .sampler import SamplerConfig
+from .spec import FitSpec
 
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 
@@ -276,6 +279,21 @@ class Posterior:
         for name, ds in pointwise_groups(self.idata, seed=int(self.meta.get("seed", 0))).items():
             self.idata[name] = ds
         return self
+
+    # ------------------------------------------------------------------ the fit's settings (FitSpec, SamplerConfig)
+    @property
+    def fit_spec(self) -> FitSpec:
+        """The :class:`~scalebayes.spec.FitSpec` this posterior was fitted with, rebuilt exactly from the stored
+        JSON, so ``fit(data, spec=post.fit_spec)`` refits the same model (same seed: same draws)."""
+        if "fit_spec" not in self.meta:
+            raise ModelError("this posterior was saved before scalebayes stored its FitSpec; refit it to get one")
+        return FitSpec.from_dict(self.meta["fit_spec"])
+
+    @property
+    def sampler_config(self) -> SamplerConfig:
+        """The NUTS settings of the fit (:class:`~scalebayes.sampler.SamplerConfig`)."""
+        known = {f.name for f in dataclasses.fields(SamplerConfig)}
+        return SamplerConfig(**{k: v for k, v in self.meta["sampler"].items() if k in known})
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

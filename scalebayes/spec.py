@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import jax
 
 from . import laws as _laws
 from .errors import ModelError, UnknownNameError
 from .likelihood import NAMES as LIKELIHOODS
+from .model import latent_for
+from .sampler import SamplerConfig, chain_method_for
 
 POOLINGS = (None, "complete", "partial", "none")
 NOISES = ("shared", "family")
+DTYPES = ("float64", "float32")
+#: Largest NUTS tree depth accepted: 2^30 - 1 leapfrog steps per iteration is already far past any useful fit, and
+#: deeper trees overflow the sampler's int32 step counters.
+MAX_TREE_DEPTH = 30
+#: Seeds are non-negative integers that ``jax.random.key`` accepts (int64).
+SEED_MAX = 2**63 - 1
 
 
 def _names(v, what: str) -> tuple[str, ...]:
@@ -83,11 +94,17 @@ class FitSpec:
             raise UnknownNameError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
         centred = self.centred if isinstance(self.centred, bool) else _names(self.centred, "centred")
         priors = self.priors.items() if isinstance(self.priors, Mapping) else (self.priors or ())
+        if isinstance(priors, str):
+            raise ModelError(f"priors must be a mapping of overrides, got {priors!r}")
         object.__setattr__(self, "law", law)
         object.__setattr__(self, "shared", _names(self.shared, "shared"))
         object.__setattr__(self, "free", _names(self.free, "free"))
         object.__setattr__(self, "centred", centred)
         object.__setattr__(self, "priors", tuple(sorted((str(k), _prior_value(k, v)) for k, v in priors)))
+        law_obj = _laws.get(law)
+        for what in ("shared", "free") + (() if isinstance(centred, bool) else ("centred",)):
+            for name in getattr(self, what):
+                latent_for(law_obj, name)  # raises UnknownNameError naming the law's parameters
 
     @property
     def prior_overrides(self) -> dict | None:
@@ -119,3 +136,107 @@ class FitSpec:
     @classmethod
     def from_json(cls, s: str) -> FitSpec:
         return cls.from_dict(json.loads(s))
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(FitSpec))
+
+
+def resolve(spec: FitSpec | None, law=None, options: Mapping | None = None) -> FitSpec:
+    """The one place a call's model options become a :class:`FitSpec`: ``spec`` as given, or one built from ``law``
+    (default ``"chinchilla"``) and keyword ``options`` (FitSpec's fields), not both. ``law`` may itself be a
+    FitSpec (``fit(data, FitSpec(...))``)."""
+    options = dict(options or {})
+    if isinstance(law, FitSpec):
+        spec, law = (law, None) if spec is None else (spec, law)
+    unknown = sorted(set(options) - set(FIELDS))
+    if unknown:
+        raise ModelError(f"unknown option(s) {unknown}; model options are {list(FIELDS)[1:]} (see FitSpec)")
+    if spec is not None:
+        if not isinstance(spec, FitSpec):
+            raise ModelError(f"spec must be a FitSpec, got {type(spec).__name__}")
+        given = ([] if law is None else ["law"]) + sorted(options)
+        if given:
+            raise ModelError(f"pass the model either as spec= or as keywords, not both (got spec and {given})")
+        return spec
+    return FitSpec(law="chinchilla" if law is None else law, **options)
+
+
+# ----------------------------------------------------------------------------------------- sampler settings
+def _whole(v, name: str, least: int) -> int:
+    """``v`` as an int >= ``least``: an integer, or a float with no fractional part (1e3), never silently
+    truncated (10.5 draws is an error)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ModelError(f"{name} must be a whole number >= {least}, got {v!r}")
+    if isinstance(v, numbers.Integral):
+        out = int(v)
+    elif float(v).is_integer():
+        out = int(float(v))
+    else:
+        raise ModelError(f"{name} must be a whole number >= {least}, got {v!r}")
+    if out < least:
+        raise ModelError(f"{name} must be >= {least}, got {v!r}")
+    return out
+
+
+def check_seed(seed) -> int:
+    """A seed as an int in [0, 2^63 - 1]; raises ModelError naming ``seed`` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ModelError(f"seed must be a non-negative integer, got {seed!r}")
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise ModelError(f"seed must be in [0, 2**63 - 1], got {seed!r}")
+    return int(seed)
+
+
+def check_dtype(dtype) -> str:
+    """The sampler's float type as its name, ``"float64"`` or ``"float32"``."""
+    name = getattr(dtype, "__name__", None) or str(dtype)  # np.float32, jnp.float32, "float32"
+    try:
+        name = str(jax.numpy.dtype(name).name)
+    except TypeError:
+        pass
+    if name not in DTYPES:
+        raise ModelError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return name
+
+
+def sampler_config(
+    *,
+    chains=4,
+    warmup=1000,
+    draws=1000,
+    dense_mass=True,
+    target_accept=0.9,
+    max_tree_depth=10,
+    progress=False,
+    chain_method: str = "vectorized",
+) -> SamplerConfig:
+    """The one place a call's NUTS settings become a :class:`~scalebayes.sampler.SamplerConfig`, validated.
+
+    ``chains``, ``draws`` ≥ 1 and ``warmup`` ≥ 0 are whole numbers, ``target_accept`` is in (0, 1),
+    ``max_tree_depth`` an integer in 1..30; ``chain_method="auto"`` shards chains over local devices when they
+    divide them (:func:`scalebayes.sampler.chain_method_for`). Bad values raise ModelError naming the argument.
+    """
+    chains = _whole(chains, "chains", 1)
+    draws = _whole(draws, "draws", 1)
+    warmup = _whole(warmup, "warmup", 0)
+    depth = _whole(max_tree_depth, "max_tree_depth", 1)
+    if depth > MAX_TREE_DEPTH:
+        raise ModelError(f"max_tree_depth must be <= {MAX_TREE_DEPTH}, got {max_tree_depth!r}")
+    ok = isinstance(target_accept, numbers.Real) and not isinstance(target_accept, bool)
+    if not (ok and 0.0 < float(target_accept) < 1.0):
+        raise ModelError(f"target_accept must be a number in (0, 1), got {target_accept!r}")
+    for name, v in (("dense_mass", dense_mass), ("progress", progress)):
+        if not isinstance(v, bool):
+            raise ModelError(f"{name} must be True or False, got {v!r}")
+    if chain_method == "auto":
+        chain_method = chain_method_for(chains)
+    return SamplerConfig(
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
+        dense_mass=dense_mass,
+        target_accept=float(target_accept),
+        max_tree_depth=depth,
+        chain_method=chain_method,
+        progress=progress,
+    )
