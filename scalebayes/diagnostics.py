@@ -180,10 +180,16 @@ def _tail_prob() -> float:
     return float(rcParams["stats.ci_prob"])
 
 
-def batch_diagnostics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_rhat(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised split R-hat (the larger of bulk and folded) of draws ``x`` (..., C, S), each (...,); NaN
+    with one chain. The R-hat of :func:`batch_diagnostics`, without the ESS."""
+    return batch_diagnostics(x, ess=False)[0]
+
+
+def batch_diagnostics(x: np.ndarray, ess: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank-normalised split R-hat, bulk ESS and tail ESS of draws ``x`` (..., C, S), each (...,), matching
     ``arviz_stats.rhat`` / ``ess(method="bulk")`` / ``ess(method="tail")`` (tail quantiles from ArviZ's
-    ``stats.ci_prob``). R-hat is NaN with one chain, as in ArviZ."""
+    ``stats.ci_prob``). R-hat is NaN with one chain, as in ArviZ. ``ess=False`` skips the ESS (None)."""
     x = np.asarray(x, dtype=float)
     sx = _split(x)
     z = _z_scale(sx)  # ranks are most of the cost: once for bulk R-hat and bulk ESS
@@ -193,6 +199,8 @@ def batch_diagnostics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     rhat = np.maximum(r_bulk, r_tail)
     if x.shape[-2] < 2:
         rhat = np.full(rhat.shape, np.nan)
+    if not ess:
+        return rhat, None, None
     bulk = _ess(z)
     flat = x.reshape(*x.shape[:-2], -1)
     p = _tail_prob()

@@ -93,6 +93,8 @@ def prepare(
     if not isinstance(data, ScalingData):
         raise DataError(f"expected ScalingData (see ScalingData.from_frame), got {type(data).__name__}")
     fit_spec = resolve(spec, law, options)
+    dtype = check_dtype(dtype)
+    ensure_float64(f"prepare(dtype={dtype!r})", required=dtype == "float64")
     model = model_spec(fit_spec, data)
     law_ = model.law
     li = data.log_inputs()
@@ -102,7 +104,7 @@ def prepare(
     n = pad_size(m) if n_pad is None else int(n_pad)
     if n < m:
         raise ModelError(f"n_pad={n} is smaller than the number of runs {m}")
-    dt = jnp.dtype(check_dtype(dtype))
+    dt = jnp.dtype(dtype)
     col = lambda a, fill: jnp.asarray(pad(np.asarray(a, dtype=float), n, fill), dtype=dt)  # noqa: E731
     x = {k: col(li[k], centre[k]) for k in law_.inputs}
     hyper = {

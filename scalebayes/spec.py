@@ -162,7 +162,7 @@ def resolve(spec: FitSpec | None, law=None, options: Mapping | None = None) -> F
 
 
 # ----------------------------------------------------------------------------------------- sampler settings
-def _whole(v, name: str, least: int) -> int:
+def whole_number(v, name: str, least: int) -> int:
     """``v`` as an int >= ``least``: an integer, or a float with no fractional part (1e3), never silently
     truncated (10.5 draws is an error)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -216,10 +216,10 @@ def sampler_config(
     ``max_tree_depth`` an integer in 1..30; ``chain_method="auto"`` shards chains over local devices when they
     divide them (:func:`scalebayes.sampler.chain_method_for`). Bad values raise ModelError naming the argument.
     """
-    chains = _whole(chains, "chains", 1)
-    draws = _whole(draws, "draws", 1)
-    warmup = _whole(warmup, "warmup", 0)
-    depth = _whole(max_tree_depth, "max_tree_depth", 1)
+    chains = whole_number(chains, "chains", 1)
+    draws = whole_number(draws, "draws", 1)
+    warmup = whole_number(warmup, "warmup", 0)
+    depth = whole_number(max_tree_depth, "max_tree_depth", 1)
     if depth > MAX_TREE_DEPTH:
         raise ModelError(f"max_tree_depth must be <= {MAX_TREE_DEPTH}, got {max_tree_depth!r}")
     ok = isinstance(target_accept, numbers.Real) and not isinstance(target_accept, bool)

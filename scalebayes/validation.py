@@ -29,6 +29,7 @@ Bonferroni-adjusted smallest ``pot_c`` p-value over quantities is ≥ α.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,15 +38,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.scipy import stats as jstats
+from numpyro.infer import Predictive
 from scipy import stats as sstats
 
 from . import laws as _laws
+from . import likelihood as _lik
 from .data import ScalingData
+from .diagnostics import split_rhat
 from .errors import DataError, ModelError
-from .fit import prepare
+from .fit import Prepared, prepare
 from .model import POOLED, family_latents, model
+from .precision import ensure_float64
 from .sampler import SamplerConfig, batch_sampler, to_numpy
+from .spec import FitSpec, check_seed, resolve, sampler_config, whole_number
 
 #: Default SBC sampler settings: 2 chains, 300 warm-up and 250 kept iterations each, thinned to 99 draws (ranks
 #: 0..99). NUTS draws of these models have ESS ≥ 0.3 per draw, so thinning by 5 leaves nearly independent draws
@@ -191,18 +196,21 @@ def _design_data(design, loss_scale: float | None) -> ScalingData:
     return ScalingData.from_frame(df, loss="loss", name="sbc_design", **kw)
 
 
+def _run_sigma(spec, sigma: jnp.ndarray, fam) -> jnp.ndarray:
+    """σ of every run (..., n) (or (..., 1) when shared) from sampled σ (...,) or (..., F)."""
+    return jnp.take(sigma, fam, axis=-1) if spec.noise == "family" else sigma[..., None]
+
+
+def _run_nu(spec, site: Mapping[str, jnp.ndarray]):
+    """ν of every run (..., 1), inf for the Normal likelihood (:func:`scalebayes.likelihood.nu_for`)."""
+    nu = site["nu"][..., None] if spec.likelihood == "student_t" else None
+    return _lik.nu_for(spec.likelihood, nu)
+
+
 def _loglik(spec, site: Mapping[str, jnp.ndarray], x, log_y, fam, mask, centre) -> jnp.ndarray:
     """Log-likelihood of the data for a batch of site values (leading axes ...) → (...)."""
-    lat = family_latents(spec, site)
-    params = spec.law.to_params(lat, centre)  # (..., F)
-    p = {k: jnp.take(v, fam, axis=-1) for k, v in params.items()}  # (..., n)
-    mu = spec.law.log_mean(p, {k: v for k, v in x.items()})
-    sigma = site["sigma"]
-    s = jnp.take(sigma, fam, axis=-1) if spec.noise == "family" else sigma[..., None]
-    if spec.likelihood == "student_t":
-        ll = jstats.t.logpdf(log_y, site["nu"][..., None], mu, s)
-    else:
-        ll = jstats.norm.logpdf(log_y, mu, s)
+    mu = _mean_from_site(spec, site, x, fam, centre)
+    ll = _lik.logpdf(log_y, mu, _run_sigma(spec, site["sigma"], fam), _run_nu(spec, site))
     return jnp.sum(jnp.where(mask > 0, ll, 0.0), axis=-1)
 
 
@@ -232,17 +240,12 @@ def _quantities(spec, site: Mapping[str, np.ndarray], families: tuple[str, ...])
 
 
 def sbc(
-    law: str | _laws.Law,
+    law: str | _laws.Law | FitSpec | None,
     design,
     n_sims: int = 200,
     seed: int = 0,
     *,
-    pooling: str | None = None,
-    likelihood: str = "student_t",
-    noise: str = "shared",
-    shared: tuple[str, ...] = (),
-    free: tuple[str, ...] = (),
-    priors: Mapping | None = None,
+    spec: FitSpec | None = None,
     loss_scale: float | None = None,
     chains: int = SBC_SETTINGS["chains"],
     warmup: int = SBC_SETTINGS["warmup"],
@@ -251,18 +254,21 @@ def sbc(
     max_tree_depth: int = 8,
     batch_size: int = 50,
     corrupt: str | None = None,
+    **options,
 ) -> SBCResult:
-    """Simulation-based calibration of ``law`` on ``design``.
+    """Simulation-based calibration of a model (``law`` and FitSpec keyword ``options``, or ``spec=``) on ``design``.
 
     Args:
-        law: a registered law name or :class:`~scalebayes.laws.Law`.
+        law: a registered law name, a :class:`~scalebayes.laws.Law` or a :class:`~scalebayes.spec.FitSpec` (None
+            with ``spec=``).
         design: the runs to simulate at: a :class:`~scalebayes.data.ScalingData` or a DataFrame with two of
             ``N`` (parameters), ``D`` (tokens), ``C`` (FLOP), optionally ``U`` (unique tokens), ``family`` and
             ``loss`` (nats; only its median is used, to set the priors' scale, as a real fit would).
         n_sims: number of simulated datasets (θ* ~ prior, y ~ model | θ*).
         seed: every random number derives from it.
-        pooling, likelihood, noise, shared, free, priors: the model, as in :func:`scalebayes.fit`. Priors are
-            resolved once from ``design`` and used both to simulate and to fit (SBC needs the same prior in both).
+        spec, **options: the model, as in :func:`scalebayes.fit` (``pooling``, ``likelihood``, ``noise``,
+            ``shared``, ``free``, ``centred``, ``priors``). Priors are resolved once from ``design`` and used both
+            to simulate and to fit (SBC needs the same prior in both).
         loss_scale: typical loss in nats for the priors when ``design`` has no loss column (default 3.0).
         chains, warmup, draws, max_tree_depth: NUTS settings per simulated dataset.
         n_rank: L; the chains × draws kept draws are thinned evenly to L draws, ranks are in 0..L.
@@ -276,117 +282,123 @@ def sbc(
     Returns:
         :class:`SBCResult` with ranks, the uniformity tests (``.tests()``, ``.passed()``) and ``.plot()``.
     """
-    if corrupt is not None and corrupt not in CORRUPTIONS:
-        raise ModelError(f"unknown corruption {corrupt!r}; choose one of {CORRUPTIONS} or None")
-    if n_sims < 2:
-        raise ModelError(f"n_sims must be >= 2, got {n_sims}")
-    if n_rank > chains * draws:
-        raise ModelError(f"n_rank={n_rank} exceeds the {chains * draws} kept draws (chains × draws)")
-    law = _laws.get(law)
+    fit_spec = resolve(spec, law, options)
+    config = sampler_config(chains=chains, warmup=warmup, draws=draws, max_tree_depth=max_tree_depth)
+    seed = check_seed(seed)
+    n_sims, n_rank, batch_size = _check_sbc_options(n_sims, n_rank, batch_size, corrupt, config)
+    ensure_float64("sbc")
     data = _design_data(design, loss_scale)
-    prep = prepare(
-        data, law, likelihood=likelihood, priors=priors, pooling=pooling, shared=shared, free=free, noise=noise
-    )
-    spec, n = prep.spec, prep.n_pad
-    x, _, fam, mask, hyper = prep.args
-    families = tuple(data.families)
-    pooling_name = pooling or ("partial" if len(families) > 1 else "complete")
-
-    # --- simulate: θ* from the prior and y | θ* from the NumPyro model (the reference generative model)
-    from numpyro.infer import Predictive
-
-    key = jax.random.key(seed)
-    k_sim, k_fit = jax.random.split(key)
-    pred = Predictive(model, num_samples=int(n_sims))
-    sims = pred(k_sim, spec, x, None, fam, mask, hyper)
-    truth_site = {k: v for k, v in sims.items() if k != "obs"}
-    log_y = sims["obs"]  # (n_sims, n)
-    if corrupt == "noise":
-        mu = _mean_from_site(spec, truth_site, x, fam, hyper["centre"])
-        log_y = mu + 1.5 * (log_y - mu)
-    log_y = jnp.where(mask[None, :] > 0, log_y, 0.0)
-
-    fit_hyper = hyper
-    fit_log_y, fit_x = log_y, x
-    if corrupt == "prior":
-        k = len(spec.latents) - 1
-        fit_hyper = {**hyper, "loc": hyper["loc"].at[k].add(hyper["scale"][k])}
-    config = SamplerConfig(chains=int(chains), warmup=int(warmup), draws=int(draws), max_tree_depth=int(max_tree_depth))
-    run = batch_sampler(spec, n, config, "float64")
-    # "tempered": the sampler's potential is Σ mask·loglik, so halving the mask fits p(θ)·p(y|θ)^(1/2), a posterior
-    # tempered at 1/2 (too wide) — a sampler that dropped the likelihood's weight.
-    fit_mask = mask * (0.5 if corrupt == "tempered" else 1.0)
+    prep = prepare(data, spec=fit_spec)
+    k_sim, k_fit = jax.random.split(jax.random.key(seed))
+    truth, log_y = _simulate(prep, n_sims, k_sim, corrupt)
+    run = batch_sampler(prep.spec, prep.n_pad, config, "float64")
     B = int(min(batch_size, n_sims))
     keys = jax.random.split(k_fit, n_sims)
-    # thin: evenly spaced indices over the chains·draws pooled draws
-    total = chains * draws
-    idx = np.linspace(0, total - 1, n_rank).round().astype(int)
-
-    rank_rows, truth_rows, sim_rows = [], [], []
+    idx = np.linspace(0, config.chains * config.draws - 1, n_rank).round().astype(int)  # thinned draws
+    families = tuple(data.families)
+    rows = []
     t0 = time.perf_counter()
     for start in range(0, n_sims, B):
         sl = np.arange(start, min(start + B, n_sims))
-        pad_idx = np.concatenate([sl, np.full(B - len(sl), sl[-1])])
-        bcast = lambda a: jnp.broadcast_to(a, (B, *jnp.shape(a)))  # noqa: E731
-        args = (
-            jax.tree.map(bcast, fit_x),
-            fit_log_y[pad_idx],
-            bcast(fam),
-            bcast(fit_mask),
-            jax.tree.map(bcast, fit_hyper),
-        )
-        draws_, stats = to_numpy(run(keys[pad_idx], *args))
-        draws_ = {k: v[: len(sl)] for k, v in draws_.items()}
-        stats = {k: v[: len(sl)] for k, v in stats.items()}
-        # posterior draws (b, chains, draws, ...) -> (b, chains·draws, ...)
-        flat = {k: v.reshape(v.shape[0], total, *v.shape[3:]) for k, v in draws_.items()}
-        q_post = _quantities(spec, flat, families)
-        q_true = _quantities(spec, {k: np.asarray(v)[sl] for k, v in truth_site.items()}, families)
-        ll_post = np.asarray(
-            jax.vmap(lambda s, y: _loglik(spec, s, x, y, fam, mask, hyper["centre"]))(
-                {k: jnp.asarray(v) for k, v in flat.items()}, log_y[sl]
-            )
-        )
-        truth_b = {k: jnp.asarray(np.asarray(v)[sl]) for k, v in truth_site.items()}
-        ll_true = np.asarray(_loglik(spec, truth_b, x, log_y[sl], fam, mask, hyper["centre"]))
-        q_post["loglik"], q_true["loglik"] = ll_post, ll_true
-        for b in range(len(sl)):
-            rank_rows.append({k: int((v[b, idx] < q_true[k][b]).sum()) for k, v in q_post.items()})
-            truth_rows.append({k: float(q_true[k][b]) for k in q_post})
-            chains_q = {k: v[b].reshape(chains, draws) for k, v in q_post.items() if k != "loglik"}
-            sim_rows.append(
-                {
-                    "divergences": int(stats["diverging"][b].sum()),
-                    "mean_steps": float(stats["num_steps"][b].mean()),
-                    "max_r_hat": _max_rhat(chains_q),
-                }
-            )
+        draws_, stats = _fit_batch(run, prep, keys, log_y, sl, B, corrupt)
+        rows += _rank_rows(prep, families, draws_, stats, truth, log_y, sl, idx, config)
     seconds = time.perf_counter() - t0
-    cfg = {
-        "n_runs": len(data),
-        "n_pad": n,
-        "families": len(families),
-        "likelihood": likelihood,
-        "noise": spec.noise,
-        "modes": list(spec.modes),
-        "chains": chains,
-        "warmup": warmup,
-        "draws": draws,
-        "max_tree_depth": max_tree_depth,
+    ranks, truths, sims = (pd.DataFrame([r[k] for r in rows]) for k in range(3))
+    pooling = fit_spec.pooling or ("partial" if len(families) > 1 else "complete")
+    cfg = _run_config(prep, fit_spec, config, B, seed, corrupt)
+    return SBCResult(prep.spec.law.name, pooling, ranks, truths, sims, n_rank, config=cfg, seconds=seconds)
+
+
+def _check_sbc_options(n_sims, n_rank, batch_size, corrupt, config: SamplerConfig) -> tuple[int, int, int]:
+    if corrupt is not None and corrupt not in CORRUPTIONS:
+        raise ModelError(f"unknown corruption {corrupt!r}; choose one of {CORRUPTIONS} or None")
+    n_sims = whole_number(n_sims, "n_sims", 2)
+    n_rank = whole_number(n_rank, "n_rank", 1)
+    if n_rank > config.chains * config.draws:
+        raise ModelError(f"n_rank={n_rank} exceeds the {config.chains * config.draws} kept draws (chains × draws)")
+    return n_sims, n_rank, whole_number(batch_size, "batch_size", 1)
+
+
+def _simulate(prep: Prepared, n_sims: int, key, corrupt: str | None) -> tuple[dict, jnp.ndarray]:
+    """θ* from the prior of the NumPyro model (the reference generative model) and log losses y | θ* from the noise
+    model (:mod:`scalebayes.likelihood`), 1.5 × σ with ``corrupt="noise"``. Returns (truth sites, (n_sims, n)
+    log losses, 0 at padding)."""
+    spec = prep.spec
+    x, _, fam, mask, hyper = prep.args
+    k_prior, k_noise = jax.random.split(key)
+    sims = Predictive(model, num_samples=int(n_sims))(k_prior, spec, x, None, fam, mask, hyper)
+    truth = {k: v for k, v in sims.items() if k != "obs"}
+    mu = _mean_from_site(spec, truth, x, fam, hyper["centre"])
+    sigma = _run_sigma(spec, truth["sigma"], fam) * (1.5 if corrupt == "noise" else 1.0)
+    log_y = _lik.sample(k_noise, mu, sigma, _run_nu(spec, truth))
+    return truth, jnp.where(mask[None, :] > 0, log_y, 0.0)
+
+
+def _fit_batch(run, prep: Prepared, keys, log_y, sl: np.ndarray, B: int, corrupt: str | None) -> tuple[dict, dict]:
+    """Fit the simulations ``sl`` (padded to ``B`` with repeats of the last, discarded): numpy draws
+    (len(sl), chains, draws, ...) and stats."""
+    spec = prep.spec
+    x, _, fam, mask, hyper = prep.args
+    if corrupt == "prior":
+        k = len(spec.latents) - 1
+        hyper = {**hyper, "loc": hyper["loc"].at[k].add(hyper["scale"][k])}
+    # "tempered": the sampler's potential is Σ mask·loglik, so halving the mask fits p(θ)·p(y|θ)^(1/2), a posterior
+    # tempered at 1/2 (too wide) — a sampler that dropped the likelihood's weight.
+    mask = mask * (0.5 if corrupt == "tempered" else 1.0)
+    pad_idx = np.concatenate([sl, np.full(B - len(sl), sl[-1])])
+    bcast = lambda a: jnp.broadcast_to(a, (B, *jnp.shape(a)))  # noqa: E731
+    args = (jax.tree.map(bcast, x), log_y[pad_idx], bcast(fam), bcast(mask), jax.tree.map(bcast, hyper))
+    draws_, stats = to_numpy(run(keys[pad_idx], *args))
+    return {k: v[: len(sl)] for k, v in draws_.items()}, {k: v[: len(sl)] for k, v in stats.items()}
+
+
+def _rank_rows(prep: Prepared, families, draws_, stats, truth, log_y, sl, idx, config: SamplerConfig) -> list:
+    """(ranks, truths, sampler health) rows of the simulations ``sl`` from their posterior draws."""
+    spec = prep.spec
+    x, _, fam, mask, hyper = prep.args
+    total = config.chains * config.draws
+    flat = {k: v.reshape(v.shape[0], total, *v.shape[3:]) for k, v in draws_.items()}  # (b, chains·draws, ...)
+    q_post = _quantities(spec, flat, families)
+    truth_b = {k: jnp.asarray(np.asarray(v)[sl]) for k, v in truth.items()}
+    q_true = _quantities(spec, truth_b, families)
+    loglik = lambda s, y: _loglik(spec, s, x, y, fam, mask, hyper["centre"])  # noqa: E731
+    q_post["loglik"] = np.asarray(jax.vmap(loglik)({k: jnp.asarray(v) for k, v in flat.items()}, log_y[sl]))
+    q_true["loglik"] = np.asarray(loglik(truth_b, log_y[sl]))
+    names = [k for k in q_post if k != "loglik"]
+    chains_q = np.stack([q_post[k].reshape(len(sl), config.chains, config.draws) for k in names], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a constant quantity has no R-hat (NaN)
+        max_rhat = np.nanmax(split_rhat(chains_q), axis=1) if names else np.full(len(sl), np.nan)
+    rows = []
+    for b in range(len(sl)):
+        ranks = {k: int((v[b, idx] < q_true[k][b]).sum()) for k, v in q_post.items()}
+        health = {
+            "divergences": int(stats["diverging"][b].sum()),
+            "mean_steps": float(stats["num_steps"][b].mean()),
+            "max_r_hat": float(max_rhat[b]),
+        }
+        rows.append((ranks, {k: float(q_true[k][b]) for k in q_post}, health))
+    return rows
+
+
+def _run_config(prep: Prepared, fit_spec: FitSpec, config: SamplerConfig, B: int, seed: int, corrupt) -> dict:
+    """The settings of an SBC run, as stored in :attr:`SBCResult.config`."""
+    return {
+        "n_runs": prep.n_obs,
+        "n_pad": prep.n_pad,
+        "families": prep.spec.n_families,
+        "likelihood": prep.spec.likelihood,
+        "noise": prep.spec.noise,
+        "modes": list(prep.spec.modes),
+        "fit_spec": fit_spec.to_dict(),
+        "chains": config.chains,
+        "warmup": config.warmup,
+        "draws": config.draws,
+        "max_tree_depth": config.max_tree_depth,
         "batch_size": B,
         "seed": seed,
         "corrupt": corrupt,
     }
-    return SBCResult(
-        law=law.name,
-        pooling=pooling_name,
-        ranks=pd.DataFrame(rank_rows),
-        truths=pd.DataFrame(truth_rows),
-        sims=pd.DataFrame(sim_rows),
-        n_rank=n_rank,
-        config=cfg,
-        seconds=seconds,
-    )
 
 
 def _mean_from_site(spec, site, x, fam, centre) -> jnp.ndarray:
@@ -395,21 +407,3 @@ def _mean_from_site(spec, site, x, fam, centre) -> jnp.ndarray:
     params = spec.law.to_params(lat, centre)
     p = {k: jnp.take(v, fam, axis=-1) for k, v in params.items()}
     return spec.law.log_mean(p, x)
-
-
-def _max_rhat(chains_q: Mapping[str, np.ndarray]) -> float:
-    """Largest split-R-hat (Gelman et al. 2013, not rank-normalised: cheap) over quantities, each (chains, draws)."""
-    worst = 1.0
-    for v in chains_q.values():
-        c, d = v.shape
-        h = d // 2
-        if h < 2:
-            return float("nan")
-        s = np.concatenate([v[:, :h], v[:, h : 2 * h]], axis=0)  # (2c, h)
-        w = s.var(axis=1, ddof=1).mean()
-        b = h * s.mean(axis=1).var(ddof=1)
-        if w <= 0:
-            continue
-        r = np.sqrt(((h - 1) / h * w + b / h) / w)
-        worst = max(worst, float(r))
-    return worst

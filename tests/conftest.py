@@ -15,6 +15,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(
 
 import scalebayes as sb  # noqa: E402
 
+# Importing scalebayes leaves JAX's precision alone; fits turn float64 on when called, but tests of the laws and
+# planners call pure functions on arrays they build, so the whole session runs in float64 as the package does.
+sb.use_float64()
+
 #: Standard settings for tests that need a converged posterior (ESS ≥ 400 on chinchilla_epoch).
 FULL = dict(chains=4, warmup=500, draws=500)
 #: Settings for tests that only need draws of the right shape, not convergence.

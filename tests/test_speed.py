@@ -21,8 +21,9 @@ from scipy import stats
 import scalebayes as sb
 from scalebayes import sampler as S
 from scalebayes.fit import prepare
+from scalebayes.likelihood import standard_from_uniforms as student_t_noise
 from scalebayes.model import model
-from scalebayes.pointwise import AUTO_MAX_ELEMENTS, pointwise_arrays, student_t_noise, want_pointwise
+from scalebayes.pointwise import AUTO_MAX_ELEMENTS, pointwise_arrays, want_pointwise
 
 TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 
