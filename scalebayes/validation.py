@@ -7,12 +7,13 @@ too narrow or too wide, a potential that disagrees with the generative model, or
 up as a non-uniform rank distribution.
 
 :func:`sbc` runs that loop for any registered law on a user-given design (the N, D, C, U and family layout of the
-runs): prior draws and prior-predictive losses come from the NumPyro model of :mod:`scalebayes.model` (the reference
-generative model), every simulated dataset is fitted by the compiled NUTS program of :mod:`scalebayes.sampler`
-(which evaluates its own hand-written potential, so SBC also checks that the two agree), batched over datasets with
-``batch_sampler`` (one compiled program, simulations vectorised), and the ranks are tested for uniformity. The
-sampler is called directly rather than through :func:`scalebayes.fit_many` (the same engine) because ``fit_many``
-resolves each dataset's priors from its own losses, while SBC needs the one prior the simulations were drawn from.
+runs): prior draws come from the NumPyro model of :mod:`scalebayes.model` (the reference generative model) and
+losses from them through the package's one noise model (:mod:`scalebayes.likelihood`); every simulated dataset is
+fitted by the compiled NUTS program of :mod:`scalebayes.sampler` (which evaluates its own potential, so SBC also
+checks that it agrees with the model), batched over datasets with ``batch_sampler`` (one compiled program,
+simulations vectorised), and the ranks are tested for uniformity. The sampler is called directly rather than
+through :func:`scalebayes.fit_many` (the same engine) because ``fit_many`` resolves each dataset's priors from its
+own losses, while SBC needs the one prior the simulations were drawn from.
 
 Test quantities: every sampled scalar (latents, population μ/τ under partial pooling, each family's latent,
 σ and ν) plus the log-likelihood of the simulated data (Modrák et al. 2023, "Simulation-based calibration checking
@@ -34,10 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import arviz_stats  # noqa: F401  (registers the .azstats accessor)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import xarray as xr
+from arviz_stats.ecdf_utils import ecdf_pit
 from numpyro.infer import Predictive
 from scipy import stats as sstats
 
@@ -99,9 +103,6 @@ class SBCResult:
         """Per quantity: ``p_pot_c`` (ArviZ PIT-ECDF uniformity test), ``p_chi2`` (χ² on ``bins`` equiprobable bins
         of the PIT; default n_sims/10 clipped to 4..20) and the mean PIT (0.5 expected; < 0.5 means the posterior
         sits above the truth)."""
-        import arviz_stats  # noqa: F401  (registers the .azstats accessor)
-        import xarray as xr
-
         pit = self.pit()
         bins = bins or int(np.clip(self.n_sims // 10, 4, 20))
         rows = []
@@ -150,7 +151,6 @@ class SBCResult:
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-        from arviz_stats.ecdf_utils import ecdf_pit
 
         pit = self.pit()
         names = list(quantities or pit.columns)

@@ -21,10 +21,18 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+import matplotlib
 
-import scalebayes as sb
-from scalebayes.validation import sbc
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import scalebayes as sb  # noqa: E402
+from scalebayes.validation import SBCResult, sbc  # noqa: E402
+
+#: Options of a check that are SBC's or the sampler's; the rest are the model's (a FitSpec).
+RUN_OPTIONS = ("warmup", "draws", "max_tree_depth", "corrupt")
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -92,7 +100,9 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = sbc(law, des[design], n_sims=n_sims, seed=2024, **opts)
+            spec = sb.FitSpec(law=law, **{k: v for k, v in opts.items() if k not in RUN_OPTIONS})
+            run_opts = {k: v for k, v in opts.items() if k in RUN_OPTIONS}
+            r = sbc(spec, des[design], n_sims=n_sims, seed=2024, **run_opts)
         s = r.summary()
         s["expected"] = "pass" if must_pass else "fail"
         s["as_expected"] = bool(r.passed(0.01) == must_pass)
@@ -100,10 +110,7 @@ def main(argv=None) -> int:
         results[name] = s
         r.ranks.to_csv(OUT / f"sbc_{name}_ranks.csv", index=False)
         r.sims.to_csv(OUT / f"sbc_{name}_sims.csv", index=False)
-        fig = r.plot(OUT / f"sbc_{name}.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        plt.close(r.plot(OUT / f"sbc_{name}.png"))
         print(
             f"{name}: n_sims={r.n_sims} adjusted p={s['p_value_adjusted']:.3g} "
             f"({'pass' if r.passed(0.01) else 'FAIL'}; expected {s['expected']}) "
@@ -118,11 +125,6 @@ def main(argv=None) -> int:
 
 def replot() -> int:
     """Redraw every check's ECDF-difference plot from its saved ranks (``results/sbc_<check>_ranks.csv``)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from scalebayes.validation import SBCResult
-
     results = json.loads((OUT / "sbc.json").read_text())
     for name, s in results.items():
         ranks = pd.read_csv(OUT / f"sbc_{name}_ranks.csv")
