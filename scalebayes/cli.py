@@ -32,6 +32,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .precision import ensure_float64
+
 PROG = "scalebayes"
 EXIT_ERROR, EXIT_USAGE, EXIT_DIAGNOSTICS, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -727,6 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
     args.argv = argv
+    ensure_float64("scalebayes", required=False)  # the command's numbers are float64 (scalebayes.precision)
     debug = bool(getattr(args, "debug", False))
     con = _Console(quiet=bool(getattr(args, "quiet", False)))
     with warnings.catch_warnings():

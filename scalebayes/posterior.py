@@ -25,6 +25,7 @@ from .diagnostics import compute as compute_diagnostics
 from .errors import DataError, ModelError, UnknownNameError
 from .model import Spec
 from .pointwise import pointwise_groups
+from .precision import ensure_float64
 from .predict import add_noise, log_mean_draws, new_family_latents, quantile_frame
 from .priors import Priors
 from .sampler import SamplerConfig
@@ -487,6 +488,7 @@ def load(path: str | Path) -> Posterior:
     dt = dt.load()
     if "scalebayes" not in dt.attrs:
         raise DataError(f"{path} is not a scalebayes posterior (no 'scalebayes' metadata)")
+    ensure_float64("load", required=False)  # predictions from a loaded posterior run in float64, as after a fit
     return Posterior(dt)
 
 
