@@ -288,7 +288,7 @@ def fit_many(
     preps, n_pad = _prepare_all(datasets, fit_spec, dtype)
     if warn:
         biggest = max(preps, key=lambda p: (p.spec.n_families, p.n_obs))
-        warn_if_large(biggest, config, f"fit_many: each fit of {len(datasets)}")
+        warn_if_large(biggest, config, f"fit_many: each of the {len(datasets)} fits")
     layout = _layout(len(datasets), batch_size, devices, slots, workers)
     groups = _sample_groups(preps, n_pad, config, dtype, seed, layout)
     diags: list[Diagnostics | None] = [None] * len(datasets)

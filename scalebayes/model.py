@@ -28,11 +28,11 @@ import numpyro.distributions as dist
 
 from .errors import ModelError, UnknownNameError
 from .laws import Law
+from .likelihood import NAMES as LIKELIHOODS
 
 MODES = ("shared", "partial", "centred", "free")
 #: Modes with a population (μ, τ) over families.
 POOLED = ("partial", "centred")
-LIKELIHOODS = ("student_t", "normal")
 NOISE = ("shared", "family")
 
 
@@ -90,6 +90,8 @@ def pooling_modes(
 
 
 def latent_for(law: Law, name: str) -> str:
+    """The latent coordinate of ``law`` that a user's parameter name means (``"alpha"``, ``"A"``, ``"log_E"``, ...);
+    raises UnknownNameError naming the law's parameters and latents."""
     if name in law.latents:
         return name
     if name in law.latent_of:  # published params whose latent is named otherwise (e.g. Kaplan's N_c -> logL_N_c)

@@ -21,11 +21,11 @@ import jax
 from . import laws as _laws
 from .errors import ModelError, UnknownNameError
 from .likelihood import NAMES as LIKELIHOODS
+from .model import NOISE as NOISES
 from .model import latent_for
 from .sampler import SamplerConfig, chain_method_for
 
 POOLINGS = (None, "complete", "partial", "none")
-NOISES = ("shared", "family")
 DTYPES = ("float64", "float32")
 #: Largest NUTS tree depth accepted: 2^30 - 1 leapfrog steps per iteration is already far past any useful fit, and
 #: deeper trees overflow the sampler's int32 step counters.
