@@ -16,7 +16,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import jax
+import numpy as np
 
 from . import laws as _laws
 from .errors import ModelError, UnknownNameError
@@ -191,7 +191,7 @@ def check_dtype(dtype) -> str:
     """The sampler's float type as its name, ``"float64"`` or ``"float32"``."""
     name = getattr(dtype, "__name__", None) or str(dtype)  # np.float32, jnp.float32, "float32"
     try:
-        name = str(jax.numpy.dtype(name).name)
+        name = str(np.dtype(name).name)
     except TypeError:
         pass
     if name not in DTYPES:
