@@ -43,7 +43,7 @@ def test_correct_sampler_passes_small_sbc(sbc_ok):
 
 def test_broken_sampler_fails_small_sbc(design):
     # Simulating with 1.5x the noise the fitted model assumes (a sampler with the wrong noise scale) puts σ's
-    # truth above nearly every posterior draw. With 20 simulations the adjusted p-value is ~1e-14 (measured), so the
+    # truth above nearly every posterior draw. With 20 simulations the adjusted p-value is ~4e-16 (measured), so the
     # threshold 1e-3 (ten times stricter than the pass level above) leaves a margin of ten orders of magnitude.
     broken = sbc("chinchilla", design, n_sims=20, seed=0, corrupt="noise", **SMALL)
     assert not broken.passed(alpha=0.01)
