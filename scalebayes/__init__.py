@@ -17,9 +17,10 @@ if os.environ.get("SCALEBAYES_X64", "1") != "0":
     jax.config.update("jax_enable_x64", True)
 
 from . import baselines, datasets, errors, laws  # noqa: E402
-from .backtest import backtest  # noqa: E402
+from .backtesting import backtest  # noqa: E402
 from .batch import fit_many  # noqa: E402
-from .compare import compare  # noqa: E402
+from .calibration import calibrate  # noqa: E402
+from .comparison import compare  # noqa: E402
 from .data import ScalingData  # noqa: E402
 from .fit import fit  # noqa: E402
 from .posterior import Posterior, load  # noqa: E402
@@ -35,6 +36,7 @@ __all__ = [
     "laws",
     "baselines",
     "backtest",
+    "calibrate",
     "compare",
 ]
 __version__ = "0.1.0"

@@ -41,3 +41,16 @@ class ModelError(ScaleBayesError, ValueError):
 
 class SamplingWarning(UserWarning):
     """The sampler's diagnostics failed (R-hat, ESS or divergences): the posterior should not be trusted as is."""
+
+
+class NotCalibratedError(ModelError):
+    """A question needs a calibrated posterior (``extrapolation="discrepancy"``) and this one has no calibration:
+    call ``scalebayes.calibrate(post)`` first. Predicting never fits."""
+
+
+class CalibrationError(ModelError):
+    """The discrepancy could not be learned: too few inner leave-largest-out refits passed their diagnostics."""
+
+
+class CalibrationWarning(UserWarning):
+    """Some inner refits of a calibration failed their diagnostics and were left out of it."""
