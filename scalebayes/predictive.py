@@ -159,8 +159,11 @@ def _conv_logpdf(y, log_mu, sigma, g, extra):
 # ----------------------------------------------------------------------------------------------- queries
 def positive_array(name: str, v) -> np.ndarray:
     """``v`` as a float array (at least 1-D) of finite values > 0, else a :class:`DataError` naming ``name``."""
+    raw = np.asarray(v)
+    if raw.dtype.kind in "USb":  # text (even "1e12") or booleans are a mistake in the caller, not numbers
+        raise DataError(f"query {name} must be numbers, got {raw.dtype.name} values {v!r}", column=name)
     try:
-        a = np.atleast_1d(np.asarray(v, dtype=float))
+        a = np.atleast_1d(np.asarray(raw, dtype=float))
     except (TypeError, ValueError) as e:
         raise DataError(f"query {name} must be numbers, got {v!r}", column=name) from e
     if a.size == 0:
