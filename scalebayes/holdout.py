@@ -63,7 +63,9 @@ def _cut(v: np.ndarray, fraction: float) -> np.ndarray:
     return v >= levels[k]
 
 
-def fit_padded(data: ScalingData, law="chinchilla", *, n_pad: int | None = None, seed: int = 0, **fit_kwargs):
+def fit_padded(
+    data: ScalingData, law="chinchilla", *, n_pad: int | None = None, seed: int = 0, **fit_kwargs
+) -> Posterior:
     """:func:`scalebayes.fit` with the sampler's padded size fixed to ``n_pad`` (so fits of subsets of one dataset
     share one compiled program) and without the pointwise groups; diagnostics are computed but not warned about
     (backtests report them). Returns a :class:`~scalebayes.posterior.Posterior`."""
@@ -91,7 +93,7 @@ def fit_padded(data: ScalingData, law="chinchilla", *, n_pad: int | None = None,
     return Posterior(idata, data=data)
 
 
-def refit_settings(post) -> dict:
+def refit_settings(post: Posterior) -> dict:
     """``fit`` keyword arguments that reproduce ``post``'s model and sampler settings (law, pooling, likelihood,
     noise, prior overrides, chains/warmup/draws and NUTS settings); used to refit on subsets.
 

@@ -45,7 +45,7 @@ import pandas as pd
 
 from . import laws as _laws
 from .data import C_RTOL
-from .discrepancy import facet_distance, facets
+from .discrepancy import Discrepancy, facet_distance, facets
 from .errors import DataError, ModelError
 from .predict import qcol
 from .predictive import delta_normals, label, resolve
@@ -471,7 +471,7 @@ def plan_draws(
     unique_tokens: float | None = None,
     method: str = "auto",
     seed: int = 0,
-    extrapolation="auto",
+    extrapolation: str | Discrepancy = "auto",
 ) -> dict[str, np.ndarray]:
     """Per-draw plans, the arrays behind :func:`plan`: dict of (S, B) numpy arrays ``N``, ``D``, ``D_per_N``,
     ``L`` (nats), ``C_train`` (6ND, FLOP), ``C_total`` (6ND + 2NT, FLOP), ``at_edge`` (bool), and ``epochs`` (D/U)
@@ -527,7 +527,7 @@ def plan(
     unique_tokens: float | None = None,
     method: str = "auto",
     seed: int = 0,
-    extrapolation="auto",
+    extrapolation: str | Discrepancy = "auto",
 ) -> pd.DataFrame:
     """Compute-optimal plans with posterior uncertainty; see :meth:`scalebayes.posterior.Posterior.plan`."""
     d = plan_draws(
@@ -575,7 +575,7 @@ def prob_loss_below(
     include_noise: bool = True,
     unique_tokens: float | None = None,
     seed: int = 0,
-    extrapolation="auto",
+    extrapolation: str | Discrepancy = "auto",
 ):
     """P(loss ≤ target) at (N, D); see :meth:`scalebayes.posterior.Posterior.prob_loss_below`."""
     arrs = np.broadcast_arrays(_positive("target", target), _positive("N", N), _positive("D", D))
@@ -602,7 +602,7 @@ def compute_for_loss(
     unique_tokens: float | None = None,
     quantiles: Sequence[float] = (0.05, 0.5, 0.95),
     seed: int = 0,
-    extrapolation="auto",
+    extrapolation: str | Discrepancy = "auto",
 ) -> pd.DataFrame:
     """Least training compute reaching a target loss with a given probability; see
     :meth:`scalebayes.posterior.Posterior.compute_for_loss`."""

@@ -219,7 +219,7 @@ class Posterior:
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         include_noise: bool = True,
         seed: int = 0,
-        extrapolation="auto",
+        extrapolation: str | Discrepancy = "auto",
     ) -> pd.DataFrame:
         """Posterior (predictive) loss at query points, one row per point.
 
@@ -247,7 +247,16 @@ class Posterior:
         return out
 
     def predictive_draws(
-        self, N=None, D=None, *, C=None, U=None, family=None, include_noise=True, seed=0, extrapolation="auto"
+        self,
+        N=None,
+        D=None,
+        *,
+        C=None,
+        U=None,
+        family: str | None = None,
+        include_noise: bool = True,
+        seed: int = 0,
+        extrapolation: str | Discrepancy = "auto",
     ) -> np.ndarray:
         """Loss draws (S, P) in nats at the query points (see :meth:`predict`); jointly meaningful across queries
         (one discrepancy draw per posterior draw)."""
@@ -296,7 +305,7 @@ class Posterior:
         unique_tokens: float | None = None,
         method: str = "auto",
         seed: int = 0,
-        extrapolation="auto",
+        extrapolation: str | Discrepancy = "auto",
     ) -> pd.DataFrame:
         """Compute-optimal allocation with posterior uncertainty, one row per budget.
 
@@ -355,7 +364,7 @@ class Posterior:
         unique_tokens: float | None = None,
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         seed: int = 0,
-        extrapolation="auto",
+        extrapolation: str | Discrepancy = "auto",
     ) -> pd.DataFrame:
         """The least training compute, and one (N, D) spending it, with P(loss ≤ target) ≥ ``prob``.
 
@@ -402,7 +411,7 @@ class Posterior:
         include_noise: bool = True,
         unique_tokens: float | None = None,
         seed: int = 0,
-        extrapolation="auto",
+        extrapolation: str | Discrepancy = "auto",
     ):
         """Posterior predictive probability that training N parameters on D tokens reaches a loss ≤ ``target`` nats.
 
