@@ -257,10 +257,8 @@ def _build(post, frame: pd.DataFrame, fams: list, seed: int, disc: Discrepancy |
     S, P = post.n_samples, len(frame)
     log_mu, sigma, nu, extra = np.empty((S, P)), np.empty((S, P)), None, np.zeros(P)
     centre = {k: jnp.asarray(v) for k, v in post.centre.items()}
-    keys = np.array(["\x00" if f is None else f for f in fams])  # group rows by family; "\x00" marks a new one
-    for key in np.unique(keys):
-        m = keys == key
-        f = None if key == "\x00" else str(key)
+    for f in dict.fromkeys(fams):  # each family once, in order of appearance (None: a new family)
+        m = np.array([g == f for g in fams])
         lat, (sig, nu_f) = post._latent_draws(f, seed=seed)
         log_mu[:, m] = _padded_log_mean(law, law.to_params(lat, centre), frame.loc[m])
         sigma[:, m] = np.asarray(sig)[:, None]

@@ -21,7 +21,7 @@ from scalebayes import calibration, holdout
 from scalebayes.discrepancy import ATTR, Discrepancy, attached, distances, fitted_regions, region
 from scalebayes.errors import CalibrationError, CalibrationWarning, DataError, NotCalibratedError, UnknownNameError
 from scalebayes.posterior import Posterior
-from scalebayes.predictive import LogPredictive
+from scalebayes.predictive import LogPredictive, for_frame
 
 fit_module = importlib.import_module("scalebayes.fit")  # the module: ``scalebayes.fit`` is the function
 
@@ -202,6 +202,14 @@ def test_a_new_family_is_asked_for_with_none(chinchilla_post):
     with pytest.raises(UnknownNameError, match=r"\['a', 'b'\]"):
         two.resolve_family("c")
     assert chinchilla_post.resolve_family(None) == "all"  # one family: None is that family
+
+
+def test_rows_of_unfitted_families_are_predicted_as_new_families(chinchilla_post):
+    # backtests and calibration predict held-out rows of families the inner fit never saw as new families (here the
+    # only family of a one-family fit), never by an error or a silent label match
+    frame = pd.DataFrame({"N": [7e10, 7e10], "D": [1.4e12, 1.4e12], "family": ["all", "unseen"]})
+    pred = for_frame(chinchilla_post, frame, seed=0)
+    np.testing.assert_array_equal(pred.log_mu[:, 0], pred.log_mu[:, 1])
 
 
 def test_query_inputs_are_checked(chinchilla_post):
