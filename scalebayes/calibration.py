@@ -37,7 +37,7 @@ from .discrepancy import Discrepancy, attached, distances, fitted_regions
 from .errors import CalibrationError, CalibrationWarning, ModelError
 from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask, refit_settings
 from .posterior import Posterior
-from .predictive import LogPredictive, for_frame
+from .predictive import LogPredictive, for_frame, gamma_nodes
 from .sampler import pad_size
 
 #: Inner leave-largest-out fractions used to learn κ (each costs one fit per split direction).
@@ -78,10 +78,10 @@ def estimate_kappa(records: Sequence[InnerSplit], grid=KAPPA_GRID, *, max_draws:
         S = r.pred.log_mu.shape[0]
         idx = np.linspace(0, S - 1, min(S, max_draws)).round().astype(int)
         p = LogPredictive(r.pred.log_mu[idx], r.pred.sigma[idx], r.pred.nu[idx], r.pred.extra_sd)
-        thin.append((p, r.distance, r.log_loss))
+        thin.append((p, r.distance, r.log_loss, gamma_nodes(p.nu)))  # the nodes do not depend on κ: once per record
 
     def lpd(k: float) -> float:
-        return float(sum(p.with_extra_sd(k * d).log_density(y).sum() for p, d, y in thin))
+        return float(sum(p.with_extra_sd(k * d).log_density(y, g).sum() for p, d, y, g in thin))
 
     grid = np.asarray(grid, float)
     values = np.array([lpd(k) for k in grid])
