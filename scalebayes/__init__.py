@@ -12,9 +12,10 @@ when called; call :func:`use_float64` yourself before other computations on arra
 from __future__ import annotations
 
 from . import baselines, datasets, errors, laws
-from .backtest import backtest
+from .backtesting import backtest
 from .batch import fit_many
-from .compare import compare
+from .calibration import calibrate
+from .comparison import compare
 from .data import ScalingData
 from .fit import fit
 from .posterior import Posterior, load
@@ -36,6 +37,7 @@ __all__ = [
     "laws",
     "baselines",
     "backtest",
+    "calibrate",
     "compare",
 ]
 __version__ = "0.1.0"

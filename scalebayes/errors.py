@@ -46,3 +46,16 @@ class SamplingWarning(UserWarning):
 class LargeFitWarning(UserWarning):
     """A fit about to start is large (many families or runs): it may run for minutes to hours. The message gives a
     rough estimate of the work and how to try a smaller fit first."""
+
+
+class NotCalibratedError(ModelError):
+    """A question needs a calibrated posterior (``extrapolation="discrepancy"``) and this one has no calibration:
+    call ``scalebayes.calibrate(post)`` first. Predicting never fits."""
+
+
+class CalibrationError(ModelError):
+    """The discrepancy could not be learned: too few inner leave-largest-out refits passed their diagnostics."""
+
+
+class CalibrationWarning(UserWarning):
+    """Some inner refits of a calibration failed their diagnostics and were left out of it."""

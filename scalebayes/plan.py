@@ -45,8 +45,11 @@ import pandas as pd
 
 from . import laws as _laws
 from .data import C_RTOL
+from .discrepancy import Discrepancy, facet_distance, facets
 from .errors import DataError, ModelError
 from .predict import qcol
+from .predictive import delta_normals, label, resolve
+from .predictive import noise_draws as _noise_from
 
 if TYPE_CHECKING:
     from .posterior import Posterior
@@ -66,8 +69,10 @@ N_GRID, N_NEWTON = 33, 25
 N_NEWTON_OUTER, N_OUTER = 10, 14
 #: Newton steps for a draw's crossing of a target loss along a ray (convex in log C: ~6 needed from the left end).
 N_ROOT = 14
-#: Range of log C (FLOP) searched by :func:`compute_for_loss`: 1 FLOP to ~1e52 FLOP.
+#: Range of log C (FLOP) searched by :func:`compute_for_loss`: 1 FLOP to ~1e52 FLOP, and the grid points that
+#: bracket each draw's first crossing of the target in it (step 2 nats of log C).
 LOGC_LO, LOGC_HI = 0.0, 120.0
+N_BRACKET = 61
 OBJECTIVES = ("loss", "budget")
 
 
@@ -354,25 +359,39 @@ def _root_decreasing(g: Callable[[Array], Array], lo: Array, hi: Array, n_iter: 
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _required_log_compute(law: _laws.Law, p: Params, r: Array, log_target: Array, prob: float, logU: Array) -> Array:
+def _required_log_compute(
+    law: _laws.Law, p: Params, r: Array, log_target: Array, prob: float, logU: Array, disc: tuple
+) -> Array:
     """Smallest log C (FLOP) per ray r (R,) at which a fraction ≥ prob of the draws has log L ≤ its target, with
     (N, D) on the ray at training cost C. ``log_target`` is (S, 1): the target, less each draw's noise shift when
-    run-to-run noise is included.
+    run-to-run noise is included. ``disc`` = (normals (H, k), offsets (H,), κ·z (S, 1)): the discrepancy, δ_s =
+    κ·z_s·d(x) at the ray's point x (zeros for none).
 
-    Each draw's own crossing c_s(r) (log L_s = target_s) is found by Newton along the ray; the fraction below target
-    then jumps by 1/S at each crossing, so the requirement is the ⌈prob·S⌉-th smallest c_s, nudged up by 1e-9 so
-    the allocation it names does reach the probability. Returns (R,), inf where it is not reached by e^LOGC_HI FLOP.
+    Each draw's own crossing c_s(r) (log L_s + δ_s = target_s) is found by Newton along the ray; the fraction below
+    target then jumps by 1/S at each crossing, so the requirement is the ⌈prob·S⌉-th smallest c_s, nudged up by 1e-9
+    so the allocation it names does reach the probability. Returns (R,), inf where it is not reached by e^LOGC_HI
+    FLOP. With the discrepancy a draw's loss can rise again far beyond the fitted runs (δ grows with distance); its
+    first crossing (bracketed on a grid of log C) is used.
     """
     zero = jnp.asarray(0.0)
     S = log_target.shape[0]
     shape = (S, r.shape[0])
+    normals, offsets, kz = disc
 
     def g(lc):
-        return _log_loss_on_ray(law, p, lc, r[None, :], zero, logU) - log_target
+        logN, logD = _ray(lc, r[None, :], zero)
+        x = _law_inputs(law, logN, logD, logU)
+        X = jnp.stack(jnp.broadcast_arrays(*x.values()), axis=-1)
+        return law.log_mean(p, x) + kz * facet_distance(normals, offsets, X) - log_target
 
-    lo, hi = jnp.full(shape, LOGC_LO), jnp.full(shape, LOGC_HI)
+    # each draw's first crossing is bracketed on a grid of log C (step 2 nats): with the discrepancy, g need not be
+    # monotone (δ grows with distance both below and beyond the fitted runs), so g(LOGC_HI) alone cannot tell
+    grid = jnp.linspace(LOGC_LO, LOGC_HI, N_BRACKET)
+    below = jax.vmap(lambda c: g(jnp.full(shape, c)) <= 0)(grid)  # (N_BRACKET, S, R)
+    first = jnp.argmax(below, axis=0)
+    lo, hi = grid[jnp.maximum(first - 1, 0)], grid[first]
     roots = _root_decreasing(g, lo, hi, N_ROOT)
-    roots = jnp.where(g(hi) <= 0, roots, jnp.inf)  # draws whose loss stays above target (target ≤ E) never cross
+    roots = jnp.where(below.any(axis=0), roots, jnp.inf)  # draws whose loss stays above target (≤ E) never cross
     k = jnp.ceil(prob * S - 1e-9).astype(jnp.int32)
     req = jnp.sort(roots, axis=0)[k - 1] + 1e-9
     return jnp.where(req <= LOGC_HI, req, jnp.inf)
@@ -389,20 +408,34 @@ def _prob_at_points(
 
 def noise_draws(post: Posterior, shape: tuple[int, int], *, family: str | None = None, seed: int = 0) -> np.ndarray:
     """Run-to-run noise on log loss, (S, P): σ_s·t(ν_s) per draw s (normal where ν = inf), the fitted likelihood's
-    noise for a new run. numpy-generated (no compile per shape), deterministic in ``seed``: two calls with the same
-    shape, family and seed give the same numbers, so the probability and compute helpers agree column by column."""
+    noise for a new run; the numbers of :func:`scalebayes.predictive.noise_draws` (so ``prob_loss_below`` at a point
+    agrees with ``predict``'s draws there with the same seed), deterministic in ``seed`` and the shape."""
     _, (sigma, nu) = post._latent_draws(family, seed=seed)
-    sigma, nu = np.asarray(sigma, dtype=float), np.asarray(nu, dtype=float)
-    rng = np.random.default_rng([int(seed), 0x5CA1E])
-    z = rng.standard_normal(shape)
-    finite = np.isfinite(nu)
-    nu_s = np.where(finite, nu, 1.0)[:, None]
-    chi = rng.chisquare(np.broadcast_to(nu_s, shape)) / nu_s
-    return sigma[:, None] * np.where(finite[:, None], z / np.sqrt(chi), z)
+    return _noise_from(seed, sigma, nu, shape[1])
 
 
 def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int], include: bool) -> Array:
     return jnp.asarray(noise_draws(post, shape, family=family, seed=seed)) if include else jnp.zeros(shape)
+
+
+def _discrepancy(post: Posterior, family: str | None, extrapolation, n_draws: int, seed: int):
+    """(Discrepancy or None, (normals (H, k), offsets (H,), κ·z (S, 1))) for ``family``'s distance; zeros without
+    a discrepancy. z is the predictive's own δ normals (:func:`scalebayes.predictive.delta_normals`)."""
+    disc = resolve(post.discrepancy, extrapolation)
+    if disc is None:
+        k = len(post.law.inputs)
+        return None, (jnp.zeros((1, k)), jnp.zeros(1), jnp.zeros((n_draws, 1)))
+    A, b = facets(disc.regions, post.resolve_family(family))
+    kz = disc.kappa * delta_normals(seed, n_draws)[:, None]
+    return disc, (jnp.asarray(A), jnp.asarray(b), jnp.asarray(kz))
+
+
+def _delta(law: _laws.Law, geometry: tuple, logN: Array, logD: Array, logU: Array) -> np.ndarray:
+    """δ = κ·z_s·d(x) at the points (log N, log D) (broadcasting against (S, 1)), as numpy."""
+    normals, offsets, kz = geometry
+    x = _law_inputs(law, jnp.asarray(logN), jnp.asarray(logD), logU)
+    X = jnp.stack(jnp.broadcast_arrays(*x.values()), axis=-1)
+    return np.asarray(kz * facet_distance(normals, offsets, X))
 
 
 # ---------------------------------------------------------------------------------------------------- posterior API
@@ -438,10 +471,15 @@ def plan_draws(
     unique_tokens: float | None = None,
     method: str = "auto",
     seed: int = 0,
+    extrapolation: str | Discrepancy = "auto",
 ) -> dict[str, np.ndarray]:
     """Per-draw plans, the arrays behind :func:`plan`: dict of (S, B) numpy arrays ``N``, ``D``, ``D_per_N``,
     ``L`` (nats), ``C_train`` (6ND, FLOP), ``C_total`` (6ND + 2NT, FLOP), ``at_edge`` (bool), and ``epochs`` (D/U)
-    when ``unique_tokens`` is given. See :func:`plan` for the arguments."""
+    when ``unique_tokens`` is given. With a discrepancy (``extrapolation``, as in
+    :meth:`~scalebayes.posterior.Posterior.predict`; "auto": the stored calibration if any), ``L`` is the law's loss
+    at each draw's plan times e^δ, δ the discrepancy at that (N, D): the loss the plan is predicted to reach, with the
+    model's error beyond the fitted runs (run noise is left out: it does not move the optimum). See :func:`plan` for
+    the other arguments."""
     law = post.law
     _check_law(law)
     if objective not in OBJECTIVES:
@@ -467,7 +505,9 @@ def plan_draws(
     else:
         out = inference_optimum(law, params, Cs, T, U)
     res = {k: np.asarray(v)[:, :B] for k, v in out.items() if k != "C_total"}
-    res["L"] = res.pop("loss")
+    _, geometry = _discrepancy(post, family, extrapolation, res["N"].shape[0], seed)
+    logU = jnp.log(jnp.asarray(U))
+    res["L"] = res.pop("loss") * np.exp(_delta(law, geometry, np.log(res["N"]), np.log(res["D"]), logU))
     res["D_per_N"] = res["D"] / res["N"]
     res["C_train"] = 6.0 * res["N"] * res["D"]
     res["C_total"] = res["C_train"] + 2.0 * res["N"] * T
@@ -487,6 +527,7 @@ def plan(
     unique_tokens: float | None = None,
     method: str = "auto",
     seed: int = 0,
+    extrapolation: str | Discrepancy = "auto",
 ) -> pd.DataFrame:
     """Compute-optimal plans with posterior uncertainty; see :meth:`scalebayes.posterior.Posterior.plan`."""
     d = plan_draws(
@@ -498,6 +539,7 @@ def plan(
         unique_tokens=unique_tokens,
         method=method,
         seed=seed,
+        extrapolation=extrapolation,
     )
     n_edge = int(d["at_edge"].sum())
     if n_edge:
@@ -518,6 +560,7 @@ def plan(
         inference_tokens=float(inference_tokens),
         unique_tokens=unique_tokens,
         draws=int(d["N"].shape[0]),
+        predictive=label(resolve(post.discrepancy, extrapolation)),
     )
     return out
 
@@ -529,17 +572,21 @@ def prob_loss_below(
     D,
     *,
     family: str | None = None,
-    include_noise: bool = False,
+    include_noise: bool = True,
     unique_tokens: float | None = None,
     seed: int = 0,
+    extrapolation: str | Discrepancy = "auto",
 ):
     """P(loss ≤ target) at (N, D); see :meth:`scalebayes.posterior.Posterior.prob_loss_below`."""
     arrs = np.broadcast_arrays(_positive("target", target), _positive("N", N), _positive("D", D))
     t, n, d = (jnp.asarray(a) for a in arrs)
     params, _, _ = _draws(post, family, seed)
+    S = next(iter(params.values())).shape[0]
     logU = jnp.log(jnp.asarray(_cap(unique_tokens)))
-    noise = _noise(post, family, seed, (next(iter(params.values())).shape[0], t.shape[0]), include_noise)
-    pr = _prob_at_points(post.law, _expand(params), jnp.log(n), jnp.log(d), jnp.log(t), noise, logU)
+    _, geometry = _discrepancy(post, family, extrapolation, S, seed)
+    shift = _noise(post, family, seed, (S, t.shape[0]), include_noise)
+    shift = shift + _delta(post.law, geometry, jnp.log(n)[None, :], jnp.log(d)[None, :], logU)
+    pr = _prob_at_points(post.law, _expand(params), jnp.log(n), jnp.log(d), jnp.log(t), jnp.asarray(shift), logU)
     pr = np.asarray(pr)
     scalar = all(np.ndim(v) == 0 for v in (target, N, D))
     return float(pr[0]) if scalar else pr
@@ -551,9 +598,11 @@ def compute_for_loss(
     prob: float = 0.9,
     *,
     family: str | None = None,
-    include_noise: bool = False,
+    include_noise: bool = True,
     unique_tokens: float | None = None,
+    quantiles: Sequence[float] = (0.05, 0.5, 0.95),
     seed: int = 0,
+    extrapolation: str | Discrepancy = "auto",
 ) -> pd.DataFrame:
     """Least training compute reaching a target loss with a given probability; see
     :meth:`scalebayes.posterior.Posterior.compute_for_loss`."""
@@ -564,40 +613,27 @@ def compute_for_loss(
     targets = _positive("target", target)
     params, _, _ = _draws(post, family, seed)
     p = _expand(params)
+    S = next(iter(params.values())).shape[0]
     # noise column j for target j: the numbers prob_loss_below uses at the j-th of the same targets
-    noise = _noise(post, family, seed, (next(iter(params.values())).shape[0], len(targets)), include_noise)
+    noise = _noise(post, family, seed, (S, len(targets)), include_noise)
+    disc, geometry = _discrepancy(post, family, extrapolation, S, seed)
     U = _cap(unique_tokens)
     logU = jnp.asarray(math.log(U) if math.isfinite(U) else math.inf)
-    capped = math.isfinite(U) and "U" not in law.inputs  # D ≤ U is a constraint on each ray
-
-    def search(r, lt):  # lt: (S, 1) per-draw log target
-        lc = _required_log_compute(law, p, r, lt, float(prob), logU)
-        if capped:  # a ray whose D exceeds the cap at the required compute is infeasible
-            _, logD = _ray(lc, r, jnp.asarray(0.0))
-            lc = jnp.where(logD <= logU + 1e-12, lc, jnp.inf)
-        return lc
-
     rows = []
     for j, tv in enumerate(targets):
-        lt = math.log(tv) - noise[:, j : j + 1]
-        # rays over the whole ratio range (step 2.0), then twice a finer set between the best ray's neighbours
-        # (steps 0.25 and 0.03 in log ratio; the requirement is flat near its minimum, so C is then exact to ~1e-4)
-        r = jnp.linspace(R_LO, R_HI, 17)
-        lc = search(r, lt)
-        for _ in range(2):
-            i = int(jnp.argmin(lc))
-            r = jnp.linspace(r[max(i - 1, 0)], r[min(i + 1, len(r) - 1)], 17)
-            lc = search(r, lt)
-        i = int(jnp.argmin(lc))
-        logC = float(lc[i])
-        if not math.isfinite(logC):
-            rows.append({"target": tv, "prob": float(prob), "C": np.inf, "N": np.nan, "D": np.nan, "D_per_N": np.nan})
-            continue
-        logN, logD = _ray(jnp.asarray(logC), r[i], jnp.asarray(0.0))
-        Nv, Dv = math.exp(float(logN)), math.exp(float(logD))
-        rows.append({"target": tv, "prob": float(prob), "C": math.exp(logC), "N": Nv, "D": Dv, "D_per_N": Dv / Nv})
+        logC, r = _least_log_compute(law, p, math.log(tv) - noise[:, j : j + 1], float(prob), logU, geometry)
+        row = {"target": tv, "prob": float(prob), "C": np.inf, "N": np.nan, "D": np.nan, "D_per_N": np.nan}
+        if math.isfinite(logC):
+            logN, logD = _ray(jnp.asarray(logC), r, jnp.asarray(0.0))
+            Nv, Dv = math.exp(float(logN)), math.exp(float(logD))
+            row.update(C=math.exp(logC), N=Nv, D=Dv, D_per_N=Dv / Nv)
+            # the loss interval at the chosen allocation, from the same predictive (noise column j, the same δ)
+            loss = law.log_mean(p, _law_inputs(law, logN, logD, logU))[:, 0] + noise[:, j]
+            loss = np.exp(np.asarray(loss) + _delta(law, geometry, logN, logD, logU)[:, 0])
+            row.update({f"loss_{qcol(q)}": v for q, v in zip(quantiles, np.quantile(loss, quantiles), strict=True)})
+        rows.append(row)
     out = pd.DataFrame(rows)
-    out.attrs.update(family=family, include_noise=include_noise, unique_tokens=unique_tokens)
+    out.attrs.update(family=family, include_noise=include_noise, unique_tokens=unique_tokens, predictive=label(disc))
     if not np.isfinite(out["C"]).all():
         warnings.warn(
             "some targets are not reached with the requested probability at any allocation up to 1e52 FLOP "
@@ -605,6 +641,29 @@ def compute_for_loss(
             stacklevel=3,
         )
     return out
+
+
+def _least_log_compute(law, p, lt, prob: float, logU, geometry) -> tuple[float, Array]:
+    """(log C, ratio r) of the cheapest ray reaching the probability for per-draw log targets ``lt`` (S, 1): rays
+    over the whole ratio range (step 2.0), then twice a finer set between the best ray's neighbours (steps 0.25 and
+    0.03 in log ratio; the requirement is flat near its minimum, so C is then exact to ~1e-4)."""
+    capped = bool(jnp.isfinite(logU)) and "U" not in law.inputs  # D ≤ U is a constraint on each ray
+
+    def search(r):
+        lc = _required_log_compute(law, p, r, lt, prob, logU, geometry)
+        if capped:  # a ray whose D exceeds the cap at the required compute is infeasible
+            _, logD = _ray(lc, r, jnp.asarray(0.0))
+            lc = jnp.where(logD <= logU + 1e-12, lc, jnp.inf)
+        return lc
+
+    r = jnp.linspace(R_LO, R_HI, 17)
+    lc = search(r)
+    for _ in range(2):
+        i = int(jnp.argmin(lc))
+        r = jnp.linspace(r[max(i - 1, 0)], r[min(i + 1, len(r) - 1)], 17)
+        lc = search(r)
+    i = int(jnp.argmin(lc))
+    return float(lc[i]), r[i]
 
 
 def allocation_regret(

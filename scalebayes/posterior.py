@@ -19,14 +19,17 @@ import pandas as pd
 import xarray as xr
 
 from . import laws as _laws
+from . import plan as _plan
+from . import predictive as _predictive
 from .data import ScalingData
 from .diagnostics import Diagnostics
 from .diagnostics import compute as compute_diagnostics
+from .discrepancy import Discrepancy, stored
 from .errors import DataError, ModelError, UnknownNameError
 from .model import Spec
 from .pointwise import pointwise_groups
 from .precision import ensure_float64
-from .predict import add_noise, log_mean_draws, new_family_latents, quantile_frame
+from .predict import new_family_latents
 from .priors import Priors
 from .sampler import SamplerConfig
 from .spec import FitSpec
@@ -158,17 +161,30 @@ class Posterior:
         lat, _ = self._latent_draws(family, seed=seed)
         return self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
 
+    def resolve_family(self, family: str | None) -> str | None:
+        """The fitted family a question is about: ``family`` itself when fitted; for None, the only family of a
+        one-family fit, else None (a *new* family drawn from the population). Any other name raises
+        :class:`~scalebayes.errors.UnknownNameError` listing the fitted families: a misspelling must not silently
+        predict a new family."""
+        if family is None:
+            return self.families[0] if len(self.families) == 1 else None
+        if str(family) not in self.families:
+            raise UnknownNameError(
+                f"unknown family {family!r}; fitted families: {list(self.families)} (family=None asks for a new "
+                "family drawn from the population)"
+            )
+        return str(family)
+
     def _latent_draws(self, family: str | None, *, seed: int = 0):
-        """Latents (S,) per latent name and the noise draws (sigma (S,), nu (S,)) for one family or a new one."""
+        """Latents (S,) per latent name and the noise draws (sigma (S,), nu (S,)) for one family or a new one
+        (``family`` as in :meth:`resolve_family`)."""
         lp = self.idata["latent_posterior"]
         latents = {z: _stack(lp[z]) for z in self.law.latents}  # (S, F)
         post = self.idata["posterior"]
         sigma = _stack(post["sigma"])
         nu = _stack(post["nu"]) if "nu" in post.data_vars else np.full(self.n_samples, np.inf)
-        known = family is not None and family in self.families
-        if len(self.families) == 1 and family is None:
-            known, family = True, self.families[0]
-        if known:
+        family = self.resolve_family(family)
+        if family is not None:
             j = self.families.index(family)
             lat = {z: jnp.asarray(v[:, j]) for z, v in latents.items()}
             sig = sigma[:, j] if sigma.ndim == 2 else sigma
@@ -185,6 +201,17 @@ class Posterior:
                 sig = sigma
         return lat, (jnp.asarray(sig), jnp.asarray(nu))
 
+    # ------------------------------------------------------------------ calibration
+    @property
+    def discrepancy(self) -> Discrepancy | None:
+        """The model discrepancy learned by :func:`scalebayes.calibrate` and stored with this posterior, or None."""
+        return stored(self.idata)
+
+    @property
+    def calibrated(self) -> bool:
+        """True when a discrepancy is stored: predictions and plans then use the calibrated predictive."""
+        return self.discrepancy is not None
+
     def predict(
         self,
         N=None,
@@ -196,83 +223,55 @@ class Posterior:
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         include_noise: bool = True,
         seed: int = 0,
-        extrapolation="none",
+        extrapolation: str | Discrepancy = "auto",
     ) -> pd.DataFrame:
         """Posterior (predictive) loss at query points, one row per point.
 
-        Give two of N (parameters), D (tokens), C (FLOP; C = 6·N·D), scalars or arrays that broadcast, plus U
-        (unique tokens) for laws that need it. ``include_noise=False`` gives the credible band of the law itself;
-        ``True`` the posterior predictive for a new run (law + run-to-run noise). ``family`` picks a fitted family;
-        None (with several families) or an unseen name predicts for a new family drawn from the population.
-        ``extrapolation="discrepancy"`` adds the model-discrepancy term of :mod:`scalebayes.discrepancy`, whose
-        scale grows with distance beyond the fitted runs (zero inside them; learned, on first use, from
-        leave-largest-out refits); ``"none"`` (default) leaves the law's own predictive as is.
-        Returns a DataFrame with the inputs, ``mean`` and one ``q<p>`` column per quantile, in nats.
-        """
-        q = self._query(N, D, C, U)
-        lat, (sigma, nu) = self._latent_draws(family, seed=seed)
-        params = self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
-        x, P = _log_query(q, self.law.inputs)
-        log_mu = log_mean_draws(self.law, params, x)
-        if extrapolation != "none":  # model discrepancy beyond the fitted runs, see scalebayes.discrepancy
-            from .discrepancy import widen
+        Give two of N (parameters), D (tokens), C (FLOP; C = 6·N·D; all three only if they agree), scalars or arrays
+        that broadcast, plus U (unique tokens) for laws that need it. ``include_noise=False`` gives the credible band
+        of the law itself; ``True`` the posterior predictive for a new run (law + run-to-run noise). ``family``
+        picks a fitted family; None predicts for a new family drawn from the population (or the only family of a
+        one-family fit); an unknown name raises :class:`~scalebayes.errors.UnknownNameError`.
 
-            log_mu = widen(
-                self, q, log_mu[:, :P], sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed
-            )
-        elif include_noise:
-            log_mu = add_noise(jax.random.key(seed), log_mu, sigma, nu)
-        values = np.exp(np.asarray(log_mu))[:, :P]
-        out = q.copy()
-        for k, v in quantile_frame(values, quantiles).items():
-            out[k] = v
+        ``extrapolation``: ``"auto"`` (default) adds the learned model discrepancy (:mod:`scalebayes.discrepancy`),
+        whose scale grows with distance beyond the fitted runs, when the posterior is calibrated
+        (:func:`scalebayes.calibrate`), and nothing otherwise; ``"discrepancy"`` requires it
+        (:class:`~scalebayes.errors.NotCalibratedError` otherwise: predicting never fits); ``"none"`` leaves it out;
+        a :class:`~scalebayes.discrepancy.Discrepancy` is used as given.
+
+        Returns:
+            DataFrame with the inputs, ``mean`` and one ``q<p>`` column per quantile, in nats. ``mean`` is the mean
+            over draws of the law's loss with the discrepancy and *without* run noise (a new run's mean loss is
+            infinite under Student-t noise on log loss; see :meth:`scalebayes.predictive.LogPredictive.mean`).
+            ``attrs["predictive"]`` says which predictive is shown: ``"calibrated"`` or ``"parameters only"``.
+        """
+        pred, q, disc = self._predictive(N, D, C, U, family, seed, extrapolation)
+        out = _predictive.summary(pred, q, quantiles=quantiles, include_noise=include_noise, seed=seed)
+        out.attrs.update(predictive=_predictive.label(disc), include_noise=bool(include_noise), family=family)
         return out
 
     def predictive_draws(
-        self, N=None, D=None, *, C=None, U=None, family=None, include_noise=True, seed=0, extrapolation="none"
-    ):
-        """Loss draws (S, P) in nats at the query points (see :meth:`predict`)."""
-        q = self._query(N, D, C, U)
-        lat, (sigma, nu) = self._latent_draws(family, seed=seed)
-        params = self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
-        x, P = _log_query(q, self.law.inputs)
-        log_mu = log_mean_draws(self.law, params, x)
-        if extrapolation != "none":
-            from .discrepancy import widen
+        self,
+        N=None,
+        D=None,
+        *,
+        C=None,
+        U=None,
+        family: str | None = None,
+        include_noise: bool = True,
+        seed: int = 0,
+        extrapolation: str | Discrepancy = "auto",
+    ) -> np.ndarray:
+        """Loss draws (S, P) in nats at the query points (see :meth:`predict`); jointly meaningful across queries
+        (one discrepancy draw per posterior draw)."""
+        pred, _, _ = self._predictive(N, D, C, U, family, seed, extrapolation)
+        return np.exp(pred.draws(seed, include_noise=include_noise))
 
-            log_mu = widen(
-                self, q, log_mu[:, :P], sigma, nu, family=family, how=extrapolation, noise=include_noise, seed=seed
-            )
-        elif include_noise:
-            log_mu = add_noise(jax.random.key(seed), log_mu, sigma, nu)
-        return np.exp(np.asarray(log_mu))[:, :P]
-
-    def _query(self, N, D, C, U) -> pd.DataFrame:
-        given = {k: v for k, v in {"N": N, "D": D, "C": C}.items() if v is not None}
-        arrs = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in given.items()}
-        if U is not None:
-            arrs["U"] = np.atleast_1d(np.asarray(U, dtype=float))
-        try:
-            arrs = dict(zip(arrs, np.broadcast_arrays(*arrs.values()), strict=True))
-        except ValueError as e:
-            raise DataError(f"query inputs do not broadcast: {e}") from e
-        for k, v in arrs.items():
-            bad = np.flatnonzero(~np.isfinite(v) | (v <= 0))
-            if len(bad):
-                raise DataError(f"query {k} must be finite and > 0", column=k, rows=bad.tolist())
-        if "N" in arrs and "D" in arrs:
-            arrs.setdefault("C", 6.0 * arrs["N"] * arrs["D"])
-        elif "N" in arrs and "C" in arrs:
-            arrs["D"] = arrs["C"] / (6.0 * arrs["N"])
-        elif "D" in arrs and "C" in arrs:
-            arrs["N"] = arrs["C"] / (6.0 * arrs["D"])
-        elif not set(self.law.inputs) <= set(arrs):
-            raise DataError(f"the {self.law.name!r} law needs {self.law.inputs}; give two of N, D, C")
-        missing = [k for k in self.law.inputs if k not in arrs]
-        if missing:
-            raise DataError(f"the {self.law.name!r} law needs {missing} for prediction", column=missing[0])
-        cols = [k for k in ("N", "D", "C", "U") if k in arrs]
-        return pd.DataFrame({k: arrs[k].ravel() for k in cols})
+    def _predictive(self, N, D, C, U, family, seed, extrapolation):
+        """The one body of :meth:`predict` and :meth:`predictive_draws`: (LogPredictive, query frame, discrepancy)."""
+        q = _predictive.query_frame(self.law, N, D, C, U)
+        disc = _predictive.resolve(self.discrepancy, extrapolation)
+        return _predictive.for_query(self, q, family=family, seed=seed, disc=disc), q, disc
 
     # ------------------------------------------------------------------ pointwise groups
     def pointwise(self) -> Posterior:
@@ -325,18 +324,21 @@ class Posterior:
         unique_tokens: float | None = None,
         method: str = "auto",
         seed: int = 0,
+        extrapolation: str | Discrepancy = "auto",
     ) -> pd.DataFrame:
         """Compute-optimal allocation with posterior uncertainty, one row per budget.
 
         For every posterior draw the law's mean loss is minimised along the iso-compute line 6·N·D = C (closed form
         for the Chinchilla law, N* = G·(C/6)^a and D* = G^-1·(C/6)^b with G = (αA/(βB))^(1/(α+β)); a vectorised
         1-D numerical minimisation for any other law with inputs N and D), and the quantiles are taken over draws.
-        Run-to-run noise is not included: it does not move the optimum, and L* is the law's own mean loss.
+        Run-to-run noise is not included: it does not move the optimum, and L* is the law's own mean loss; on a
+        calibrated posterior (``extrapolation``, as in :meth:`predict`) L* also carries the model discrepancy at
+        each draw's plan, the law's error beyond the fitted runs.
 
         Args:
             C: budget(s) in FLOP, scalar or (B,).
-            family: a fitted family's name, or None (with several families) / an unseen name for a *new* family
-                drawn from the population, whose plan is wider.
+            family: a fitted family's name, or None (with several families) for a *new* family drawn from the
+                population, whose plan is wider; an unknown name raises :class:`~scalebayes.errors.UnknownNameError`.
             quantiles: quantile levels of the output columns.
             objective: how ``C`` is read when ``inference_tokens`` > 0 (identical plans when it is 0).
                 ``"loss"``: C is a *training* budget that sets a target: for each draw, the loss ℓ its training-only
@@ -356,10 +358,8 @@ class Posterior:
             ``D_per_N_q<q>`` (tokens per parameter), ``L_q<q>`` (loss reached, nats), ``C_train_q<q>`` (6ND, FLOP),
             ``C_total_q<q>`` (6ND + 2NT, FLOP) and, with ``unique_tokens``, ``epochs_q<q>``. Each column's
             quantiles are marginal (the 5% N and the 5% D come from different draws). Per-draw arrays:
-            :func:`scalebayes.plan.plan_draws`.
+            :func:`scalebayes.plan.plan_draws`. ``attrs["predictive"]``: ``"calibrated"`` or ``"parameters only"``.
         """
-        from . import plan as _plan
-
         return _plan.plan(
             self,
             C,
@@ -370,6 +370,7 @@ class Posterior:
             unique_tokens=unique_tokens,
             method=method,
             seed=seed,
+            extrapolation=extrapolation,
         )
 
     def compute_for_loss(
@@ -378,37 +379,45 @@ class Posterior:
         prob: float = 0.9,
         *,
         family: str | None = None,
-        include_noise: bool = False,
+        include_noise: bool = True,
         unique_tokens: float | None = None,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
         seed: int = 0,
+        extrapolation: str | Discrepancy = "auto",
     ) -> pd.DataFrame:
         """The least training compute, and one (N, D) spending it, with P(loss ≤ target) ≥ ``prob``.
 
         A decision, not a per-draw optimum: one allocation is chosen, and its probability is taken over the
-        posterior. For each tokens-per-parameter ratio D/N the smallest C whose (N, D) puts a fraction ``prob`` of
+        predictive. For each tokens-per-parameter ratio D/N the smallest C whose (N, D) puts a fraction ``prob`` of
         the draws at or below ``target`` is found (each draw's crossing solved along the ray), and the ratio
         minimising it is kept. :meth:`prob_loss_below` at the returned (N, D) gives back ``prob`` (up to one draw).
 
-        ``include_noise=False`` (default) asks about the law's own mean loss: the loss a well-run training of that
-        size reaches, which is what an allocation decides. The fitted noise σ also absorbs run-to-run variation
-        (seeds, data order) *and* misfit and digitisation error of the fitted table, so adding it would put the
-        table's quirks into a plan for a new model. ``True`` asks about one new run's loss (law + the fitted
-        Student-t noise, :func:`scalebayes.plan.noise_draws`): more compute for prob > 0.5.
+        The probability is that of one new run's loss, as in :meth:`prob_loss_below`: law + run-to-run noise
+        (``include_noise=False`` asks about the law's mean loss only) + the model discrepancy on a calibrated
+        posterior (``extrapolation`` as in :meth:`predict`).
 
         Args:
             target: loss(es) in nats, scalar or (P,).
             prob: required probability, in (0, 1).
             family, seed: as in :meth:`plan`.
             unique_tokens: as in :meth:`plan` (a constraint D ≤ U for laws without a unique-token input).
+            quantiles: levels of the loss interval reported at the chosen allocation.
 
         Returns:
             DataFrame, one row per target: ``target``, ``prob``, ``C`` (FLOP; inf when unreachable, e.g. below the
-            irreducible loss), ``N`` (parameters), ``D`` (tokens), ``D_per_N``.
+            irreducible loss), ``N`` (parameters), ``D`` (tokens), ``D_per_N`` and ``loss_q<p>`` (the predictive's
+            loss quantiles at that (N, D), nats). ``attrs["predictive"]``: ``"calibrated"`` or ``"parameters only"``.
         """
-        from . import plan as _plan
-
         return _plan.compute_for_loss(
-            self, target, prob, family=family, include_noise=include_noise, unique_tokens=unique_tokens, seed=seed
+            self,
+            target,
+            prob,
+            family=family,
+            include_noise=include_noise,
+            unique_tokens=unique_tokens,
+            quantiles=quantiles,
+            seed=seed,
+            extrapolation=extrapolation,
         )
 
     def prob_loss_below(
@@ -418,21 +427,30 @@ class Posterior:
         D,
         *,
         family: str | None = None,
-        include_noise: bool = False,
+        include_noise: bool = True,
         unique_tokens: float | None = None,
         seed: int = 0,
+        extrapolation: str | Discrepancy = "auto",
     ):
-        """Posterior probability that training N parameters on D tokens reaches a loss ≤ ``target`` nats.
+        """Posterior predictive probability that training N parameters on D tokens reaches a loss ≤ ``target`` nats.
 
-        The fraction of posterior draws whose loss at (N, D) is at or below target: the law's mean loss by default,
-        one new run's loss (law + run-to-run noise) with ``include_noise=True`` (see :meth:`compute_for_loss` for
-        why the default leaves noise out). ``target``, ``N``, ``D`` broadcast; returns a float for scalars, else an
-        array (P,). ``unique_tokens`` is the U input of laws that take one (ignored by other laws).
+        The fraction of draws of one new run's loss at (N, D) at or below target: the law + run-to-run noise by
+        default (a real run has noise: it is what the user will observe), the law's mean loss alone with
+        ``include_noise=False``; on a calibrated posterior the model discrepancy is included too (``extrapolation``
+        as in :meth:`predict`). The draws are those of :meth:`predict` with the same ``seed``. ``target``, ``N``,
+        ``D`` broadcast; returns a float for scalars, else an array (P,). ``unique_tokens`` is the U input of laws
+        that take one (ignored by other laws).
         """
-        from . import plan as _plan
-
         return _plan.prob_loss_below(
-            self, target, N, D, family=family, include_noise=include_noise, unique_tokens=unique_tokens, seed=seed
+            self,
+            target,
+            N,
+            D,
+            family=family,
+            include_noise=include_noise,
+            unique_tokens=unique_tokens,
+            seed=seed,
+            extrapolation=extrapolation,
         )
 
     def allocation_regret(
@@ -456,23 +474,9 @@ class Posterior:
         al.'s Chinchilla is within 1% of compute-optimal. Noise-free by construction (it compares the law's mean
         losses). Returns (S,) for scalar inputs, else (S, P).
         """
-        from . import plan as _plan
-
         return _plan.allocation_regret(
             self, C, N, D, family=family, unique_tokens=unique_tokens, method=method, seed=seed
         )
-
-
-def _log_query(q: pd.DataFrame, inputs) -> tuple[dict[str, jnp.ndarray], int]:
-    """Log inputs of the query points, padded to a power of two (≥ 8) by repeating the first point, so that the
-    jitted predictive functions compile once per size bucket rather than once per query length."""
-    P = len(q)
-    size = max(8, 1 << (P - 1).bit_length())
-    x = {}
-    for k in inputs:
-        v = np.log(q[k].to_numpy(dtype=float))
-        x[k] = jnp.asarray(np.concatenate([v, np.full(size - P, v[0])]))
-    return x, P
 
 
 def load(path: str | Path) -> Posterior:

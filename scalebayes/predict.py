@@ -1,4 +1,5 @@
-"""Posterior predictive numerics: pure JAX functions over draws × query points (no Python loop over draws)."""
+"""Predictive numerics: pure JAX functions over draws × query points (no Python loop over draws), and the quantile
+columns of a prediction. The predictive itself (noise, discrepancy, density) is :mod:`scalebayes.predictive`."""
 
 from __future__ import annotations
 
@@ -16,19 +17,6 @@ from .model import POOLED, Spec
 def log_mean_draws(law: Law, params: dict, x: dict) -> jnp.ndarray:
     """log L of the law for every draw and query point: params (S,), x log inputs (P,) → (S, P)."""
     return law.log_mean({k: v[:, None] for k, v in params.items()}, {k: v[None, :] for k, v in x.items()})
-
-
-@jax.jit
-def add_noise(key, log_mu: jnp.ndarray, sigma: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
-    """A new run's log loss: log_mu (S, P) plus Student-t(ν) noise of scale σ (S,) (ν = inf means Gaussian)."""
-    eps = jax.random.normal(key, log_mu.shape, log_mu.dtype)
-    k2 = jax.random.fold_in(key, 1)
-    # Student-t as normal / sqrt(chi2/ν); ν = inf gives the Gaussian without a special case.
-    finite = jnp.isfinite(nu)
-    nu_safe = jnp.where(finite, nu, 1.0)
-    g = jax.random.gamma(k2, nu_safe[:, None] / 2.0, log_mu.shape, log_mu.dtype) / (nu_safe[:, None] / 2.0)
-    t = jnp.where(finite[:, None], eps / jnp.sqrt(g), eps)
-    return log_mu + sigma[:, None] * t
 
 
 def new_family_latents(
@@ -60,8 +48,8 @@ def new_family_latents(
 
 
 def quantile_frame(values: np.ndarray, quantiles) -> dict[str, np.ndarray]:
-    """``mean`` and ``q<p>`` columns over the first axis of ``values`` (S, P)."""
-    out = {"mean": values.mean(axis=0)}
+    """``q<p>`` columns over the first axis of ``values`` (S, P)."""
+    out = {}
     qs = np.quantile(values, np.asarray(quantiles), axis=0)
     for q, row in zip(quantiles, qs, strict=True):
         out[qcol(q)] = row

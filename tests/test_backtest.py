@@ -13,15 +13,11 @@ import pytest
 from conftest import FULL
 
 import scalebayes as sb
-from scalebayes.backtest import holdout_mask, results_table, score, to_markdown
-from scalebayes.discrepancy import (
-    Discrepancy,
-    LogPredictive,
-    distance,
-    estimate_kappa,
-    fitted_regions,
-    region,
-)
+from scalebayes.backtesting import results_table, score, to_markdown
+from scalebayes.calibration import InnerSplit, estimate_kappa
+from scalebayes.discrepancy import ATTR, Discrepancy, distance, fitted_regions, region
+from scalebayes.holdout import holdout_mask
+from scalebayes.predictive import LogPredictive
 
 
 # ----------------------------------------------------------------------------------------------- splits (no fits)
@@ -112,11 +108,11 @@ def test_estimate_kappa_recovers_the_simulated_discrepancy():
     d = rng.uniform(0, 2, P)
     pred = LogPredictive(rng.normal(0, 1e-3, (S, P)), np.full((S, P), 0.005), np.full(S, np.inf), np.zeros(P))
     y = rng.normal(0, np.sqrt(0.005**2 + (0.02 * d) ** 2))
-    k, table = estimate_kappa([(pred, d, y)])
+    k, table = estimate_kappa([InnerSplit(pred, d, y, {})])
     assert 0.017 < k < 0.023
     assert table["lpd"].max() > table.loc[table["kappa"] == 0.0, "lpd"].iloc[0]
     # and with no discrepancy in the data, κ̂ is negligible next to the noise
-    k0, _ = estimate_kappa([(pred, d, rng.normal(0, 0.005, P))])
+    k0, _ = estimate_kappa([InnerSplit(pred, d, rng.normal(0, 0.005, P), {})])
     assert k0 < 0.002
 
 
@@ -202,26 +198,23 @@ def test_backtest_rejects_bad_options(chinchilla_data):
         sb.backtest(chinchilla_data, holdout_fraction=1.5)
 
 
-def test_calibrate_attaches_and_survives_save_load(chinchilla_post, tmp_path):
-    # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler) on a
-    # copy, so the shared fixture stays untouched.
-    import copy
-    import warnings
-
-    from scalebayes import discrepancy
-
-    post = copy.copy(chinchilla_post)
-    post.idata = chinchilla_post.idata.copy(deep=True)
-    disc = discrepancy.calibrate(post, fractions=(0.25,))
-    assert disc.kappa >= 0.0
-    assert [sp["split"] for sp in disc.info["splits"]] == ["compute", "params"]
+def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path):
+    # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler).
+    post = chinchilla_post
+    cal = sb.calibrate(post, fractions=(0.25,))
+    assert ATTR not in post.idata.attrs and not post.calibrated  # the input posterior is left alone
+    disc = cal.discrepancy
+    assert cal.calibrated and disc.kappa >= 0.0
+    assert [sp["split"] for sp in disc.info["splits"]] + [e["split"] for e in disc.info["excluded"]] == [
+        "compute",
+        "params",
+    ]
     n_params = int(holdout_mask(post.data, "params", 0.25).sum())
-    assert disc.info["n_heldout"] == 60 + n_params  # 25% of 240 by compute, plus the largest-N quarter (ties kept)
-    assert discrepancy.stored(post).kappa == pytest.approx(disc.kappa)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the attached calibration is used: no refit, no warning
-        far = post.predict(1e12, 2e13, extrapolation="discrepancy", quantiles=(0.05, 0.95))
-    loaded = sb.load(post.save(tmp_path / "post.nc"))
-    assert discrepancy.stored(loaded).kappa == pytest.approx(disc.kappa)
+    n_used = {"compute": 60, "params": n_params}  # 25% of 240 by compute, the largest-N quarter (ties kept)
+    assert disc.info["n_heldout"] == sum(n_used[sp["split"]] for sp in disc.info["splits"])
+    far = cal.predict(1e12, 2e13, quantiles=(0.05, 0.95))
+    assert far.attrs["predictive"] == "calibrated"
+    loaded = sb.load(cal.save(tmp_path / "post.nc"))
+    assert loaded.discrepancy.kappa == pytest.approx(disc.kappa)
     again = loaded.predict(1e12, 2e13, extrapolation="discrepancy", quantiles=(0.05, 0.95))
     assert again.loc[0, "q0.95"] == pytest.approx(far.loc[0, "q0.95"])

@@ -15,8 +15,8 @@ import pytest
 from conftest import FULL
 
 import scalebayes as sb
-from scalebayes.backtest import BacktestResult
-from scalebayes.compare import ParetoKWarning, compare_backtests
+from scalebayes.backtesting import BacktestResult
+from scalebayes.comparison import ParetoKWarning, compare_backtests
 
 
 @pytest.fixture(scope="module")

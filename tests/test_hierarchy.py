@@ -210,9 +210,9 @@ def test_unseen_family_predictions_are_wider_than_any_seen_family(partial_post):
         w_new = (new["q0.95"] - new["q0.05"]).to_numpy()
         for f, s in zip(RUNS, seen, strict=True):
             assert np.all(w_new > (s["q0.95"] - s["q0.05"]).to_numpy()), (f, noise)
-        # An unseen name is a new family too: same draws as family=None at the same seed.
-        unseen = partial_post.predict(**pts, family="not_fitted", include_noise=noise)
-        np.testing.assert_allclose(unseen["q0.5"], new["q0.5"])
+        # A new family is asked for with family=None only: an unknown name is an error, not a silent new family.
+        with pytest.raises(UnknownNameError, match="f0"):
+            partial_post.predict(**pts, family="not_fitted", include_noise=noise)
     # The new family's parameters are centred on the population: its median exponent is the population's.
     new_p = partial_post.param_draws(None)
     mu_alpha = np.exp(np.asarray(partial_post.posterior["mu_log_alpha"]).ravel())

@@ -166,29 +166,34 @@ def test_budget_objective_spends_the_total_budget(chinchilla_post):
 
 # ---------------------------------------------------------------------------------------------------- decisions
 def test_compute_for_loss_inverts_prob_loss_below(chinchilla_post):
+    # the law's mean loss (include_noise=False): the same draws at every allocation, so minimality can be checked
     S = chinchilla_post.n_samples
     targets = np.array([2.0, 1.95])
-    out = chinchilla_post.compute_for_loss(targets, prob=0.9)
+    out = chinchilla_post.compute_for_loss(targets, prob=0.9, include_noise=False)
+    assert out.attrs["predictive"] == "parameters only"
     assert np.all(np.isfinite(out["C"])) and np.all(np.diff(out["C"]) > 0)
     np.testing.assert_allclose(6 * out["N"] * out["D"], out["C"], rtol=1e-9)
-    pr = chinchilla_post.prob_loss_below(targets, out["N"].to_numpy(), out["D"].to_numpy())
+    pr = chinchilla_post.prob_loss_below(targets, out["N"].to_numpy(), out["D"].to_numpy(), include_noise=False)
     assert np.all(pr >= 0.9) and np.all(pr <= 0.9 + 1.0 / S)  # a fraction of draws: exact up to one draw
     # minimal: with 0.1% less compute no allocation (N on a fine grid, ±1 dex) reaches the probability
     for j, t in enumerate(targets):
         C = out["C"].iloc[j] * 0.999
         Ns = out["N"].iloc[j] * np.logspace(-1, 1, 401)
-        assert chinchilla_post.prob_loss_below(np.full_like(Ns, t), Ns, C / (6 * Ns)).max() < 0.9
+        assert chinchilla_post.prob_loss_below(np.full_like(Ns, t), Ns, C / (6 * Ns), include_noise=False).max() < 0.9
     # a scalar query gives a float that rises with the target (Chinchilla's loss: 90% interval ~1.956-1.981)
     p_lo, p_hi = (chinchilla_post.prob_loss_below(t, *HOFFMANN) for t in (1.96, 1.975))
     assert isinstance(p_lo, float) and 0.0 < p_lo < p_hi < 1.0
 
 
 def test_compute_for_loss_with_noise(chinchilla_post):
+    # run-to-run noise is included by default, in compute_for_loss as in prob_loss_below
     targets = np.array([2.0, 1.95])
-    quiet = chinchilla_post.compute_for_loss(targets, prob=0.9)
-    noisy = chinchilla_post.compute_for_loss(targets, prob=0.9, include_noise=True)
+    quiet = chinchilla_post.compute_for_loss(targets, prob=0.9, include_noise=False)
+    noisy = chinchilla_post.compute_for_loss(targets, prob=0.9)
+    assert noisy.attrs["include_noise"] is True
     assert np.all(noisy["C"] > quiet["C"])  # a single run must also beat its noise 90% of the time
-    pr = chinchilla_post.prob_loss_below(targets, noisy["N"].to_numpy(), noisy["D"].to_numpy(), include_noise=True)
+    assert np.all(noisy["loss_q0.95"] - noisy["loss_q0.05"] > quiet["loss_q0.95"] - quiet["loss_q0.05"])
+    pr = chinchilla_post.prob_loss_below(targets, noisy["N"].to_numpy(), noisy["D"].to_numpy())
     S = chinchilla_post.n_samples
     assert np.all(pr >= 0.9) and np.all(pr <= 0.9 + 1.0 / S)  # the same noise numbers column by column
     # below the irreducible loss nothing helps

@@ -15,7 +15,7 @@ jointly with partial pooling.
 Writes ``results/<dataset>.json`` (summaries, settings, κ, diagnostics) and ``results/<dataset>.md`` (tables).
 Other case studies include the tables with :func:`table`::
 
-    from case_studies.backtests.run import table      # or: scalebayes.backtest.load_table(path)
+    from case_studies.backtests.run import table      # or: scalebayes.backtesting.load_table(path)
     df, md = table("chinchilla_epoch")
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 import scalebayes as sb
-from scalebayes.backtest import load_table, results_table, save_results, to_markdown
+from scalebayes.backtesting import load_table, results_table, save_results, to_markdown
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"

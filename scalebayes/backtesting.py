@@ -32,120 +32,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import discrepancy as _disc
 from . import laws as _laws
+from .baselines import fit_huber
+from .calibration import DEFAULT_SPLITS, inner_splits, learn
 from .data import ScalingData
-from .discrepancy import LogPredictive, distances, fitted_regions
-from .errors import DataError, ModelError, UnknownNameError
+from .discrepancy import distances, fitted_regions
+from .errors import ModelError, UnknownNameError
+from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
 from .predict import log_mean_draws
+from .predictive import LogPredictive, for_frame
+from .sampler import pad_size
 
 METHODS = ("bayes", "huber_bootstrap")
-SPLITS = ("compute", "params")
-_SPLIT_COLUMN = {"compute": "C", "params": "N"}
-
-
-# ----------------------------------------------------------------------------------------------- splitting
-def holdout_mask(
-    data: ScalingData, split: str | np.ndarray = "compute", holdout_fraction: float = 0.2, per_family: bool = False
-) -> np.ndarray:
-    """Boolean (n,): True for the held-out (largest) runs.
-
-    ``split="compute"`` holds out the runs with the largest C, ``"params"`` the largest N; an array is taken as
-    the mask itself. Runs tied on the split value fall on the same side: the cut is placed between distinct values,
-    at the count closest to ``holdout_fraction``·n (at least one run held out, at least one kept). With
-    ``per_family`` the cut is made within each family.
-    """
-    if not isinstance(split, str):
-        mask = np.asarray(split, dtype=bool)
-        if mask.shape != (len(data),):
-            raise DataError(f"split mask has shape {mask.shape}, expected ({len(data)},)")
-        if mask.all() or not mask.any():
-            raise DataError("split mask must hold out some runs and keep some")
-        return mask
-    if split not in SPLITS:
-        raise UnknownNameError(f"unknown split {split!r}; choose one of {SPLITS} or pass a boolean mask")
-    if not 0.0 < float(holdout_fraction) < 1.0:
-        raise ModelError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    v = data.frame[_SPLIT_COLUMN[split]].to_numpy()
-    out = np.zeros(len(data), bool)
-    groups = (
-        [np.asarray(data.frame["family"] == f) for f in data.families] if per_family else [np.ones(len(data), bool)]
-    )
-    for g in groups:
-        out[g] = _cut(v[g], holdout_fraction)
-    return out
-
-
-def _cut(v: np.ndarray, fraction: float) -> np.ndarray:
-    levels = np.unique(v)[::-1]  # descending
-    if len(levels) < 2:
-        raise DataError("cannot split runs that all have the same size")
-    counts = np.array([(v == lv).sum() for lv in levels])
-    cum = np.cumsum(counts)[:-1]  # held-out counts when cutting after 1, 2, ... levels (never all)
-    k = int(np.argmin(np.abs(cum - fraction * len(v))))
-    return v >= levels[k]
-
-
-# ----------------------------------------------------------------------------------------------- fitting
-def fit_padded(data: ScalingData, law="chinchilla", *, n_pad: int | None = None, seed: int = 0, **fit_kwargs):
-    """:func:`scalebayes.fit` with the sampler's padded size fixed to ``n_pad`` (so fits of subsets of one dataset
-    share one compiled program) and without the pointwise groups; diagnostics are computed but not warned about
-    (backtests report them). Returns a :class:`~scalebayes.posterior.Posterior`."""
-    from .fit import build_datatree, prepare
-    from .posterior import Posterior
-    from .sampler import SamplerConfig, chain_method_for, sampler, to_numpy
-
-    kw = dict(fit_kwargs)
-    chains = int(kw.pop("chains", 4))
-    draws = int(kw.pop("draws", 1000))
-    warmup = int(kw.pop("warmup", 1000))
-    dtype = kw.pop("dtype", "float64")
-    config = SamplerConfig(
-        chains=chains,
-        warmup=warmup,
-        draws=draws,
-        dense_mass=bool(kw.pop("dense_mass", True)),
-        target_accept=float(kw.pop("target_accept", 0.9)),
-        max_tree_depth=int(kw.pop("max_tree_depth", 10)),
-        chain_method=chain_method_for(chains),
-        progress=bool(kw.pop("progress", False)),
-    )
-    for k in ("pointwise", "warn"):
-        kw.pop(k, None)
-    prep = prepare(data, law, n_pad=n_pad, dtype=dtype, **kw)
-    run = sampler(prep.spec, prep.n_pad, config, dtype)
-    site, stats = to_numpy(run(jax.random.key(seed), *prep.args))
-    idata = build_datatree(data, prep, site, stats, pointwise=False, seed=seed, config=config)
-    return Posterior(idata, data=data)
-
-
-def predictive_for(post, frame: pd.DataFrame, *, seed: int = 0) -> LogPredictive:
-    """Predictive of new runs' log loss at the rows of ``frame`` (columns N, D, C[, U], family): each row's own
-    family when it was fitted, else a new family from the population. No discrepancy (``extra_sd`` = 0)."""
-    law = post.law
-    fam = frame["family"].astype(str).to_numpy()
-    S = post.n_samples
-    P = len(frame)
-    log_mu = np.empty((S, P))
-    sigma = np.empty((S, P))
-    nu = None
-    for f in np.unique(fam):
-        m = fam == f
-        family = f if f in post.families else None
-        if family is None and len(post.families) == 1:
-            family = post.families[0]
-        lat, (sig, nu_f) = post._latent_draws(family, seed=seed)
-        params = law.to_params(lat, {k: jnp.asarray(v) for k, v in post.centre.items()})
-        x = {k: jnp.log(jnp.asarray(frame.loc[m, k].to_numpy(), dtype=jnp.float64)) for k in law.inputs}
-        log_mu[:, m] = np.asarray(log_mean_draws(law, params, x))
-        sigma[:, m] = np.asarray(sig)[:, None]
-        nu = np.asarray(nu_f)
-    return LogPredictive(log_mu=log_mu, sigma=sigma, nu=nu, extra_sd=np.zeros(P))
 
 
 # ----------------------------------------------------------------------------------------------- Huber baseline
@@ -176,8 +78,6 @@ def huber_predictive(train: ScalingData, frame: pd.DataFrame, law, *, bootstrap:
     """Per family of ``frame``: Huber point fit and bootstrap on that family's training runs, and the predictive
     (bootstrap law draws + Gaussian noise of scale 1.4826·MAD of the point fit's log residuals) at its rows.
     Returns (LogPredictive, point prediction of loss (P,), info per family)."""
-    from .baselines import fit_huber
-
     law = _laws.get(law)
     fam = frame["family"].astype(str).to_numpy()
     P = len(frame)
@@ -268,8 +168,9 @@ class BacktestResult:
         details: per-fit information: seconds, diagnostics, κ and its calibration, Huber residual scales.
         uncalibrated: with ``extrapolation="discrepancy"``, the same fits scored without the discrepancy (the
             "before" of a before/after comparison), else None.
-        predictives: per fit, the held-out runs' :class:`~scalebayes.discrepancy.LogPredictive` (without the
-            discrepancy) and, with the discrepancy, the inner calibration records (for further analysis; not saved).
+        predictives: per fit, the held-out runs' :class:`~scalebayes.predictive.LogPredictive` (without the
+            discrepancy) and, with the discrepancy, the inner calibration splits
+            (:class:`~scalebayes.calibration.InnerSplit`; for further analysis; not saved).
     """
 
     runs: pd.DataFrame
@@ -326,18 +227,19 @@ def backtest(
         law: law name or :class:`~scalebayes.laws.Law`.
         split: ``"compute"`` (hold out the largest C, FLOP), ``"params"`` (largest N) or a boolean mask (n,),
             True = held out.
-        holdout_fraction: share of runs held out (ties on the split value stay together, see :func:`holdout_mask`).
+        holdout_fraction: share of runs held out (ties on the split value stay together, see
+            :func:`scalebayes.holdout.holdout_mask`).
         method: ``"bayes"`` (NUTS posterior predictive) or ``"huber_bootstrap"`` (the baseline).
         quantiles: the central interval scored, (0.05, 0.95) = nominal 90%.
         per_family: fit each family separately (split within each family); otherwise one fit of all families
             (hierarchical for several families, see ``pooling``) with one split by size. The Huber baseline
             always fits per family.
         extrapolation: ``"none"`` or ``"discrepancy"`` (Bayes only): widen predictions beyond the fitted runs by the
-            discrepancy term of :mod:`scalebayes.discrepancy`, learned from leave-largest-out splits of the
-            *training* runs only.
-        calibration: keyword arguments of :func:`scalebayes.discrepancy.inner_records` (e.g. ``fractions``), and
-            ``pool`` (default True): with ``per_family``, learn one κ from every family's inner splits together
-            (more held-out runs per κ) rather than one κ per family.
+            discrepancy of :mod:`scalebayes.discrepancy`, learned (:mod:`scalebayes.calibration`) from
+            leave-largest-out splits of the *training* runs only.
+        calibration: keyword arguments of :func:`scalebayes.calibration.inner_splits` (e.g. ``fractions``),
+            ``min_splits`` (see :func:`scalebayes.calibration.learn`) and ``pool`` (default True): with
+            ``per_family``, learn one κ from every family's inner splits together rather than one κ per family.
         seed: seed of fits, predictive draws and bootstrap.
         bootstrap: Huber bootstrap resamples B.
         huber: extra keyword arguments of :func:`scalebayes.baselines.fit_huber` (``delta``, ``objective``,
@@ -358,57 +260,88 @@ def backtest(
     test = holdout_mask(data, split, holdout_fraction, per_family=per_family or method == "huber_bootstrap")
     train = data.subset(~test)
     frame = data.frame.loc[test].copy()
-    col = _SPLIT_COLUMN.get(split, "C") if isinstance(split, str) else "C"
+    col = SPLIT_COLUMN.get(split, "C") if isinstance(split, str) else "C"
     frame["size_ratio"] = _size_ratio(train, frame, col)
     frame["distance"] = distances(fitted_regions(train, law), frame, law)
     t0 = time.perf_counter()
-    details: dict = {}
-    plain: list = []
     if method == "huber_bootstrap":
         pred, point, info = huber_predictive(train, frame, law, bootstrap=bootstrap, seed=seed, **dict(huber or {}))
-        runs = score(pred, frame, quantiles=quantiles, point=point, seed=seed)
+        runs, plain, details, predictives = score(pred, frame, quantiles=quantiles, point=point, seed=seed), [], {}, {}
         details["huber"] = info
     else:
-        from .sampler import pad_size
-
-        groups = [(f, train.select_families([f])) for f in data.families] if per_family else [(None, train)]
-        n_pad = pad_size(int(data.family_counts().max()) if per_family else len(data))
-        fitted = []  # (key, held-out frame, posterior, predictive)
-        for f, tr in groups:
-            fr = frame if f is None else frame[frame["family"].astype(str) == f]
-            if len(fr) == 0:
-                continue
-            post = fit_padded(tr, law, n_pad=n_pad, seed=seed, **fit_kwargs)
-            key = "all" if f is None else f
-            details.setdefault("diagnostics", {})[key] = post.diagnostics.to_dict()
-            fitted.append((key, fr, post, predictive_for(post, fr, seed=seed)))
+        fitted, details = _bayes_fits(data, train, frame, law, per_family=per_family, seed=seed, **fit_kwargs)
         plain = [score(pred, fr, quantiles=quantiles, seed=seed) for _, fr, _, pred in fitted]
+        predictives = {key: {"outer": pred, "frame": fr} for key, fr, _, pred in fitted}
         if extrapolation == "discrepancy":
-            cal = dict(calibration or {})
-            pool = bool(cal.pop("pool", True))
-            inner = {key: _disc.inner_records(post, seed=seed, n_pad=n_pad, **cal) for key, _, post, _ in fitted}
-            pooled = [r for recs, _ in inner.values() for r in recs]
-            parts = []
-            for key, fr, post, pred in fitted:
-                recs, det = inner[key]
-                disc = _disc.from_records(
-                    post, pooled if pool else recs, det, split=cal.get("split", _disc.DEFAULT_SPLITS)
-                )
-                details.setdefault("kappa", {})[key] = disc.kappa
-                details.setdefault("calibration", {})[key] = disc.info
-                parts.append(
-                    score(
-                        pred.with_extra_sd(disc.kappa * fr["distance"].to_numpy()), fr, quantiles=quantiles, seed=seed
-                    )
-                )
+            n_pad = _pad_for(data, per_family)
+            parts = _calibrated(fitted, calibration, details, predictives, quantiles=quantiles, seed=seed, n_pad=n_pad)
         else:
             parts, plain = plain, []
         runs = pd.concat(parts)
     details["seconds"] = time.perf_counter() - t0
-    config = {
-        "method": method,
-        "law": law.name,
+    config = {"method": method} | _config(
+        data, law, test, split, holdout_fraction, quantiles, per_family, extrapolation, seed, fit_kwargs
+    )
+    if method == "huber_bootstrap":
+        config["bootstrap"] = int(bootstrap)
+        config["huber"] = {k: str(v) for k, v in dict(huber or {}).items()}
+    result = BacktestResult(runs=runs.loc[frame.index], config=config, train_mask=~test, details=details)
+    result.predictives = predictives
+    if plain:  # the same fits scored without the discrepancy: the "before" of a before/after comparison
+        result.uncalibrated = BacktestResult(
+            runs=pd.concat(plain).loc[frame.index],
+            config={**config, "extrapolation": "none"},
+            train_mask=~test,
+            details={k: v for k, v in details.items() if k not in ("kappa", "calibration")},
+        )
+    return result
+
+
+def _pad_for(data: ScalingData, per_family: bool) -> int:
+    """The padded size of every backtest fit: that of the full data (or of its largest family)."""
+    return pad_size(int(data.family_counts().max()) if per_family else len(data))
+
+
+def _bayes_fits(data, train, frame, law, *, per_family: bool, seed: int, **fit_kwargs):
+    """The outer fits: [(key, held-out frame, posterior, predictive without discrepancy)], details (diagnostics)."""
+    groups = [(f, train.select_families([f])) for f in data.families] if per_family else [(None, train)]
+    n_pad = _pad_for(data, per_family)
+    fitted, details = [], {}
+    for f, tr in groups:
+        fr = frame if f is None else frame[frame["family"].astype(str) == f]
+        if len(fr) == 0:
+            continue
+        post = fit_padded(tr, law, n_pad=n_pad, seed=seed, **fit_kwargs)
+        key = "all" if f is None else f
+        details.setdefault("diagnostics", {})[key] = post.diagnostics.to_dict()
+        fitted.append((key, fr, post, for_frame(post, fr, seed=seed)))
+    return fitted, details
+
+
+def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: int, n_pad: int) -> list:
+    """Scores of the outer fits with the discrepancy learned from their training runs' inner splits (pooled over
+    fits unless ``calibration["pool"]`` is False); κ and the calibration info go into ``details``."""
+    cal = dict(calibration or {})
+    pool = bool(cal.pop("pool", True))
+    min_splits = cal.pop("min_splits", None)
+    inner = {key: inner_splits(post, seed=seed, n_pad=n_pad, **cal) for key, _, post, _ in fitted}
+    pooled = [s for splits in inner.values() for s in splits]
+    parts = []
+    for key, fr, post, pred in fitted:
+        disc = learn(post, pooled if pool else inner[key], min_splits=min_splits)
+        disc.info["split"] = list(cal.get("split", DEFAULT_SPLITS))
+        details.setdefault("kappa", {})[key] = disc.kappa
+        details.setdefault("calibration", {})[key] = disc.info
+        extra = pred.with_extra_sd(disc.kappa * fr["distance"].to_numpy())
+        parts.append(score(extra, fr, quantiles=quantiles, seed=seed))
+        predictives[key]["inner"] = inner[key]
+    return parts
+
+
+def _config(data, law, test, split, holdout_fraction, quantiles, per_family, extrapolation, seed, fit_kwargs) -> dict:
+    return {
         "data": data.name,
+        "law": law.name,
         "split": split if isinstance(split, str) else "mask",
         "holdout_fraction": float(holdout_fraction),
         "quantiles": [float(q) for q in quantiles],
@@ -421,23 +354,6 @@ def backtest(
             k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v)) for k, v in fit_kwargs.items()
         },
     }
-    if method == "huber_bootstrap":
-        config["bootstrap"] = int(bootstrap)
-        config["huber"] = {k: str(v) for k, v in dict(huber or {}).items()}
-    result = BacktestResult(runs=runs.loc[frame.index], config=config, train_mask=~test, details=details)
-    if method == "bayes":
-        result.predictives = {key: {"outer": pred, "frame": fr} for key, fr, _, pred in fitted}
-        for key, (recs, det) in inner.items() if extrapolation == "discrepancy" else ():
-            result.predictives[key]["inner"] = recs
-            result.predictives[key]["inner_rows"] = [d_["rows"] for d_ in det]
-    if plain:  # the same fits scored without the discrepancy: the "before" of a before/after comparison
-        result.uncalibrated = BacktestResult(
-            runs=pd.concat(plain).loc[frame.index],
-            config={**config, "extrapolation": "none"},
-            train_mask=~test,
-            details={k: v for k, v in details.items() if k not in ("kappa", "calibration")},
-        )
-    return result
 
 
 def _size_ratio(train: ScalingData, frame: pd.DataFrame, col: str) -> np.ndarray:

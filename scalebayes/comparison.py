@@ -20,10 +20,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+import arviz_stats as azs
 import numpy as np
 import pandas as pd
 
+from .backtesting import BacktestResult, backtest
 from .errors import ModelError
+from .holdout import refit_settings
 
 
 class ParetoKWarning(UserWarning):
@@ -31,8 +34,6 @@ class ParetoKWarning(UserWarning):
 
 
 def _loo(name: str, post, *, warn: bool):
-    import arviz_stats as azs
-
     if "log_likelihood" not in post.idata.children:
         post.pointwise()
     with warnings.catch_warnings():
@@ -93,13 +94,9 @@ def compare(
     """
     if len(posteriors) < 2:
         raise ModelError("compare needs at least two models")
-    from .backtest import BacktestResult
-
     if all(isinstance(p, BacktestResult) for p in posteriors.values()):
         return compare_backtests(posteriors)
     if method == "loo":
-        import arviz_stats as azs
-
         if backtest_kwargs:
             raise ModelError(f"options {sorted(backtest_kwargs)} apply to method='backtest' only")
         _check_same_runs(posteriors)
@@ -118,9 +115,6 @@ def compare(
 
 
 def _compare_backtest(posteriors: Mapping[str, object], **kwargs) -> pd.DataFrame:
-    from .backtest import backtest
-    from .discrepancy import refit_settings
-
     results = {}
     for name, post in posteriors.items():
         settings = refit_settings(post)
@@ -131,7 +125,7 @@ def _compare_backtest(posteriors: Mapping[str, object], **kwargs) -> pd.DataFram
 
 
 def compare_backtests(results: Mapping[str, object]) -> pd.DataFrame:
-    """Leave-largest-out comparison table of :class:`~scalebayes.backtest.BacktestResult` objects of the same
+    """Leave-largest-out comparison table of :class:`~scalebayes.backtesting.BacktestResult` objects of the same
     data and split (see :func:`compare`, ``method="backtest"``): scores on the held-out runs they share, best first.
     """
     if len(results) < 2:
