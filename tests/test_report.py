@@ -15,6 +15,7 @@ import types
 import warnings
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +23,7 @@ import xarray as xr
 from conftest import QUICK, simulate_chinchilla
 
 import scalebayes as sb
-from scalebayes import cli, plots, report
+from scalebayes import cli, laws, plots, report
 from scalebayes.diagnostics import Diagnostics
 from scalebayes.report import numbers, page, sections
 
@@ -249,3 +250,33 @@ def test_write_report_rejects_bad_factors_before_writing(tmp_path):
     with pytest.raises(sb.errors.DataError, match="plan_compute"):
         report.write_report(post, tmp_path / "out", plan_compute=(-1.0,))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_registered_law_without_report_words_gets_a_full_report(tmp_path):
+    # a user's law of one input (compute) that declares no formula, meanings or reference points: the report still
+    # has every section, with generic words from the law, and its one-input figures draw
+    def log_mean(p, x):
+        return jnp.logaddexp(jnp.log(p["E"]), jnp.log(p["K"]) - p["rate"] * (x["C"] - 40.0))
+
+    law = laws.Law(
+        name="user_compute_law",
+        params=("E", "K", "rate"),
+        inputs=("C",),
+        log_mean=log_mean,
+        priors={"log_E": (0.5, 0.5), "log_K": (0.0, 1.0), "log_rate": (-2.0, 0.5)},
+    )
+    runs = simulate_chinchilla({"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.30}, n=40, seed=3)
+    data = sb.ScalingData.from_frame(runs, N="N", D="D", loss="loss")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sb.errors.SamplingWarning)
+        post = sb.fit(data, law=law, seed=0, **QUICK)
+    path = report.write_report(post, tmp_path)  # the law object is on the posterior: no registry needed
+    page_text = path.read_text(encoding="utf-8")
+    parser = _ReportParser()
+    parser.feed(page_text)
+    assert list(parser.sections) == list(report.SECTIONS)
+    assert "could not be drawn" not in page_text and "Problems while writing" not in page_text
+    assert "L(C) with parameters E, K, rate" in page_text  # the generic formula
+    params_text = "".join(parser.sections["parameters"]["text"])
+    assert "parameter of the user_compute_law law" in params_text and "irreducible loss" in params_text
+    assert parser.sections["fit"]["images"] and parser.sections["extrapolation"]["images"]
