@@ -269,6 +269,7 @@ def data_scatter(data: ScalingData | Posterior, *, ax=None) -> Figure:
             )
         _draw_excluded(a, data.excluded, group[0] if len(group) == 1 and len(fams) > 1 else None)
         a.set(xscale="log", yscale="log", xlabel=LABELS["C"], ylabel=LABELS["N"])
+        a.tick_params(labelbottom=True, labelleft=True)  # shared axes, but every panel readable on its own
         a.set_title(text(group[0]) if len(group) == 1 and len(fams) > 1 else _data_title(data), fontsize=10)
         a.legend(fontsize=8, loc="lower right")
         _grid(a)
@@ -531,6 +532,15 @@ def extrapolation(
 
 
 # ---------------------------------------------------------------------------------------------------- planning plots
+def _isoflop_sizes(runs_N: np.ndarray, qN: np.ndarray, n_points: int) -> np.ndarray:
+    """Model sizes (parameters) for one isoFLOP curve: over the sizes of the runs at that compute and the 90%
+    interval of N*, a third of a decade beyond either end; with no runs there, 1.3 decades either side of N*."""
+    if not len(runs_N):
+        return qN[1] * np.logspace(-1.3, 1.3, n_points)
+    lo, hi = min(runs_N.min(), qN[0]), max(runs_N.max(), qN[2])
+    return np.geomspace(lo / 10**0.33, hi * 10**0.33, n_points)
+
+
 def isoflop(
     post: Posterior,
     C: Sequence[float] | None = None,
@@ -541,7 +551,8 @@ def isoflop(
 ) -> Figure:
     """IsoFLOP curves: loss against N along 6·N·D = C for a few budgets (default five spanning the data), with
     bands, the runs whose C is within a factor ``data_window`` of a budget (same colour), and each budget's
-    optimal N* (median, with its 90% interval as a horizontal bar)."""
+    optimal N* (median, with its 90% interval as a horizontal bar). A curve spans the sizes of its runs and N*'s
+    interval (a budget without runs: 1.3 decades either side of N*), not sizes far from anything measured."""
     Cs = np.asarray(C, dtype=float) if C is not None else _default_budgets(post, 5)
     fig, axes = _figure(size=(7.0, 4.6))
     ax = axes[0, 0]
@@ -553,15 +564,14 @@ def isoflop(
         f = f[f["family"] == family]
     for j, c in enumerate(Cs):
         col = cmap(0.85 * norm(c))
-        n_opt = np.median(d["N"][:, j])
-        Ns = n_opt * np.logspace(-1.3, 1.3, n_points)
+        qN = np.quantile(d["N"][:, j], [0.05, 0.5, 0.95])
+        near = (f["C"] > c / data_window) & (f["C"] < c * data_window)
+        Ns = _isoflop_sizes(f["N"][near].to_numpy(), qN, n_points)
         extra = {"U": c / (6 * Ns)} if "U" in post.law.inputs else {}
         draws = post.predictive_draws(Ns, C=np.full_like(Ns, c), **extra, family=family, include_noise=False)
         _band(ax, Ns, draws, col, label=f"C = {c:.2g} FLOP")
-        near = (f["C"] > c / data_window) & (f["C"] < c * data_window)
         if near.any():
             ax.scatter(f["N"][near], f["loss"][near], color=col, s=14, edgecolors="black", linewidths=0.3, zorder=4)
-        qN = np.quantile(d["N"][:, j], [0.05, 0.5, 0.95])
         qL = np.median(d["L"][:, j])
         ax.errorbar([qN[1]], [qL], xerr=[[qN[1] - qN[0]], [qN[2] - qN[1]]], fmt="*", ms=10, color=col, mec="black")
     ax.set(xscale="log", yscale="log", xlabel=LABELS["N"], ylabel=LABELS["loss"])

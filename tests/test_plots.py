@@ -169,3 +169,16 @@ def test_user_labels_are_drawn_literally():
     assert [t.get_text() for t in legend.get_texts()] == [plots.text("_hidden $x^$")]  # not dropped from the legend
     _render(fig)
     assert plots.times(10) == "10×" and plots.times(2.5) == "2.5×" and plots.times(1e6) == "1.0e6×"
+
+
+def test_isoflop_curves_span_the_runs_not_made_up_sizes():
+    # runs at 1e8-1e9 parameters and N* inside them: the curve covers them and a third of a decade more, not the
+    # 2.6 decades around N* it used to (sizes no run was near)
+    Ns = plots._isoflop_sizes(np.array([1e8, 3e8, 1e9]), np.array([2e8, 3e8, 5e8]), 64)
+    assert np.log10(Ns[0]) == pytest.approx(8 - 0.33) and np.log10(Ns[-1]) == pytest.approx(9 + 0.33)
+    # N*'s interval beyond the runs widens the curve to show it
+    Ns = plots._isoflop_sizes(np.array([1e8, 3e8]), np.array([2e8, 6e8, 2e9]), 64)
+    assert Ns[-1] == pytest.approx(2e9 * 10**0.33)
+    # no runs at this budget: around N*
+    Ns = plots._isoflop_sizes(np.array([]), np.array([2e8, 3e8, 5e8]), 64)
+    assert Ns[0] == pytest.approx(3e8 / 10**1.3) and Ns[-1] == pytest.approx(3e8 * 10**1.3)
