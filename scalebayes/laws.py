@@ -37,6 +37,8 @@ Writing your own law (the same surface the built-in laws use)::
         log_mean=log_mean,
         priors={"log_E": (0.0, 1.0), "log_A": (5.0, 3.0), "log_alpha": (-1.5, 0.6)},  # Normal(loc, scale)
         reference="...",
+        formula="L(C) = E + A / C<sup>α</sup>",               # optional, for the report (HTML)
+        meanings={"A": "amplitude of the compute term"},   # optional, for the report's parameter table
     )
     register(my_law)                          # now fit(data, law="my_compute_law") works
 
@@ -64,6 +66,33 @@ Array = jnp.ndarray
 PriorSpec = tuple[float, float]  # Normal(loc, scale) on a latent coordinate
 Centre = Mapping[str, float]  # mean log input, e.g. {"N": mean(log N), "D": mean(log D)}
 CONSTRAINTS = ("positive", "real")
+
+#: What the quantities every fit reports mean, whatever the law (a law's own ``meanings`` take precedence).
+GENERIC_MEANINGS = {
+    "E": "irreducible loss (nats): the floor no amount of scale removes",
+    "sigma": "run-to-run noise: scale of the log-loss scatter around the law",
+    "nu": "Student-t degrees of freedom of that noise (small = heavy tails, robust to outlying runs)",
+}
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    """A published estimate of a law's parameters, to mark beside a posterior.
+
+    Attributes:
+        label: who published it, e.g. ``"Hoffmann et al. 2022"``.
+        values: published parameter -> value (a subset of the law's params and derived quantities).
+        data: names of the data sets (``ScalingData.name``) it was estimated on; it is shown only beside fits of
+            those data, since a published point says nothing about other runs. Empty: shown beside every fit.
+    """
+
+    label: str
+    values: Mapping[str, float]
+    data: tuple[str, ...] = ()
+
+    def applies_to(self, data_name: str) -> bool:
+        """True when this point belongs beside a fit of the data set named ``data_name``."""
+        return not self.data or str(data_name) in self.data
 
 
 def _default_to_params(params: tuple[str, ...]):
@@ -100,6 +129,10 @@ class Law:
             ``log_<param>_<suffix>`` (used by ``shared=``/``free=`` pooling options).
         constraints: published parameter -> ``"positive"`` or ``"real"`` (default: every parameter positive); the
             latent transform enforces it, :meth:`check_params` checks values given by hand (e.g. for simulation).
+        formula: the mean loss as one line of HTML (``<sup>``/``<sub>`` allowed), for reports; empty: reports
+            describe the law by its inputs and parameters.
+        meanings: parameter or derived quantity -> what it means in words, for reports (:meth:`meaning`).
+        reference_points: published estimates to mark beside a posterior (see :class:`ReferencePoint`).
     """
 
     name: str
@@ -114,6 +147,9 @@ class Law:
     reference: str = ""
     latent_of: Mapping[str, str] = field(default_factory=dict)
     constraints: Mapping[str, str] | None = None
+    formula: str = ""
+    meanings: Mapping[str, str] = field(default_factory=dict)
+    reference_points: tuple[ReferencePoint, ...] = ()
 
     def __post_init__(self):
         if self.constraints is None:
@@ -135,6 +171,33 @@ class Law:
         bad_l = {p: z for p, z in self.latent_of.items() if p not in self.params or z not in self.latents}
         if bad_l:
             raise ModelError(f"law {self.name!r}: latent_of {bad_l} must map params {self.params} to latents")
+
+    @property
+    def formula_html(self) -> str:
+        """:attr:`formula`, or a generic description, e.g. ``L(N, D) with parameters E, A``, when it is empty."""
+        return self.formula or f"L({', '.join(self.inputs)}) with parameters {', '.join(self.params)}"
+
+    def meaning(self, name: str) -> str:
+        """What a posterior quantity means in words (``""`` when unknown). ``name`` may carry ``[family]``; the
+        population coordinates of partial pooling (``mu_<latent>``, ``tau_<latent>``) are described generically."""
+        base = str(name).split("[")[0]
+        if base.startswith("mu_"):
+            return f"population mean of {base[3:]} across families (sampler coordinate)"
+        if base.startswith("tau_"):
+            return f"spread of {base[4:]} across families (sampler coordinate)"
+        if base in self.meanings:
+            return self.meanings[base]
+        if base in GENERIC_MEANINGS:
+            return GENERIC_MEANINGS[base]
+        if base in self.params:
+            return f"parameter of the {self.name} law"
+        if base in self.derived:
+            return f"quantity derived from the {self.name} law's parameters"
+        return ""
+
+    def references_for(self, data_name: str) -> dict[str, dict[str, float]]:
+        """``{label: {param: value}}`` of the :attr:`reference_points` that belong beside a fit of ``data_name``."""
+        return {r.label: dict(r.values) for r in self.reference_points if r.applies_to(data_name)}
 
     @property
     def n_params(self) -> int:
@@ -232,6 +295,23 @@ def _exponent_shares(p):
     return {"a": p["beta"] / s, "b": p["alpha"] / s}
 
 
+_CHINCHILLA_MEANINGS = {
+    "A": "amplitude of the model-size term A/N^α",
+    "B": "amplitude of the data term B/D^β",
+    "alpha": "exponent of model size N",
+    "beta": "exponent of training tokens D",
+    "a": "compute-optimal N* ∝ C^a (a = β/(α+β))",
+    "b": "compute-optimal D* ∝ C^b (b = α/(α+β))",
+}
+#: Hoffmann et al. (2022), Approach 3, fitted on their own runs: the data set ``chinchilla_epoch`` holds those runs
+#: (as extracted by Besiroglu et al. 2024), so the point is shown beside fits of it only.
+HOFFMANN_2022 = ReferencePoint(
+    "Hoffmann et al. 2022",
+    {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
+    data=("chinchilla_epoch",),
+)
+
+
 chinchilla = Law(
     name="chinchilla",
     params=("E", "A", "B", "alpha", "beta"),
@@ -243,6 +323,9 @@ chinchilla = Law(
     priors=_chinchilla_priors,
     derived={"a": lambda p: _exponent_shares(p)["a"], "b": lambda p: _exponent_shares(p)["b"]},
     reference="Hoffmann et al. (2022), Training Compute-Optimal Large Language Models, eq. (2) / Approach 3.",
+    formula="L(N, D) = E + A / N<sup>α</sup> + B / D<sup>β</sup>",
+    meanings=_CHINCHILLA_MEANINGS,
+    reference_points=(HOFFMANN_2022,),
 )
 
 
@@ -316,6 +399,14 @@ kaplan = Law(
     latent_of={"N_c": "logL_N_c", "D_c": "logL_D_c"},
     reference="Kaplan et al. (2020), Scaling Laws for Neural Language Models, eq. (1.5): "
     "L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, with α_N ≈ 0.076, α_D ≈ 0.095, N_c ≈ 8.8e13, D_c ≈ 5.4e13.",
+    formula="L(N, D) = [(N<sub>c</sub>/N)<sup>α<sub>N</sub>/α<sub>D</sub></sup> + D<sub>c</sub>/D]"
+    "<sup>α<sub>D</sub></sup>",
+    meanings={
+        "N_c": "critical model size (parameters)",
+        "D_c": "critical dataset size (tokens)",
+        "alpha_N": "exponent of model size N",
+        "alpha_D": "exponent of dataset size D",
+    },
 )
 
 
@@ -362,6 +453,8 @@ compute = Law(
     priors=_compute_priors,
     reference="Loss against training compute with an irreducible floor, L(C) = E + A·C^-α: the compute frontier "
     "of Hoffmann et al. (2022) (their Approach 3 implies α = αβ/(α+β)); without E, Kaplan et al. (2020) eq. (1.4).",
+    formula="L(C) = E + A / C<sup>α</sup>",
+    meanings={"A": "amplitude of the compute term A/C^α", "alpha": "exponent of training compute C"},
 )
 
 
@@ -416,6 +509,14 @@ data_constrained = Law(
     derived={"a": lambda p: _exponent_shares(p)["a"], "b": lambda p: _exponent_shares(p)["b"]},
     reference="Muennighoff et al. (2023), Scaling Data-Constrained Language Models, eq. (5)-(6) with effective data "
     "only: L = E + A/N^α + B/D'^β, D' = U_D + U_D·R*·(1 − exp(−R_D/R*)), R_D = D/U_D − 1; they fit R*_D ≈ 15.4.",
+    formula="L(N, D, U) = E + A / N<sup>α</sup> + B / D′<sup>β</sup>, with D′ the effective data of D tokens drawn "
+    "from U unique ones",
+    meanings={
+        **_CHINCHILLA_MEANINGS,
+        "B": "amplitude of the effective-data term B/D′^β",
+        "beta": "exponent of effective training tokens D′",
+        "R_star": "epochs after which repeated data has lost ~63% of its value",
+    },
 )
 
 
@@ -485,10 +586,20 @@ overtrained = Law(
     derived={"M_opt": _overtrained_m_opt},
     reference="Gadre et al. (2024), Language models scale reliably with over-training and on downstream tasks, "
     "eq. (4): L(C, M) = E + (a·M^η + b·M^-η)·C^-η with token multiplier M = D/N and C = 6ND.",
+    formula="L(N, D) = E + (a·M<sup>η</sup> + b·M<sup>−η</sup>)·C<sup>−η</sup>, M = D/N, C = 6ND",
+    meanings={
+        "a": "amplitude of the over-training term a·M^η (M = D/N)",
+        "b": "amplitude of the under-training term b·M^−η",
+        "eta": "exponent of compute (and of the tokens-per-parameter shape)",
+        "M_opt": "compute-optimal tokens per parameter D*/N*",
+    },
 )
 
 
 # ---------------------------------------------------------------------------------------------------- broken power
+_UNITS = {"C": "FLOP", "N": "parameters", "D": "tokens"}
+
+
 def broken_power_law(input: str = "C", name: str | None = None) -> Law:
     """A smoothly broken power law with a floor in one input X (``"C"``, ``"N"`` or ``"D"``):
 
@@ -568,6 +679,15 @@ def broken_power_law(input: str = "C", name: str | None = None) -> Law:
         priors=priors,
         reference="Caballero et al. (2023), Broken Neural Scaling Laws (ICLR), eq. (1) with one break and a floor: "
         "y = a + b·x^-c0·(1 + (x/d1)^(1/f1))^(-c1·f1), here E = a, A = b, α₁ = c0, α₂ = c0 + c1, X_b = d1, s = f1.",
+        formula=f"L({input}) = E + A·{input}<sup>−α₁</sup>·(1 + ({input}/{input}<sub>b</sub>)<sup>1/s</sup>)"
+        "<sup>−(α₂−α₁)s</sup>",
+        meanings={
+            "A": "amplitude of the power law below the break",
+            "alpha_1": "exponent below the break",
+            "alpha_2": "exponent above the break",
+            xb_name: f"location of the break ({_UNITS[input]})",
+            "s": f"sharpness of the break (e-folds of {input}; small = sharp)",
+        },
     )
 
 

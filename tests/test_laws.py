@@ -267,6 +267,49 @@ def test_user_defined_law_from_the_docstring_example():
         laws._REGISTRY.pop("my_compute_law", None)
 
 
+# ---------------------------------------------------------------------------------------------------- report words
+@pytest.mark.parametrize("name", laws.available())
+def test_every_builtin_law_carries_its_report_words(name):
+    # the report reads a law's formula and parameter meanings from the law itself (not from tables of its own)
+    law = laws.get(name)
+    assert law.formula and law.formula_html == law.formula and "<sup>" in law.formula
+    for q in (*law.params, *law.derived, "sigma", "nu"):
+        assert law.meaning(q) and not law.meaning(q).startswith(("parameter of", "quantity derived")), (name, q)
+
+
+def test_law_meanings_and_generic_fallbacks():
+    assert "model-size" in laws.chinchilla.meaning("A[big]")  # a family suffix is ignored
+    assert "exponent of training compute" in laws.compute.meaning("alpha")
+    assert "critical model size" in laws.kaplan.meaning("N_c")
+    assert "across families" in laws.chinchilla.meaning("tau_log_E")
+    assert "break (FLOP)" in laws.broken_power.meaning("C_b") and "break (parameters)" in laws.broken_power_N.meaning(
+        "N_b"
+    )
+    assert laws.chinchilla.meaning("zeta") == ""
+    # a user's law that declares no words still gets a formula and a meaning for every quantity
+    bare = laws.Law(
+        name="bare",
+        params=("E", "k"),
+        inputs=("C",),
+        log_mean=lambda p, x: jnp.log(p["E"] + p["k"] / x["C"]),
+        priors={"log_E": (0.0, 1.0), "log_k": (0.0, 1.0)},
+        derived={"twice_k": lambda p: 2 * p["k"]},
+    )
+    assert bare.formula_html == "L(C) with parameters E, k"
+    assert "irreducible" in bare.meaning("E") and bare.meaning("k") == "parameter of the bare law"
+    assert "derived" in bare.meaning("twice_k") and bare.references_for("anything") == {}
+
+
+def test_hoffmann_point_belongs_to_chinchilla_epoch_only():
+    # defined once, on the law, and shown only beside fits of the data it was estimated on
+    ref = laws.chinchilla.references_for("chinchilla_epoch")
+    assert ref == {"Hoffmann et al. 2022": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}}
+    assert laws.chinchilla.references_for("porian_isoflop[standard,val]") == {}
+    assert laws.chinchilla.references_for("data") == {}
+    everywhere = laws.ReferencePoint("mine", {"alpha": 0.3})
+    assert everywhere.applies_to("any data")
+
+
 # ---------------------------------------------------------------------------------------------------- recovery
 #: Parameters the simulated design pins down, with the relative error allowed on the posterior median. With 64 runs
 #: at 1% scatter the exponents come out to 1-4% (posterior sd) — 10% leaves about three posterior sd for the seed's

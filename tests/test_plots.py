@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
 from scalebayes import plots
+from scalebayes.data import ScalingData
 from scalebayes.errors import DataError, UnknownNameError
 
 CHINCHILLA = {"Chinchilla (70B, 1.4T)": (70e9, 1.4e12)}
@@ -93,3 +95,90 @@ def test_planning_plots(chinchilla_post):
     _check(fig, "FLOP", "tokens", ax_index=1)
     ax = _check(plots.ratio(chinchilla_post, C=np.logspace(19, 25, 20), reference=CHINCHILLA), "FLOP", "tokens per")
     assert ax.get_xlim()[0] <= 1e19 and ax.get_xlim()[1] >= 1e25
+
+
+# ---------------------------------------------------------------------------------------------------- report fixes
+def test_fit_curves_are_drawn_at_sizes_where_runs_are():
+    # runs at two model sizes only: curves at made-up sizes in between (1e8) would have no run near them
+    N = np.repeat([1e7, 1e9], 12)
+    levels = plots._curve_levels(N, 5)
+    assert [round(np.log10(v)) for v, _ in levels] == [7, 9]
+    assert all(mask.sum() == 12 for _, mask in levels)
+    # sizes spread with no clusters: the runs' own sizes, never an interpolated one
+    spread = np.geomspace(1e7, 1e9, 5)
+    for v, mask in plots._curve_levels(spread, 3):
+        assert np.isclose(spread, v).any() and mask.any()
+
+
+def test_fit_curves_follow_the_runs(chinchilla_post):
+    ax = _axes(plots.fit_curves(chinchilla_post))[0]
+    fr = chinchilla_post.data.frame
+    curves = [ln for ln in ax.get_lines() if ln.get_label().startswith("N = ")]
+    assert curves
+    for ln in curves:
+        C = np.asarray(ln.get_xdata())
+        # every curve has runs within ±0.1 decade of its size, and stays within the compute those runs span
+        # (widened to at least a factor 2, see plots._span)
+        near = fr[(fr["C"] >= C.min() / 1.5) & (fr["C"] <= C.max() * 1.5)]
+        assert len(near) and C.max() / C.min() < 2.01 * fr["C"].max() / fr["C"].min()
+
+
+def test_data_levels_recover_an_isoflop_design():
+    budgets = np.array([1e17, 3e17, 1e18, 3e18, 1e19])
+    C = np.repeat(budgets, 6) * np.random.default_rng(0).uniform(0.97, 1.03, 30)
+    levels = plots.data_levels(C, max_levels=5)
+    assert len(levels) == 5
+    for (level, members), b in zip(levels, budgets, strict=True):
+        assert abs(np.log10(level / b)) < 0.02 and members.sum() == 6
+    few = plots.data_levels(C, max_levels=3)  # spread over the range: lowest and highest kept
+    assert [round(np.log10(c)) for c, _ in few] == [17, 18, 19]
+
+
+def test_data_scatter_gives_each_family_a_readable_panel():
+    rng = np.random.default_rng(0)
+    fams = ["a", "b $x^$", "c"]
+    frame = pd.DataFrame(
+        {
+            "N": 10 ** rng.uniform(7, 9, 30),
+            "D": 10 ** rng.uniform(9, 11, 30),
+            "loss": rng.uniform(2, 4, 30),
+            "family": np.repeat(fams, 10),
+        }
+    )
+    data = ScalingData.from_frame(frame, N="N", D="D", loss="loss", family="family")
+    fig = plots.data_scatter(data)
+    panels = _axes(fig)
+    assert [ax.get_title() for ax in panels] == [plots.text(f) for f in fams]
+    assert all(len(ax.collections[0].get_offsets()) == 10 for ax in panels)  # one family per panel
+    bar = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bar) == 1 and "nats" in bar[0].get_ylabel()  # one shared loss scale, with its unit
+    png = _render(fig)  # the family label with '$' draws (mathtext would fail on it)
+    assert len(png) > 1000
+
+
+def test_user_labels_are_drawn_literally():
+    fig = Figure()
+    fig.text(0.5, 0.5, "b $x^$")  # the raw label: mathtext fails to parse it and the figure is lost
+    with pytest.raises(ValueError):
+        _render(fig)
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([1, 2], label=plots.text("_hidden $x^$"))
+    ax.set_title(plots.text("cost $5 and $10"))
+    legend = ax.legend()
+    assert [t.get_text() for t in legend.get_texts()] == [plots.text("_hidden $x^$")]  # not dropped from the legend
+    _render(fig)
+    assert plots.times(10) == "10×" and plots.times(2.5) == "2.5×" and plots.times(1e6) == "1.0e6×"
+
+
+def test_isoflop_curves_span_the_runs_not_made_up_sizes():
+    # runs at 1e8-1e9 parameters and N* inside them: the curve covers them and a third of a decade more, not the
+    # 2.6 decades around N* it used to (sizes no run was near)
+    Ns = plots._isoflop_sizes(np.array([1e8, 3e8, 1e9]), np.array([2e8, 3e8, 5e8]), 64)
+    assert np.log10(Ns[0]) == pytest.approx(8 - 0.33) and np.log10(Ns[-1]) == pytest.approx(9 + 0.33)
+    # N*'s interval beyond the runs widens the curve to show it
+    Ns = plots._isoflop_sizes(np.array([1e8, 3e8]), np.array([2e8, 6e8, 2e9]), 64)
+    assert Ns[-1] == pytest.approx(2e9 * 10**0.33)
+    # no runs at this budget: around N*
+    Ns = plots._isoflop_sizes(np.array([]), np.array([2e8, 3e8, 5e8]), 64)
+    assert Ns[0] == pytest.approx(3e8 / 10**1.3) and Ns[-1] == pytest.approx(3e8 * 10**1.3)
