@@ -16,7 +16,7 @@ from .errors import DataError, UnknownNameError
 
 
 def _path(name: str, file: str):
-    return resources.files("scalebayes").joinpath("data", name, file)
+    return resources.files("scalebayes").joinpath("bundled", name, file)
 
 
 def source(name: str) -> str:
