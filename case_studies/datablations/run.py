@@ -204,21 +204,21 @@ def joint_figure(posts: dict, data: sb.ScalingData) -> Figure:
 
 def plan_figure(costs: dict) -> Figure:
     """Loss penalty, usable compute share and D*/N* shifts of the capped plan against budget, 90% bands."""
-    fig = Figure(figsize=(14, 3.8))
+    fig = Figure(figsize=(15, 3.8), layout="constrained")
     axes = fig.subplots(1, 4)
-    panels = (("dL", "loss penalty (nats)", "log"), ("compute_fraction", "usable share of the budget", "linear"),
-              ("D_ratio", "D* capped / uncapped", "log"), ("N_ratio", "N* capped / uncapped", "log"))  # fmt: skip
+    panels = (("dL", "loss penalty (nats)"), ("compute_fraction", "usable share of the budget"),
+              ("D_ratio", "D* capped / uncapped"), ("N_ratio", "N* capped / uncapped"))  # fmt: skip
     C = np.asarray(BUDGETS)
     for j, (name, cost) in enumerate(costs.items()):
-        for ax, (key, ylabel, yscale) in zip(axes, panels, strict=True):
+        for ax, (key, ylabel) in zip(axes, panels, strict=True):
             lo, med, hi = (np.asarray(q) for q in cost["quantiles"][key])
             x = C * 1.12**j  # nudge the fits apart so their bands can be told apart
             ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt="o-", ms=4, capsize=3, color=f"C{j}", label=name)
-            ax.set(xscale="log", yscale=yscale, xlabel="C (FLOP)", ylabel=ylabel)
+            ax.set(xscale="log", xlabel="C (FLOP)", ylabel=ylabel)
             ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"What a cap of U = {U_CAP:.0e} unique tokens costs a compute-optimal plan (median, 90% interval)",
-                 fontsize=10, y=1.03)  # fmt: skip
+                 fontsize=10)  # fmt: skip
     return fig
 
 
