@@ -26,7 +26,7 @@ from scalebayes.predict import qcol
 
 FIT_ARGS = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "0"]
 PLAN_BUDGETS = ["1e22", "1e23", "1e24"]
-BUNDLED = Path(sb.__file__).parent / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"
+BUNDLED = Path(sb.__file__).parent / "bundled" / "chinchilla_epoch" / "svg_extracted_data.csv"
 ENV = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
