@@ -43,9 +43,9 @@ from .data import ScalingData
 from .discrepancy import distances, fitted_regions
 from .errors import ModelError, UnknownNameError
 from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
+from .padding import pad_size
 from .predict import log_mean_draws
 from .predictive import LogPredictive, for_frame
-from .sampler import pad_size
 
 METHODS = ("bayes", "huber_bootstrap")
 

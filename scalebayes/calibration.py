@@ -36,9 +36,9 @@ from scipy.optimize import minimize_scalar
 from .discrepancy import Discrepancy, attached, distances, fitted_regions
 from .errors import CalibrationError, CalibrationWarning, ModelError
 from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask, refit_settings
+from .padding import pad_size
 from .posterior import Posterior
 from .predictive import LogPredictive, for_frame, gamma_nodes
-from .sampler import pad_size
 
 #: Inner leave-largest-out fractions used to learn κ (each costs one fit per split direction).
 DEFAULT_FRACTIONS = (0.2, 0.35)

@@ -7,15 +7,17 @@ subset with the sampler's padded size fixed, so every split of one dataset reuse
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
-from . import priors as _priors
 from .data import ScalingData
 from .errors import DataError, ModelError, UnknownNameError
 from .fit import build_datatree, prepare
 from .posterior import Posterior
-from .sampler import SamplerConfig, chain_method_for, sampler, to_numpy
+from .sampler import sampler, to_numpy
+from .spec import check_dtype, check_seed, resolve, sampler_config
 
 #: Split directions and the column each sorts by: the largest runs by compute C (FLOP) or by parameters N.
 SPLITS = ("compute", "params")
@@ -63,81 +65,36 @@ def _cut(v: np.ndarray, fraction: float) -> np.ndarray:
     return v >= levels[k]
 
 
-def fit_padded(
-    data: ScalingData, law="chinchilla", *, n_pad: int | None = None, seed: int = 0, **fit_kwargs
-) -> Posterior:
+#: ``fit`` keywords that are sampler settings (the rest are model options, see :class:`~scalebayes.spec.FitSpec`).
+SAMPLER_KEYS = ("chains", "warmup", "draws", "dense_mass", "target_accept", "max_tree_depth", "progress")
+
+
+def fit_padded(data: ScalingData, law=None, *, n_pad: int | None = None, seed: int = 0, **fit_kwargs) -> Posterior:
     """:func:`scalebayes.fit` with the sampler's padded size fixed to ``n_pad`` (so fits of subsets of one dataset
     share one compiled program) and without the pointwise groups; diagnostics are computed but not warned about
-    (backtests report them). Returns a :class:`~scalebayes.posterior.Posterior`."""
+    (backtests report them). ``fit_kwargs``: sampler settings, ``dtype``, and the model as ``spec=`` or FitSpec
+    keywords. Returns a :class:`~scalebayes.posterior.Posterior`."""
     kw = dict(fit_kwargs)
-    chains = int(kw.pop("chains", 4))
-    draws = int(kw.pop("draws", 1000))
-    warmup = int(kw.pop("warmup", 1000))
-    dtype = kw.pop("dtype", "float64")
-    config = SamplerConfig(
-        chains=chains,
-        warmup=warmup,
-        draws=draws,
-        dense_mass=bool(kw.pop("dense_mass", True)),
-        target_accept=float(kw.pop("target_accept", 0.9)),
-        max_tree_depth=int(kw.pop("max_tree_depth", 10)),
-        chain_method=chain_method_for(chains),
-        progress=bool(kw.pop("progress", False)),
-    )
     for k in ("pointwise", "warn"):
         kw.pop(k, None)
-    prep = prepare(data, law, n_pad=n_pad, dtype=dtype, **kw)
+    dtype = check_dtype(kw.pop("dtype", "float64"))
+    config = sampler_config(**{k: kw.pop(k) for k in SAMPLER_KEYS if k in kw}, chain_method="auto")
+    law = kw.pop("law", law)  # refit_settings gives the law as a keyword
+    model = resolve(kw.pop("spec", None), law, kw)
+    prep = prepare(data, spec=model, n_pad=n_pad, dtype=dtype)
     run = sampler(prep.spec, prep.n_pad, config, dtype)
-    site, stats = to_numpy(run(jax.random.key(seed), *prep.args))
-    idata = build_datatree(data, prep, site, stats, pointwise=False, seed=seed, config=config)
+    site, stats = to_numpy(run(jax.random.key(check_seed(seed)), *prep.args))
+    idata = build_datatree(data, prep, site, stats, pointwise=False, seed=seed, config=config, dtype=dtype)
     return Posterior(idata, data=data)
 
 
 def refit_settings(post: Posterior) -> dict:
-    """``fit`` keyword arguments that reproduce ``post``'s model and sampler settings (law, pooling, likelihood,
-    noise, prior overrides, chains/warmup/draws and NUTS settings); used to refit on subsets.
+    """``fit`` keyword arguments that reproduce ``post``'s model (its stored :class:`~scalebayes.spec.FitSpec`, as
+    keywords so callers can override single options) and sampler settings; used to refit on subsets.
 
     The one place that reads a posterior's fit settings back for refits (calibration, ``compare(method="backtest")``).
     """
-    meta = post.meta
-    law = post.law
-    modes = list(meta["modes"])
-    shared = tuple(z for z, m in zip(law.latents, modes, strict=True) if m == "shared")
-    free = tuple(z for z, m in zip(law.latents, modes, strict=True) if m == "free")
-    if len(post.families) == 1 or all(m == "shared" for m in modes):
-        kw = dict(pooling="complete")
-    elif "partial" in modes or "centred" in modes:
-        centred = tuple(z for z, m in zip(law.latents, modes, strict=True) if m == "centred")
-        kw = dict(pooling="partial", shared=shared, free=free, centred=centred)
-    else:
-        kw = dict(pooling="none", shared=shared)
-    # prior overrides: whatever differs from the defaults resolved on the same data
-    data = post.data
-    li = data.log_inputs()
-    default = _priors.resolve(law, law.centre(li), float(np.median(data.loss)), None)
-    stored = post.priors
-    over = {}
-    for z, v in stored.latent.items():
-        if not np.allclose(v, default.latent[z]):
-            over[z] = tuple(v)
-    for z, v in stored.tau.items():
-        if not np.isclose(v, default.tau[z]):
-            over[f"tau_{z}"] = v
-    if not np.isclose(stored.sigma, default.sigma):
-        over["sigma"] = stored.sigma
-    if not np.allclose(stored.nu, default.nu):
-        over["nu"] = tuple(stored.nu)
-    s = meta.get("sampler", {})
-    kw.update(
-        law=law,
-        likelihood=meta["likelihood"],
-        noise=meta["noise"],
-        priors=over or None,
-        chains=int(s.get("chains", 4)),
-        warmup=int(s.get("warmup", 1000)),
-        draws=int(s.get("draws", 1000)),
-        dense_mass=bool(s.get("dense_mass", True)),
-        target_accept=float(s.get("target_accept", 0.9)),
-        max_tree_depth=int(s.get("max_tree_depth", 10)),
-    )
-    return kw
+    model = {f.name: getattr(post.fit_spec, f.name) for f in dataclasses.fields(post.fit_spec)}
+    s = post.sampler_config
+    sampler_settings = {k: getattr(s, k) for k in SAMPLER_KEYS if k != "progress"}
+    return {**model, **sampler_settings}
