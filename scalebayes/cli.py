@@ -30,7 +30,21 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import ScalingData
+from .diagnostics import advice
+from .errors import DataError, SamplingWarning, ScaleBayesError, UnknownNameError
+from .fit import fit
+from .laws import get as get_law
+from .posterior import load
+from .predict import qcol
+from .report import REPORT_NAME, write_report
+from .store import output_folder, require_zarr, staged_outputs
 
 PROG = "scalebayes"
 EXIT_ERROR, EXIT_USAGE, EXIT_DIAGNOSTICS, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -214,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.9,
         help="NUTS target acceptance probability (default 0.9; raise it when there are divergences)",
     )
+    samp.add_argument(
+        "--max-tree-depth",
+        type=_count,
+        default=10,
+        metavar="DEPTH",
+        help="NUTS maximum tree depth, at most 2^DEPTH leapfrog steps per iteration (default 10; raise it when "
+        "the diagnostics report saturation)",
+    )
     out = f.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
     out.add_argument(
@@ -339,8 +361,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("scalebayes")
     except Exception:  # pragma: no cover - not installed
         return "unknown"
@@ -375,7 +395,6 @@ def _show_warning(debug: bool):
     pkg = str(Path(__file__).resolve().parent)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from .errors import SamplingWarning
 
         ours = issubclass(category, SamplingWarning) or str(Path(filename).resolve()).startswith(pkg)
         if ours or debug:
@@ -465,8 +484,6 @@ def _check_input_file(path: Path, what: str) -> None:
 
 def _load_posterior(path: Path):
     """Read a saved posterior; a file that is not one is a one-line error."""
-    from .errors import ScaleBayesError
-    from .posterior import load
 
     _check_input_file(path, "posterior file")
     try:
@@ -482,10 +499,6 @@ def _load_posterior(path: Path):
 
 def _read_runs(args, con: _Console):
     """Validated runs from the CSV named on the command line, with file line numbers in data errors."""
-    import pandas as pd
-
-    from .data import ScalingData
-    from .errors import DataError
 
     path: Path = args.csv
     _check_input_file(path, "CSV file")
@@ -530,31 +543,41 @@ def _read_runs(args, con: _Console):
 
 # ---------------------------------------------------------------------------------------------------- commands
 def cmd_fit(args, con: _Console) -> int:
-    """``scalebayes fit``: read, fit, save posterior + summary.csv, write report.html."""
-    import numpy as np
+    """``scalebayes fit``: read, fit, then write posterior, summary.csv and report.html as one set.
 
-    from .fit import fit
-    from .laws import get as get_law
-    from .report import write_report
-
+    Everything that can fail cheaply fails before sampling: the law name, the CSV, the output format's package,
+    and the output folder (created, checked writable and locked against a second run; see
+    :func:`scalebayes.store.output_folder`). The files are written to a staging folder and moved into ``--out``
+    together (:func:`scalebayes.store.staged_outputs`), so a failure or Ctrl-C leaves the previous files as they were.
+    """
     get_law(args.law)  # an unknown law name fails before the data are read or anything is sampled
     data = _read_runs(args, con)
+    _status_runs(con, data, args.csv)
+    if args.format == "zarr":
+        require_zarr()
+    with output_folder(args.out) as out:
+        post = _sample(args, con, data)
+        summary = post.summary()
+        con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
+        with staged_outputs(out) as stage:
+            _write_outputs(args, post, summary, stage)
+    names = [f"posterior.{args.format}", "summary.csv", REPORT_NAME]
+    _print_fit(post, summary, args.csv, [out / n for n in names])
+    return EXIT_DIAGNOSTICS if args.strict and not post.diagnostics.ok else 0
+
+
+def _status_runs(con: _Console, data: ScalingData, csv: Path) -> None:
     fams = data.families
     con.status(
-        f"read {len(data)} runs in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} from {args.csv} "
+        f"read {len(data)} runs in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} from {csv} "
         f"(N {_fmt(data.N.min(), 2)}–{_fmt(data.N.max(), 2)} params, D {_fmt(data.D.min(), 2)}–"
         f"{_fmt(data.D.max(), 2)} tokens, C {_fmt(data.C.min(), 2)}–{_fmt(data.C.max(), 2)} FLOP)"
         + (f"; {len(data.excluded)} row(s) excluded" if len(data.excluded) else "")
     )
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder")
-    if args.format == "zarr":
-        try:
-            import zarr  # noqa: F401
-        except ImportError:
-            raise CLIError("--format zarr needs the zarr package (pip install 'scalebayes[zarr]')") from None
-    out.mkdir(parents=True, exist_ok=True)  # fail before sampling, not after, when the folder cannot be made
+
+
+def _sample(args, con: _Console, data: ScalingData):
+    """The posterior of ``scalebayes fit``'s options; a diagnostics failure is a warning with advice."""
     progress = show_progress(con.quiet)
     con.status(
         f"fitting the {args.law!r} law with NUTS: {args.chains} chain{'s' if args.chains > 1 else ''} × "
@@ -572,42 +595,42 @@ def cmd_fit(args, con: _Console) -> int:
             warmup=args.warmup,
             seed=args.seed,
             target_accept=args.target_accept,
+            max_tree_depth=args.max_tree_depth,
             progress=progress,
             warn=False,
         )
-    diag = post.diagnostics
     con.status(f"sampled in {time.perf_counter() - t0:.1f} s")
+    diag = post.diagnostics
     if not diag.ok:
-        from .diagnostics import advice
-
         con.warn(
             f"sampler diagnostics failed: {'; '.join(diag.failures)}. Do not trust this posterior as is "
             f"(the report says so). Try: {advice(diag)}."
         )
+    return post
 
-    con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
-    post_path = post.save(out / f"posterior.{args.format}")
-    summary = post.summary()
-    summary_path = out / "summary.csv"
-    summary.to_csv(summary_path)
+
+def _write_outputs(args, post, summary: pd.DataFrame, folder: Path) -> None:
+    """posterior.nc/.zarr, summary.csv and report.html into ``folder``."""
+    post.save(folder / f"posterior.{args.format}")
+    summary.to_csv(folder / "summary.csv")
     command = " ".join(shlex.quote(str(a)) for a in [PROG, *getattr(args, "argv", [])])
-    report_path = write_report(
+    write_report(
         post,
-        out,
+        folder,
         title=args.title,
         extrapolate=tuple(args.extrapolate),
         plan_compute=args.plan_compute,
         command=command,
     )
 
+
+def _print_fit(post, summary: pd.DataFrame, csv: Path, paths: list[Path]) -> None:
+    """The posterior summary, the diagnostics line and the files written, on stdout."""
     cols = [c for c in ("mean", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail") if c in summary.columns]
-    print(f"{post.law.name} law fitted to {len(data)} runs of {args.csv.name}: posterior summary")
+    print(f"{post.law.name} law fitted to {len(post.data)} runs of {csv.name}: posterior summary")
     print(summary[cols].to_string(float_format=lambda v: _fmt(v, 4) if np.isfinite(v) else str(v)))
-    print(str(diag))
-    print(f"wrote {post_path}, {summary_path}, {report_path}")
-    if args.strict and not diag.ok:
-        return EXIT_DIAGNOSTICS
-    return 0
+    print(str(post.diagnostics))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def _plan_frame(post, compute, family, quantiles, inference_tokens):
@@ -616,7 +639,6 @@ def _plan_frame(post, compute, family, quantiles, inference_tokens):
 
 
 def _check_family(post, family: str | None) -> None:
-    from .errors import UnknownNameError
 
     if family is not None and family not in post.families:
         raise UnknownNameError(f"unknown family {family!r}; this posterior's families are {list(post.families)}")
@@ -633,7 +655,6 @@ def _family_words(post, family: str | None) -> str:
 
 def cmd_plan(args, con: _Console) -> int:
     """``scalebayes plan``: the compute-plan table of a saved posterior."""
-    from .predict import qcol
 
     post = _load_posterior(args.posterior)
     _check_family(post, args.family)
@@ -673,7 +694,6 @@ def cmd_plan(args, con: _Console) -> int:
 
 def cmd_predict(args, con: _Console) -> int:
     """``scalebayes predict``: predictive loss quantiles at query points of a saved posterior."""
-    from .predict import qcol
 
     given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
     if len(given) < 2:
@@ -707,7 +727,6 @@ def cmd_predict(args, con: _Console) -> int:
 
 def cmd_report(args, con: _Console) -> int:
     """``scalebayes report``: write report.html for a saved posterior."""
-    from .report import write_report
 
     post = _load_posterior(args.posterior)
     out = args.out if args.out is not None else args.posterior.resolve().parent
@@ -754,7 +773,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error_line(e: BaseException) -> str:
     """One line for an exception: our own errors as they are, anything unexpected with its type and a hint."""
-    from .errors import ScaleBayesError
 
     text = _cli_text(str(e)) or type(e).__name__
     if isinstance(e, ScaleBayesError | CLIError):
