@@ -88,7 +88,6 @@ def _number(text: str) -> float:
 
 def _checked(parse, ok, words: str, doc: str):
     """An argparse ``type``: ``parse`` the text, then require ``ok(value)``, else "'<text>' must be <words>"."""
-
     def convert(text: str):
         v = parse(text)
         if not ok(v):
@@ -484,7 +483,6 @@ def _check_input_file(path: Path, what: str) -> None:
 
 def _load_posterior(path: Path):
     """Read a saved posterior; a file that is not one is a one-line error."""
-
     _check_input_file(path, "posterior file")
     try:
         return load(path)
@@ -499,7 +497,6 @@ def _load_posterior(path: Path):
 
 def _read_runs(args, con: _Console):
     """Validated runs from the CSV named on the command line, with file line numbers in data errors."""
-
     path: Path = args.csv
     _check_input_file(path, "CSV file")
     given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
@@ -655,7 +652,6 @@ def _family_words(post, family: str | None) -> str:
 
 def cmd_plan(args, con: _Console) -> int:
     """``scalebayes plan``: the compute-plan table of a saved posterior."""
-
     post = _load_posterior(args.posterior)
     _check_family(post, args.family)
     qs = sorted(set(args.quantiles))
@@ -694,7 +690,6 @@ def cmd_plan(args, con: _Console) -> int:
 
 def cmd_predict(args, con: _Console) -> int:
     """``scalebayes predict``: predictive loss quantiles at query points of a saved posterior."""
-
     given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
     if len(given) < 2:
         raise CLIError(
@@ -726,13 +721,14 @@ def cmd_predict(args, con: _Console) -> int:
 
 
 def cmd_report(args, con: _Console) -> int:
-    """``scalebayes report``: write report.html for a saved posterior."""
-
+    """``scalebayes report``: write report.html for a saved posterior (into a checked, locked folder; the page
+    itself is written atomically by :func:`scalebayes.report.write_report`)."""
     post = _load_posterior(args.posterior)
     out = args.out if args.out is not None else args.posterior.resolve().parent
-    path = write_report(
-        post, out, title=args.title, extrapolate=tuple(args.extrapolate), plan_compute=args.plan_compute
-    )
+    with output_folder(out) as folder:
+        path = write_report(
+            post, folder, title=args.title, extrapolate=tuple(args.extrapolate), plan_compute=args.plan_compute
+        )
     print(f"wrote {path}")
     return 0
 
@@ -773,7 +769,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error_line(e: BaseException) -> str:
     """One line for an exception: our own errors as they are, anything unexpected with its type and a hint."""
-
     text = _cli_text(str(e)) or type(e).__name__
     if isinstance(e, ScaleBayesError | CLIError):
         return text

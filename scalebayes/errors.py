@@ -47,5 +47,9 @@ class DependencyError(ScaleBayesError, ImportError):
     """An optional package that a requested feature needs is missing or too old (the message says which)."""
 
 
+class DataWarning(UserWarning):
+    """The runs table is usable but looks wrong (for example sizes in millions instead of raw counts)."""
+
+
 class SamplingWarning(UserWarning):
     """The sampler's diagnostics failed (R-hat, ESS or divergences): the posterior should not be trusted as is."""
