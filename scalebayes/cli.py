@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
 import math
 import numbers
 import os
+import re
 import shlex
 import sys
 import threading
@@ -67,8 +69,18 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
+#: What argparse should take for a (negative) number rather than an option: its own pattern knows ``-5`` and ``-.5``
+#: but not ``-1e9`` or ``-inf``, which it then reads as an unknown option ("expected at least one argument").
+_NEGATIVE_NUMBER = re.compile(r"^-(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line (``prog: error: ... (see prog --help)``), exit status 2."""
+    """ArgumentParser whose usage errors are one line (``prog: error: ... (see prog --help)``), exit status 2, and
+    that reads any negative number (``-1e9``) as a value, so its option's type check can say what is wrong."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER  # argparse's (private) hook; no public one exists
 
     def error(self, message: str):  # noqa: D102 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -88,6 +100,7 @@ def _number(text: str) -> float:
 
 def _checked(parse, ok, words: str, doc: str):
     """An argparse ``type``: ``parse`` the text, then require ``ok(value)``, else "'<text>' must be <words>"."""
+
     def convert(text: str):
         v = parse(text)
         if not ok(v):
@@ -113,7 +126,7 @@ def _integer(text: str) -> int:
     return int(v)
 
 
-_positive = _checked(_number, lambda v: v > 0, "> 0", "A finite float > 0.")
+_positive = _checked(_number, lambda v: v > 0, "positive (> 0)", "A finite float > 0.")
 _nonnegative = _checked(_number, lambda v: v >= 0, ">= 0", "A finite float ≥ 0.")
 _count = _checked(_integer, lambda v: v >= 1, ">= 1", "An integer ≥ 1.")
 _whole = _checked(_integer, lambda v: v >= 0, ">= 0", "An integer ≥ 0.")
@@ -145,18 +158,7 @@ def _add_quantiles(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``scalebayes`` command (sub-commands fit, plan, predict, report)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--quiet",
-        "-q",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="no progress display or status lines on stderr (results and warnings still print)",
-    )
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="on error, show the full Python traceback"
-    )
-
+    common = _common_options()
     p = _Parser(
         prog=PROG,
         description="Bayesian scaling-law inference from a CSV of training runs: fit a law with NUTS, write a "
@@ -168,8 +170,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_fit(sub, common)
+    _add_plan(sub, common)
+    _add_predict(sub, common)
+    _add_report(sub, common)
+    return p
 
-    # ------------------------------------------------------------------ fit
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes (a parent parser): --quiet, --debug."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress display or status lines on stderr (results and warnings still print)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="on error, show the full Python traceback"
+    )
+    return common
+
+
+def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     f = sub.add_parser(
         "fit",
         parents=[common],
@@ -179,7 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
         "C = 6·N·D) and --loss.",
     )
     f.add_argument("csv", type=Path, help="CSV file, one row per training run")
-    cols = f.add_argument_group("columns of the CSV")
+    _add_fit_columns(f.add_argument_group("columns of the CSV"))
+    _add_fit_model(f.add_argument_group("model"))
+    _add_fit_sampler(f.add_argument_group("sampler (NUTS)"))
+    out = f.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    out.add_argument(
+        "--format",
+        choices=("nc", "zarr"),
+        default="nc",
+        help="posterior file format: netCDF posterior.nc (default) or posterior.zarr",
+    )
+    _add_report_options(out)
+    out.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 3 when sampler diagnostics fail (files are written anyway)",
+    )
+    f.set_defaults(func=cmd_fit)
+
+
+def _add_fit_columns(cols) -> None:
     cols.add_argument("--N", metavar="COLUMN", help="column of model sizes (parameters)")
     cols.add_argument("--D", metavar="COLUMN", help="column of training tokens")
     cols.add_argument("--C", metavar="COLUMN", help="column of training compute (FLOP)")
@@ -187,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     cols.add_argument(
         "--family",
         metavar="COLUMN",
-        help="column of family labels (model families / training configurations); omitted: one family",
+        help="column of family labels (model families / training configurations), read as text; omitted: one family",
     )
     cols.add_argument("--U", metavar="COLUMN", help="column of unique training tokens (repeated-data laws)")
     cols.add_argument(
@@ -203,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="when N, D and C are all given, the relative tolerance of C against 6·N·D "
         "(default 0.05; 'none' skips the check)",
     )
-    model = f.add_argument_group("model")
+
+
+def _add_fit_model(model) -> None:
     model.add_argument("--law", default="chinchilla", help="scaling law to fit (default chinchilla)")
     model.add_argument(
         "--pooling",
@@ -216,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="student_t",
         help="noise model on log loss (default student_t, robust to outlying runs)",
     )
-    samp = f.add_argument_group("sampler (NUTS)")
+
+
+def _add_fit_sampler(samp) -> None:
     samp.add_argument("--chains", type=_count, default=4, help="chains (default 4)")
     samp.add_argument("--draws", type=_count, default=1000, help="kept draws per chain (default 1000)")
     samp.add_argument("--warmup", type=_whole, default=1000, help="warm-up iterations per chain (default 1000)")
@@ -235,16 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="NUTS maximum tree depth, at most 2^DEPTH leapfrog steps per iteration (default 10; raise it when "
         "the diagnostics report saturation)",
     )
-    out = f.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
-    out.add_argument(
-        "--format",
-        choices=("nc", "zarr"),
-        default="nc",
-        help="posterior file format: netCDF posterior.nc (default) or posterior.zarr",
-    )
-    out.add_argument("--title", help="title of the HTML report")
-    out.add_argument(
+
+
+def _add_report_options(group) -> None:
+    """--title, --plan-compute, --extrapolate: what the HTML report shows (fit and report)."""
+    group.add_argument("--title", help="title of the HTML report")
+    group.add_argument(
         "--plan-compute",
         type=_positive,
         nargs="+",
@@ -252,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="budgets of the report's compute-plan table (default: the largest compute in the data "
         "times 1, 10, 100, 1000)",
     )
-    out.add_argument(
+    group.add_argument(
         "--extrapolate",
         type=_positive,
         nargs="+",
@@ -260,14 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FACTOR",
         help="extrapolate to these multiples of the largest compute in the data (default 10 100)",
     )
-    out.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit with status 3 when sampler diagnostics fail (files are written anyway)",
-    )
-    f.set_defaults(func=cmd_fit)
 
-    # ------------------------------------------------------------------ plan
+
+_POSTERIOR_HELP = "posterior written by 'scalebayes fit' (posterior.nc or .zarr)"
+_FAMILY_HELP = (
+    "fitted family (default: the only family, or a new family drawn from the population when several were fitted)"
+)
+
+
+def _add_plan(sub, common: argparse.ArgumentParser) -> None:
     pl = sub.add_parser(
         "plan",
         parents=[common],
@@ -277,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         "6·N·D = C, as posterior quantiles. With --inference-tokens T the plan minimises lifetime compute "
         "6·N·D + 2·N·T for the loss the training-only plan reaches at C (Sardana et al. 2024).",
     )
-    pl.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    pl.add_argument("posterior", type=Path, help=_POSTERIOR_HELP)
     pl.add_argument(
         "--compute",
         type=_positive,
@@ -286,11 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FLOP",
         help="training budgets in FLOP, e.g. 1e23 1e24 1e25",
     )
-    pl.add_argument(
-        "--family",
-        help="fitted family to plan for (default: the only family, or a new family drawn "
-        "from the population when several were fitted)",
-    )
+    pl.add_argument("--family", help=_FAMILY_HELP)
     pl.add_argument(
         "--inference-tokens",
         type=_nonnegative,
@@ -302,24 +343,27 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--csv", action="store_true", help="print the full table as CSV instead of a text table")
     pl.set_defaults(func=cmd_plan)
 
-    # ------------------------------------------------------------------ predict
+
+def _add_predict(sub, common: argparse.ArgumentParser) -> None:
     pr = sub.add_parser(
         "predict",
         parents=[common],
         help="predictive loss quantiles at given model sizes and tokens, from a saved posterior",
         description="Print the posterior predictive loss (nats/token) of a new training run at each query point. "
-        "Give two of --N/--D/--C; several values broadcast against each other (e.g. --N 1e9 7e10 --D 1.4e12).",
+        "Give two of --N/--D/--C. Several values pair up in order (equally many each, or one value used for "
+        "every point: --N 1e9 7e10 --D 1.4e12); with --grid every combination is a point.",
     )
-    pr.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    pr.add_argument("posterior", type=Path, help=_POSTERIOR_HELP)
     pr.add_argument("--N", type=_positive, nargs="+", metavar="PARAMS", help="model size(s) in parameters")
     pr.add_argument("--D", type=_positive, nargs="+", metavar="TOKENS", help="training tokens")
     pr.add_argument("--C", type=_positive, nargs="+", metavar="FLOP", help="training compute (FLOP)")
     pr.add_argument("--U", type=_positive, nargs="+", metavar="TOKENS", help="unique tokens (repeated-data laws)")
     pr.add_argument(
-        "--family",
-        help="fitted family (default: the only family, or a new family drawn from the "
-        "population when several were fitted)",
+        "--grid",
+        action="store_true",
+        help="predict at every combination of the given values (e.g. 3 values of --N and 2 of --D: 6 points)",
     )
+    pr.add_argument("--family", help=_FAMILY_HELP)
     _add_quantiles(pr)
     pr.add_argument(
         "--no-noise",
@@ -329,33 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", action="store_true", help="print the table as CSV instead of a text table")
     pr.set_defaults(func=cmd_predict)
 
-    # ------------------------------------------------------------------ report
+
+def _add_report(sub, common: argparse.ArgumentParser) -> None:
     rp = sub.add_parser(
         "report",
         parents=[common],
         help="(re)write report.html from a saved posterior",
         description="Write the HTML report of a saved posterior into --out.",
     )
-    rp.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    rp.add_argument("posterior", type=Path, help=_POSTERIOR_HELP)
     rp.add_argument("--out", type=Path, help="output folder (default: the posterior's folder)")
-    rp.add_argument("--title", help="title of the HTML report")
-    rp.add_argument(
-        "--plan-compute",
-        type=_positive,
-        nargs="+",
-        metavar="FLOP",
-        help="budgets of the compute-plan table (default: largest compute in the data × 1, 10, 100, 1000)",
-    )
-    rp.add_argument(
-        "--extrapolate",
-        type=_positive,
-        nargs="+",
-        default=[10.0, 100.0],
-        metavar="FACTOR",
-        help="extrapolate to these multiples of the largest compute in the data (default 10 100)",
-    )
+    _add_report_options(rp)
     rp.set_defaults(func=cmd_report)
-    return p
 
 
 def _version() -> str:
@@ -538,6 +567,30 @@ def _read_runs(args, con: _Console):
         raise DataError(msg) from e
 
 
+def _query_points(args) -> dict[str, list[float]]:
+    """``predict``'s points as equally long lists per input (N, D, C, U that were given): paired in order, one
+    value repeated for every point, or with ``--grid`` every combination (first input varying slowest)."""
+    given = {k: list(getattr(args, k)) for k in ("N", "D", "C", "U") if getattr(args, k) is not None}
+    ndc = [k for k in given if k != "U"]
+    if len(ndc) < 2:
+        raise CLIError(
+            "give two of --N (parameters), --D (tokens), --C (FLOP)" + (f" (got only --{ndc[0]})" if ndc else "")
+        )
+    if args.grid:
+        combos = list(itertools.product(*given.values()))
+        return {k: [c[i] for c in combos] for i, k in enumerate(given)}
+    sizes = {k: len(v) for k, v in given.items()}
+    n = max(sizes.values())
+    uneven = [k for k, m in sizes.items() if m not in (1, n)]
+    if uneven:
+        counts = " and ".join(f"--{k} has {m} value{'s' if m > 1 else ''}" for k, m in sizes.items() if m > 1)
+        raise CLIError(
+            f"{counts}: give equally many (they pair up in order) or one (used for every point), "
+            "or add --grid to predict at every combination"
+        )
+    return {k: v * n if len(v) == 1 else v for k, v in given.items()}
+
+
 # ---------------------------------------------------------------------------------------------------- commands
 def cmd_fit(args, con: _Console) -> int:
     """``scalebayes fit``: read, fit, then write posterior, summary.csv and report.html as one set.
@@ -690,17 +743,11 @@ def cmd_plan(args, con: _Console) -> int:
 
 def cmd_predict(args, con: _Console) -> int:
     """``scalebayes predict``: predictive loss quantiles at query points of a saved posterior."""
-    given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
-    if len(given) < 2:
-        raise CLIError(
-            "give two of --N (parameters), --D (tokens), --C (FLOP)" + (f" (got only --{given[0]})" if given else "")
-        )
+    query = _query_points(args)
     post = _load_posterior(args.posterior)
     _check_family(post, args.family)
     qs = sorted(set(args.quantiles))
-    df = post.predict(
-        N=args.N, D=args.D, C=args.C, U=args.U, family=args.family, quantiles=qs, include_noise=not args.no_noise
-    )
+    df = post.predict(**query, family=args.family, quantiles=qs, include_noise=not args.no_noise)
     if args.csv:
         print(df.to_csv(index=False), end="")
         return 0
