@@ -19,6 +19,7 @@ if os.environ.get("SCALEBAYES_X64", "1") != "0":
 from . import baselines, datasets, errors, laws  # noqa: E402
 from .backtest import backtest  # noqa: E402
 from .batch import fit_many  # noqa: E402
+from .cache import enable_compilation_cache  # noqa: E402
 from .compare import compare  # noqa: E402
 from .data import ScalingData  # noqa: E402
 from .fit import fit  # noqa: E402
@@ -36,5 +37,6 @@ __all__ = [
     "baselines",
     "backtest",
     "compare",
+    "enable_compilation_cache",
 ]
 __version__ = "0.1.0"

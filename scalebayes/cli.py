@@ -9,12 +9,15 @@ Usage (also ``python -m scalebayes ...``)::
     scalebayes report report/posterior.nc --out report/          # re-render report.html from a saved posterior
 
 ``fit`` writes ``posterior.nc`` (or ``posterior.zarr``), ``summary.csv`` and ``report.html`` (see
-:func:`scalebayes.report.write_report`) into ``--out``. Results go to stdout; progress and status lines go to
+:func:`scalebayes.report.write_report`) into ``--out``, as one set: the folder is checked writable and locked
+before sampling, and the files replace any old ones together or not at all (:mod:`scalebayes.store`); Ctrl-C exits
+with 130 leaving the old files. Compiled programs are kept in a user cache folder (:mod:`scalebayes.cache`), so a
+second run of the same shape starts without compiling. Results go to stdout; progress and status lines go to
 stderr (``--quiet`` silences them). On a terminal ``fit`` shows an elapsed-time line while sampling (the compiled
 sampler cannot report how far it has got; ``progress=True`` is passed to :func:`scalebayes.fit` for when it can).
 Any error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback
 instead); command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail
-(the files are written anyway).
+(the files are written anyway), 130 means interrupted.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .cache import enable_compilation_cache
 from .data import ScalingData
 from .diagnostics import advice
 from .errors import DataError, SamplingWarning, ScaleBayesError, UnknownNameError
@@ -794,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning(debug)
+        enable_compilation_cache()  # a second run of the same shape skips compiling (see scalebayes.cache)
         try:
             return int(args.func(args, con))
         except KeyboardInterrupt:
