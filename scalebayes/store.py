@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover - Windows
 
 #: Name of the lock file held in an output folder while a command writes into it.
 LOCK_NAME = ".scalebayes.lock"
+#: Prefix of the staging folders of :func:`staged_outputs`; one found under the lock was left by a killed run.
+STAGING_PREFIX = ".staging-"
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -236,7 +238,7 @@ def staged_outputs(folder: str | Path) -> Iterator[Path]:
     removed and ``folder``'s files are left as they were: a set of outputs is replaced whole or not at all.
     """
     folder = Path(folder)
-    stage = folder / f".staging-{secrets.token_hex(4)}"
+    stage = folder / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
     stage.mkdir()
     try:
         yield stage
@@ -263,6 +265,8 @@ def output_folder(folder: str | Path) -> Iterator[Path]:
     try:
         check_writable(folder)
         lock.acquire()
+        for stale in folder.glob(f"{STAGING_PREFIX}*"):  # under the lock no other run is writing: left by kill -9
+            _remove(stale)
         yield folder
     except BaseException:
         lock.release()

@@ -69,3 +69,11 @@ def test_output_folder_that_is_a_file_is_an_output_error(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(OutputError, match="not a folder"), store.output_folder(tmp_path / "f"):
         pass
+
+
+def test_a_staging_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path):
+    (tmp_path / f"{store.STAGING_PREFIX}dead" / "posterior.nc").parent.mkdir()
+    (tmp_path / "posterior.nc").write_text("kept")
+    with store.output_folder(tmp_path):
+        pass
+    assert os.listdir(tmp_path) == ["posterior.nc"]
