@@ -1,12 +1,12 @@
 """Output files that are never lost: atomic writes, a lock on an output folder and an up-front writability check.
 
-Every file scalebayes writes (posterior ``.nc``/``.zarr``, ``summary.csv``, ``report.html``) goes through
-:func:`atomic_path` or :func:`atomic_write_text`: it is written under a temporary name in the same folder and renamed
+:meth:`Posterior.save <scalebayes.posterior.Posterior.save>` writes through :func:`atomic_path` and the report
+writer through :func:`atomic_write_text`: a file is written under a temporary name in the same folder and renamed
 into place only once complete, so a crash, ``kill -9`` or Ctrl-C part-way leaves the previous file intact (at worst
-a hidden ``.NAME.*.tmp`` file is left behind by ``kill -9``). :func:`output_folder` is what a command that writes
-several files holds while it runs: it makes the folder (removing it again, if it stays empty, when the command
+``kill -9`` leaves a hidden ``.NAME.*.tmp`` file behind). A command that writes several files holds
+:func:`output_folder` while it runs: it makes the folder (removing it again, if it stays empty, when the command
 fails), checks it can be written before any expensive work, and locks it so that two runs cannot interleave their
-files.
+files; it writes the set into :func:`staged_outputs`, which moves the files into place together.
 """
 
 from __future__ import annotations
