@@ -21,9 +21,13 @@ from .errors import DataError, DataWarning, UnknownNameError
 #: counts something else (e.g. attention FLOPs add ~10-30% at small N).
 C_RTOL = 0.05
 DEFAULT_FAMILY = "all"
-#: Largest plausible loss in nats per token: ln(10^10) ≈ 23, the loss of guessing uniformly over a vocabulary of
-#: 10^10 tokens, far beyond any real one (ln 256k ≈ 12.5). A larger value is a count, a perplexity or a sum.
-LOSS_MAX = 23.0
+#: Loss in nats per token above which a value is warned about: ln(10^10) ≈ 23, the loss of guessing uniformly over
+#: 10^10 tokens, far beyond any real vocabulary (ln 256k ≈ 12.5). Final losses of real runs sit well below it;
+#: simulated laws far from their floor may not, so this only warns.
+LOSS_WARN = 23.0
+#: Loss above which a value cannot be a per-token loss at all and is rejected: final losses are a few nats, so a
+#: value in the thousands is a token count, a perplexity or a loss summed over a sequence.
+LOSS_MAX = 1e3
 #: Smallest plausible *largest* value of N (parameters), D (tokens) and C (FLOP) in a study. The smallest models in
 #: published scaling studies have ~1e4-1e5 parameters, trained on millions of tokens (~1e11 FLOP and up), so a
 #: column whose largest value is below these is almost surely in scaled units (millions, billions, PF-days).
@@ -75,7 +79,8 @@ class ScalingData:
 
         Values must be plausible, not only positive: a column of true/false, one column in two roles, a derived
         value that overflows, or a loss above :data:`LOSS_MAX` nats raise :class:`~scalebayes.errors.DataError`;
-        sizes that look like millions/billions of parameters or tokens (or not FLOP) are warned about.
+        losses above :data:`LOSS_WARN` nats and sizes that look like millions/billions of parameters or tokens (or
+        not FLOP) are warned about.
         """
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -342,22 +347,29 @@ def _complete_ndc(values: dict, roles: dict, c_rtol: float | None) -> None:
 
 
 def _check_plausible(values: dict, roles: dict) -> None:
-    """Losses above :data:`LOSS_MAX` raise; sizes whose largest value is below :data:`PLAUSIBLE_MAX` warn."""
-    loss = values["loss"]
+    """Losses above :data:`LOSS_MAX` raise, above :data:`LOSS_WARN` warn; sizes whose largest value is below
+    :data:`PLAUSIBLE_MAX` warn. Every message names the column (and the rows for losses)."""
+    loss, col = values["loss"], roles["loss"]
+    what = "is it a count, a perplexity or a summed loss? Give the mean cross-entropy per token in nats"
     bad = loss.index[loss.to_numpy() > LOSS_MAX]
     if len(bad):
         raise DataError(
-            f"column {roles['loss']!r} (loss) has values above {LOSS_MAX:g} nats/token, worse than guessing "
-            "uniformly over a 10^10-token vocabulary: is it a count, a perplexity or a summed loss? Give the mean "
-            "cross-entropy per token in nats",
-            column=roles["loss"],
-            rows=list(bad),
+            f"column {col!r} (loss) has values above {LOSS_MAX:g} nats/token: {what}", column=col, rows=list(bad)
+        )
+    high = loss.index[loss.to_numpy() > LOSS_WARN]
+    if len(high):
+        rows = ", ".join(str(r) for r in high[:20]) + (" ..." if len(high) > 20 else "")
+        warnings.warn(
+            f"column {col!r} (loss) has values above {LOSS_WARN:g} nats/token, worse than guessing uniformly over "
+            f"a 10^10-token vocabulary (rows {rows}): {what}",
+            DataWarning,
+            stacklevel=3,
         )
     for role, floor in PLAUSIBLE_MAX.items():
         top = float(values[role].max())
         if top < floor:
-            col = roles.get(role)
-            where = f"column {col!r} ({role})" if col is not None else f"{role} derived as C = 6·N·D"
+            name = roles.get(role)
+            where = f"column {name!r} ({role})" if name is not None else f"{role} derived as C = 6·N·D"
             warnings.warn(f"{where} is at most {top:.3g}: {_UNIT_HINTS[role]}", DataWarning, stacklevel=3)
 
 

@@ -232,9 +232,12 @@ def test_unique_tokens_may_be_the_tokens_column():
     np.testing.assert_array_equal(d.U, d.D)
 
 
-def test_absurd_losses_are_rejected_naming_the_rows():
+def test_absurd_losses_are_rejected_or_warned_naming_the_rows():
     df = frame()
-    df.loc[[1, 4], "loss"] = [2e3, 45.0]  # a token count and a perplexity mistaken for losses
+    df.loc[[1, 4], "loss"] = [2e3, 1.5e5]  # a perplexity and a token count mistaken for losses
     with pytest.raises(DataError, match="nats") as e:
         sb.ScalingData.from_frame(df, N="params", D="tokens", loss="loss")
     assert e.value.column == "loss" and e.value.rows == [1, 4]
+    df.loc[[1, 4], "loss"] = [45.0, 30.0]  # possible only far from a law's floor: warned
+    with pytest.warns(UserWarning, match=r"'loss' \(loss\) has values above 23 nats/token.*rows 1, 4"):
+        sb.ScalingData.from_frame(df, N="params", D="tokens", loss="loss")
