@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import baselines, datasets, errors, laws
 from .backtesting import backtest
 from .batch import fit_many
+from .cache import enable_compilation_cache
 from .calibration import calibrate
 from .comparison import compare
 from .data import ScalingData
@@ -39,5 +40,6 @@ __all__ = [
     "backtest",
     "calibrate",
     "compare",
+    "enable_compilation_cache",
 ]
 __version__ = "0.1.0"

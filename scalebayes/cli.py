@@ -9,30 +9,49 @@ Usage (also ``python -m scalebayes ...``)::
     scalebayes report report/posterior.nc --out report/          # re-render report.html from a saved posterior
 
 ``fit`` writes ``posterior.nc`` (or ``posterior.zarr``), ``summary.csv`` and ``report.html`` (see
-:func:`scalebayes.report.write_report`) into ``--out``. Results go to stdout; progress and status lines go to
+:func:`scalebayes.report.write_report`) into ``--out``, as one set: the folder is checked writable and locked
+before sampling, and the files replace any old ones together or not at all (:mod:`scalebayes.store`); Ctrl-C exits
+with 130 leaving the old files. Compiled programs are kept in a user cache folder (:mod:`scalebayes.cache`), so a
+second run of the same shape starts without compiling. Results go to stdout; progress and status lines go to
 stderr (``--quiet`` silences them). On a terminal ``fit`` shows an elapsed-time line while sampling (the compiled
 sampler cannot report how far it has got; ``progress=True`` is passed to :func:`scalebayes.fit` for when it can).
 Any error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback
 instead); command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail
-(the files are written anyway).
+(the files are written anyway), 130 means interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
 import math
 import numbers
 import os
+import re
 import shlex
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from .cache import enable_compilation_cache
+from .data import ScalingData
+from .diagnostics import advice
+from .errors import DataError, SamplingWarning, ScaleBayesError, UnknownNameError
+from .fit import fit
+from .laws import get as get_law
+from .posterior import load
 from .precision import ensure_float64
+from .predict import qcol
+from .report import REPORT_NAME, write_report
+from .store import output_folder, require_zarr, staged_outputs
 
 PROG = "scalebayes"
 EXIT_ERROR, EXIT_USAGE, EXIT_DIAGNOSTICS, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -55,8 +74,18 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
+#: What argparse should take for a (negative) number rather than an option: its own pattern knows ``-5`` and ``-.5``
+#: but not ``-1e9`` or ``-inf``, which it then reads as an unknown option ("expected at least one argument").
+_NEGATIVE_NUMBER = re.compile(r"^-(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line (``prog: error: ... (see prog --help)``), exit status 2."""
+    """ArgumentParser whose usage errors are one line (``prog: error: ... (see prog --help)``), exit status 2, and
+    that reads any negative number (``-1e9``) as a value, so its option's type check can say what is wrong."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER  # argparse's (private) hook; no public one exists
 
     def error(self, message: str):  # noqa: D102 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -102,7 +131,7 @@ def _integer(text: str) -> int:
     return int(v)
 
 
-_positive = _checked(_number, lambda v: v > 0, "> 0", "A finite float > 0.")
+_positive = _checked(_number, lambda v: v > 0, "positive (> 0)", "A finite float > 0.")
 _nonnegative = _checked(_number, lambda v: v >= 0, ">= 0", "A finite float ≥ 0.")
 _count = _checked(_integer, lambda v: v >= 1, ">= 1", "An integer ≥ 1.")
 _whole = _checked(_integer, lambda v: v >= 0, ">= 0", "An integer ≥ 0.")
@@ -134,18 +163,7 @@ def _add_quantiles(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``scalebayes`` command (sub-commands fit, plan, predict, report)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--quiet",
-        "-q",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="no progress display or status lines on stderr (results and warnings still print)",
-    )
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="on error, show the full Python traceback"
-    )
-
+    common = _common_options()
     p = _Parser(
         prog=PROG,
         description="Bayesian scaling-law inference from a CSV of training runs: fit a law with NUTS, write a "
@@ -157,8 +175,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_fit(sub, common)
+    _add_plan(sub, common)
+    _add_predict(sub, common)
+    _add_report(sub, common)
+    return p
 
-    # ------------------------------------------------------------------ fit
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes (a parent parser): --quiet, --debug."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress display or status lines on stderr (results and warnings still print)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="on error, show the full Python traceback"
+    )
+    return common
+
+
+def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     f = sub.add_parser(
         "fit",
         parents=[common],
@@ -168,7 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
         "C = 6·N·D) and --loss.",
     )
     f.add_argument("csv", type=Path, help="CSV file, one row per training run")
-    cols = f.add_argument_group("columns of the CSV")
+    _add_fit_columns(f.add_argument_group("columns of the CSV"))
+    _add_fit_model(f.add_argument_group("model"))
+    _add_fit_sampler(f.add_argument_group("sampler (NUTS)"))
+    out = f.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    out.add_argument(
+        "--format",
+        choices=("nc", "zarr"),
+        default="nc",
+        help="posterior file format: netCDF posterior.nc (default) or posterior.zarr",
+    )
+    _add_report_options(out)
+    out.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 3 when sampler diagnostics fail (files are written anyway)",
+    )
+    f.set_defaults(func=cmd_fit)
+
+
+def _add_fit_columns(cols) -> None:
     cols.add_argument("--N", metavar="COLUMN", help="column of model sizes (parameters)")
     cols.add_argument("--D", metavar="COLUMN", help="column of training tokens")
     cols.add_argument("--C", metavar="COLUMN", help="column of training compute (FLOP)")
@@ -176,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     cols.add_argument(
         "--family",
         metavar="COLUMN",
-        help="column of family labels (model families / training configurations); omitted: one family",
+        help="column of family labels (model families / training configurations), read as text; omitted: one family",
     )
     cols.add_argument("--U", metavar="COLUMN", help="column of unique training tokens (repeated-data laws)")
     cols.add_argument(
@@ -192,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="when N, D and C are all given, the relative tolerance of C against 6·N·D "
         "(default 0.05; 'none' skips the check)",
     )
-    model = f.add_argument_group("model")
+
+
+def _add_fit_model(model) -> None:
     model.add_argument("--law", default="chinchilla", help="scaling law to fit (default chinchilla)")
     model.add_argument(
         "--pooling",
@@ -205,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="student_t",
         help="noise model on log loss (default student_t, robust to outlying runs)",
     )
-    samp = f.add_argument_group("sampler (NUTS)")
+
+
+def _add_fit_sampler(samp) -> None:
     samp.add_argument("--chains", type=_count, default=4, help="chains (default 4)")
     samp.add_argument("--draws", type=_count, default=1000, help="kept draws per chain (default 1000)")
     samp.add_argument("--warmup", type=_whole, default=1000, help="warm-up iterations per chain (default 1000)")
@@ -216,16 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.9,
         help="NUTS target acceptance probability (default 0.9; raise it when there are divergences)",
     )
-    out = f.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
-    out.add_argument(
-        "--format",
-        choices=("nc", "zarr"),
-        default="nc",
-        help="posterior file format: netCDF posterior.nc (default) or posterior.zarr",
+    samp.add_argument(
+        "--max-tree-depth",
+        type=_count,
+        default=10,
+        metavar="DEPTH",
+        help="NUTS maximum tree depth, at most 2^DEPTH leapfrog steps per iteration (default 10; raise it when "
+        "the diagnostics report saturation)",
     )
-    out.add_argument("--title", help="title of the HTML report")
-    out.add_argument(
+
+
+def _add_report_options(group) -> None:
+    """--title, --plan-compute, --extrapolate: what the HTML report shows (fit and report)."""
+    group.add_argument("--title", help="title of the HTML report")
+    group.add_argument(
         "--plan-compute",
         type=_positive,
         nargs="+",
@@ -233,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="budgets of the report's compute-plan table (default: the largest compute in the data "
         "times 1, 10, 100, 1000)",
     )
-    out.add_argument(
+    group.add_argument(
         "--extrapolate",
         type=_positive,
         nargs="+",
@@ -241,14 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FACTOR",
         help="extrapolate to these multiples of the largest compute in the data (default 10 100)",
     )
-    out.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit with status 3 when sampler diagnostics fail (files are written anyway)",
-    )
-    f.set_defaults(func=cmd_fit)
 
-    # ------------------------------------------------------------------ plan
+
+_POSTERIOR_HELP = "posterior written by 'scalebayes fit' (posterior.nc or .zarr)"
+_FAMILY_HELP = (
+    "fitted family (default: the only family, or a new family drawn from the population when several were fitted)"
+)
+
+
+def _add_plan(sub, common: argparse.ArgumentParser) -> None:
     pl = sub.add_parser(
         "plan",
         parents=[common],
@@ -258,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         "6·N·D = C, as posterior quantiles. With --inference-tokens T the plan minimises lifetime compute "
         "6·N·D + 2·N·T for the loss the training-only plan reaches at C (Sardana et al. 2024).",
     )
-    pl.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    pl.add_argument("posterior", type=Path, help=_POSTERIOR_HELP)
     pl.add_argument(
         "--compute",
         type=_positive,
@@ -267,11 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FLOP",
         help="training budgets in FLOP, e.g. 1e23 1e24 1e25",
     )
-    pl.add_argument(
-        "--family",
-        help="fitted family to plan for (default: the only family, or a new family drawn "
-        "from the population when several were fitted)",
-    )
+    pl.add_argument("--family", help=_FAMILY_HELP)
     pl.add_argument(
         "--inference-tokens",
         type=_nonnegative,
@@ -283,24 +348,27 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--csv", action="store_true", help="print the full table as CSV instead of a text table")
     pl.set_defaults(func=cmd_plan)
 
-    # ------------------------------------------------------------------ predict
+
+def _add_predict(sub, common: argparse.ArgumentParser) -> None:
     pr = sub.add_parser(
         "predict",
         parents=[common],
         help="predictive loss quantiles at given model sizes and tokens, from a saved posterior",
         description="Print the posterior predictive loss (nats/token) of a new training run at each query point. "
-        "Give two of --N/--D/--C; several values broadcast against each other (e.g. --N 1e9 7e10 --D 1.4e12).",
+        "Give two of --N/--D/--C. Several values pair up in order (equally many each, or one value used for "
+        "every point: --N 1e9 7e10 --D 1.4e12); with --grid every combination is a point.",
     )
-    pr.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    pr.add_argument("posterior", type=Path, help=_POSTERIOR_HELP)
     pr.add_argument("--N", type=_positive, nargs="+", metavar="PARAMS", help="model size(s) in parameters")
     pr.add_argument("--D", type=_positive, nargs="+", metavar="TOKENS", help="training tokens")
     pr.add_argument("--C", type=_positive, nargs="+", metavar="FLOP", help="training compute (FLOP)")
     pr.add_argument("--U", type=_positive, nargs="+", metavar="TOKENS", help="unique tokens (repeated-data laws)")
     pr.add_argument(
-        "--family",
-        help="fitted family (default: the only family, or a new family drawn from the "
-        "population when several were fitted)",
+        "--grid",
+        action="store_true",
+        help="predict at every combination of the given values (e.g. 3 values of --N and 2 of --D: 6 points)",
     )
+    pr.add_argument("--family", help=_FAMILY_HELP)
     _add_quantiles(pr)
     pr.add_argument(
         "--no-noise",
@@ -310,39 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", action="store_true", help="print the table as CSV instead of a text table")
     pr.set_defaults(func=cmd_predict)
 
-    # ------------------------------------------------------------------ report
+
+def _add_report(sub, common: argparse.ArgumentParser) -> None:
     rp = sub.add_parser(
         "report",
         parents=[common],
         help="(re)write report.html from a saved posterior",
         description="Write the HTML report of a saved posterior into --out.",
     )
-    rp.add_argument("posterior", type=Path, help="posterior written by 'scalebayes fit' (posterior.nc or .zarr)")
+    rp.add_argument("posterior", type=Path, help=_POSTERIOR_HELP)
     rp.add_argument("--out", type=Path, help="output folder (default: the posterior's folder)")
-    rp.add_argument("--title", help="title of the HTML report")
-    rp.add_argument(
-        "--plan-compute",
-        type=_positive,
-        nargs="+",
-        metavar="FLOP",
-        help="budgets of the compute-plan table (default: largest compute in the data × 1, 10, 100, 1000)",
-    )
-    rp.add_argument(
-        "--extrapolate",
-        type=_positive,
-        nargs="+",
-        default=[10.0, 100.0],
-        metavar="FACTOR",
-        help="extrapolate to these multiples of the largest compute in the data (default 10 100)",
-    )
+    _add_report_options(rp)
     rp.set_defaults(func=cmd_report)
-    return p
 
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("scalebayes")
     except Exception:  # pragma: no cover - not installed
         return "unknown"
@@ -377,7 +428,6 @@ def _show_warning(debug: bool):
     pkg = str(Path(__file__).resolve().parent)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from .errors import SamplingWarning
 
         ours = issubclass(category, SamplingWarning) or str(Path(filename).resolve()).startswith(pkg)
         if ours or debug:
@@ -467,9 +517,6 @@ def _check_input_file(path: Path, what: str) -> None:
 
 def _load_posterior(path: Path):
     """Read a saved posterior; a file that is not one is a one-line error."""
-    from .errors import ScaleBayesError
-    from .posterior import load
-
     _check_input_file(path, "posterior file")
     try:
         return load(path)
@@ -484,11 +531,6 @@ def _load_posterior(path: Path):
 
 def _read_runs(args, con: _Console):
     """Validated runs from the CSV named on the command line, with file line numbers in data errors."""
-    import pandas as pd
-
-    from .data import ScalingData
-    from .errors import DataError
-
     path: Path = args.csv
     _check_input_file(path, "CSV file")
     given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
@@ -530,33 +572,67 @@ def _read_runs(args, con: _Console):
         raise DataError(msg) from e
 
 
+def _query_points(args) -> dict[str, list[float]]:
+    """``predict``'s points as equally long lists per input (N, D, C, U that were given): paired in order, one
+    value repeated for every point, or with ``--grid`` every combination (first input varying slowest)."""
+    given = {k: list(getattr(args, k)) for k in ("N", "D", "C", "U") if getattr(args, k) is not None}
+    ndc = [k for k in given if k != "U"]
+    if len(ndc) < 2:
+        raise CLIError(
+            "give two of --N (parameters), --D (tokens), --C (FLOP)" + (f" (got only --{ndc[0]})" if ndc else "")
+        )
+    if args.grid:
+        combos = list(itertools.product(*given.values()))
+        return {k: [c[i] for c in combos] for i, k in enumerate(given)}
+    sizes = {k: len(v) for k, v in given.items()}
+    n = max(sizes.values())
+    uneven = [k for k, m in sizes.items() if m not in (1, n)]
+    if uneven:
+        counts = " and ".join(f"--{k} has {m} value{'s' if m > 1 else ''}" for k, m in sizes.items() if m > 1)
+        raise CLIError(
+            f"{counts}: give equally many (they pair up in order) or one (used for every point), "
+            "or add --grid to predict at every combination"
+        )
+    return {k: v * n if len(v) == 1 else v for k, v in given.items()}
+
+
 # ---------------------------------------------------------------------------------------------------- commands
 def cmd_fit(args, con: _Console) -> int:
-    """``scalebayes fit``: read, fit, save posterior + summary.csv, write report.html."""
-    import numpy as np
+    """``scalebayes fit``: read, fit, then write posterior, summary.csv and report.html as one set.
 
-    from .fit import fit
-    from .laws import get as get_law
-    from .report import write_report
-
+    Everything that can fail cheaply fails before sampling: the law name, the CSV, the output format's package,
+    and the output folder (created, checked writable and locked against a second run; see
+    :func:`scalebayes.store.output_folder`). The files are written to a staging folder and moved into ``--out``
+    together (:func:`scalebayes.store.staged_outputs`), so a failure or Ctrl-C leaves the previous files as they were.
+    """
     get_law(args.law)  # an unknown law name fails before the data are read or anything is sampled
     data = _read_runs(args, con)
+    _status_runs(con, data, args.csv)
+    if args.format == "zarr":
+        require_zarr()
+    with output_folder(args.out) as out:
+        post = _sample(args, con, data)
+        summary = post.summary()
+        con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
+        with staged_outputs(out) as stage:
+            _write_outputs(args, post, summary, stage)
+    names = [f"posterior.{args.format}", "summary.csv", REPORT_NAME]
+    _print_fit(post, summary, args.csv, [out / n for n in names])
+    return EXIT_DIAGNOSTICS if args.strict and not post.diagnostics.ok else 0
+
+
+def _status_runs(con: _Console, data: ScalingData, csv: Path) -> None:
     fams = data.families
     con.status(
-        f"read {len(data)} runs in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} from {args.csv} "
+        f"read {len(data)} runs in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} from {csv} "
         f"(N {_fmt(data.N.min(), 2)}–{_fmt(data.N.max(), 2)} params, D {_fmt(data.D.min(), 2)}–"
         f"{_fmt(data.D.max(), 2)} tokens, C {_fmt(data.C.min(), 2)}–{_fmt(data.C.max(), 2)} FLOP)"
         + (f"; {len(data.excluded)} row(s) excluded" if len(data.excluded) else "")
     )
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder")
-    if args.format == "zarr":
-        try:
-            import zarr  # noqa: F401
-        except ImportError:
-            raise CLIError("--format zarr needs the zarr package (pip install 'scalebayes[zarr]')") from None
-    out.mkdir(parents=True, exist_ok=True)  # fail before sampling, not after, when the folder cannot be made
+
+
+def _sample(args, con: _Console, data: ScalingData):
+    """The posterior of ``scalebayes fit``'s options; a diagnostics failure is a warning with advice."""
     progress = show_progress(con.quiet)
     con.status(
         f"fitting the {args.law!r} law with NUTS: {args.chains} chain{'s' if args.chains > 1 else ''} × "
@@ -574,42 +650,42 @@ def cmd_fit(args, con: _Console) -> int:
             warmup=args.warmup,
             seed=args.seed,
             target_accept=args.target_accept,
+            max_tree_depth=args.max_tree_depth,
             progress=progress,
             warn=False,
         )
-    diag = post.diagnostics
     con.status(f"sampled in {time.perf_counter() - t0:.1f} s")
+    diag = post.diagnostics
     if not diag.ok:
-        from .diagnostics import advice
-
         con.warn(
             f"sampler diagnostics failed: {'; '.join(diag.failures)}. Do not trust this posterior as is "
             f"(the report says so). Try: {advice(diag)}."
         )
+    return post
 
-    con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
-    post_path = post.save(out / f"posterior.{args.format}")
-    summary = post.summary()
-    summary_path = out / "summary.csv"
-    summary.to_csv(summary_path)
+
+def _write_outputs(args, post, summary: pd.DataFrame, folder: Path) -> None:
+    """posterior.nc/.zarr, summary.csv and report.html into ``folder``."""
+    post.save(folder / f"posterior.{args.format}")
+    summary.to_csv(folder / "summary.csv")
     command = " ".join(shlex.quote(str(a)) for a in [PROG, *getattr(args, "argv", [])])
-    report_path = write_report(
+    write_report(
         post,
-        out,
+        folder,
         title=args.title,
         extrapolate=tuple(args.extrapolate),
         plan_compute=args.plan_compute,
         command=command,
     )
 
+
+def _print_fit(post, summary: pd.DataFrame, csv: Path, paths: list[Path]) -> None:
+    """The posterior summary, the diagnostics line and the files written, on stdout."""
     cols = [c for c in ("mean", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail") if c in summary.columns]
-    print(f"{post.law.name} law fitted to {len(data)} runs of {args.csv.name}: posterior summary")
+    print(f"{post.law.name} law fitted to {len(post.data)} runs of {csv.name}: posterior summary")
     print(summary[cols].to_string(float_format=lambda v: _fmt(v, 4) if np.isfinite(v) else str(v)))
-    print(str(diag))
-    print(f"wrote {post_path}, {summary_path}, {report_path}")
-    if args.strict and not diag.ok:
-        return EXIT_DIAGNOSTICS
-    return 0
+    print(str(post.diagnostics))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def _plan_frame(post, compute, family, quantiles, inference_tokens):
@@ -618,7 +694,6 @@ def _plan_frame(post, compute, family, quantiles, inference_tokens):
 
 
 def _check_family(post, family: str | None) -> None:
-    from .errors import UnknownNameError
 
     if family is not None and family not in post.families:
         raise UnknownNameError(f"unknown family {family!r}; this posterior's families are {list(post.families)}")
@@ -635,8 +710,6 @@ def _family_words(post, family: str | None) -> str:
 
 def cmd_plan(args, con: _Console) -> int:
     """``scalebayes plan``: the compute-plan table of a saved posterior."""
-    from .predict import qcol
-
     post = _load_posterior(args.posterior)
     _check_family(post, args.family)
     qs = sorted(set(args.quantiles))
@@ -675,19 +748,11 @@ def cmd_plan(args, con: _Console) -> int:
 
 def cmd_predict(args, con: _Console) -> int:
     """``scalebayes predict``: predictive loss quantiles at query points of a saved posterior."""
-    from .predict import qcol
-
-    given = [k for k in ("N", "D", "C") if getattr(args, k) is not None]
-    if len(given) < 2:
-        raise CLIError(
-            "give two of --N (parameters), --D (tokens), --C (FLOP)" + (f" (got only --{given[0]})" if given else "")
-        )
+    query = _query_points(args)
     post = _load_posterior(args.posterior)
     _check_family(post, args.family)
     qs = sorted(set(args.quantiles))
-    df = post.predict(
-        N=args.N, D=args.D, C=args.C, U=args.U, family=args.family, quantiles=qs, include_noise=not args.no_noise
-    )
+    df = post.predict(**query, family=args.family, quantiles=qs, include_noise=not args.no_noise)
     if args.csv:
         print(df.to_csv(index=False), end="")
         return 0
@@ -708,14 +773,14 @@ def cmd_predict(args, con: _Console) -> int:
 
 
 def cmd_report(args, con: _Console) -> int:
-    """``scalebayes report``: write report.html for a saved posterior."""
-    from .report import write_report
-
+    """``scalebayes report``: write report.html for a saved posterior (into a checked, locked folder; the page
+    itself is written atomically by :func:`scalebayes.report.write_report`)."""
     post = _load_posterior(args.posterior)
     out = args.out if args.out is not None else args.posterior.resolve().parent
-    path = write_report(
-        post, out, title=args.title, extrapolate=tuple(args.extrapolate), plan_compute=args.plan_compute
-    )
+    with output_folder(out) as folder:
+        path = write_report(
+            post, folder, title=args.title, extrapolate=tuple(args.extrapolate), plan_compute=args.plan_compute
+        )
     print(f"wrote {path}")
     return 0
 
@@ -735,6 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning(debug)
+        enable_compilation_cache()  # a second run of the same shape skips compiling (see scalebayes.cache)
         try:
             return int(args.func(args, con))
         except KeyboardInterrupt:
@@ -757,8 +823,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error_line(e: BaseException) -> str:
     """One line for an exception: our own errors as they are, anything unexpected with its type and a hint."""
-    from .errors import ScaleBayesError
-
     text = _cli_text(str(e)) or type(e).__name__
     if isinstance(e, ScaleBayesError | CLIError):
         return text

@@ -6,6 +6,7 @@ Units everywhere: ``N`` parameters, ``D`` training tokens, ``C`` training FLOP, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, UnknownNameError
+from .errors import DataError, DataWarning, UnknownNameError
 
 #: Default relative tolerance between a given C and 6·N·D when all three columns are given. Reconstructed or
 #: rounded tables are rarely exact; 5% accepts rounding to two significant figures and still catches a C that
 #: counts something else (e.g. attention FLOPs add ~10-30% at small N).
 C_RTOL = 0.05
 DEFAULT_FAMILY = "all"
+#: Loss in nats per token above which a value is warned about: ln(10^10) ≈ 23, the loss of guessing uniformly over
+#: 10^10 tokens, far beyond any real vocabulary (ln 256k ≈ 12.5). Final losses of real runs sit well below it;
+#: simulated laws far from their floor may not, so this only warns.
+LOSS_WARN = 23.0
+#: Loss above which a value cannot be a per-token loss at all and is rejected: final losses are a few nats, so a
+#: value in the thousands is a token count, a perplexity or a loss summed over a sequence.
+LOSS_MAX = 1e3
+#: Smallest plausible *largest* value of N (parameters), D (tokens) and C (FLOP) in a study. The smallest models in
+#: published scaling studies have ~1e4-1e5 parameters, trained on millions of tokens (~1e11 FLOP and up), so a
+#: column whose largest value is below these is almost surely in scaled units (millions, billions, PF-days).
+PLAUSIBLE_MAX = {"N": 1e4, "D": 1e5, "C": 1e9}
+_UNIT_HINTS = {
+    "N": "is it in millions or billions of parameters? N must count parameters (e.g. 7e9, not 7)",
+    "D": "is it in millions or billions of tokens? D must count tokens (e.g. 1.4e12, not 1400)",
+    "C": "is it in petaFLOP-days or another unit? C must be in FLOP (e.g. 5.8e23)",
+}
 
 
 @dataclass(frozen=True)
@@ -55,138 +72,53 @@ class ScalingData:
 
         Exactly two of ``N``/``D``/``C`` are needed; the third follows from C = 6·N·D. When all three are given,
         C must agree with 6·N·D within ``c_rtol`` (relative; ``None`` skips the check for data whose C counts
-        more than 6ND). ``family`` names a column of group labels; ``U`` a column of unique tokens.
+        more than 6ND). ``family`` names a column of group labels, kept as text (whole-number floats such as
+        ``1.0`` read as ``"1"``); ``U`` a column of unique tokens (it may be the ``D`` column).
         ``dropna=True`` drops rows with a missing value in a used column and records them in ``excluded``
         (a warning lists them); otherwise any missing value raises :class:`~scalebayes.errors.DataError`.
+
+        Values must be plausible, not only positive: a column of true/false, one column in two roles, a derived
+        value that overflows, or a loss above :data:`LOSS_MAX` nats raise :class:`~scalebayes.errors.DataError`;
+        losses above :data:`LOSS_WARN` nats and sizes that look like millions/billions of parameters or tokens (or
+        not FLOP) are warned about.
         """
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
-        given = {k: v for k, v in {"N": N, "D": D, "C": C}.items() if v is not None}
-        if len(given) < 2:
-            raise DataError(
-                "two of N, D, C are needed (C = 6·N·D gives the third); got only "
-                + (", ".join(f"{k}={v!r}" for k, v in given.items()) or "none")
-            )
-        roles = {**given, "loss": loss}
-        if U is not None:
-            roles["U"] = U
-        for role, col in roles.items():
-            if col not in df.columns:
-                raise DataError(
-                    f"column {col!r} (for {role}) is not in the table; columns are {list(df.columns)}",
-                    column=col,
-                )
-        if family is not None and family not in df.columns:
-            raise DataError(
-                f"column {family!r} (for family) is not in the table; columns are {list(df.columns)}",
-                column=family,
-            )
-        if len(df) == 0:
-            raise DataError("the table has no rows")
-
-        values: dict[str, pd.Series] = {}
-        for role, col in roles.items():
-            s = df[col]
-            num = pd.to_numeric(s, errors="coerce")
-            bad = s.index[num.isna() & s.notna()]
-            if len(bad):
-                raise DataError(f"column {col!r} ({role}) has non-numeric values", column=col, rows=list(bad))
-            values[role] = num.astype(float)
-        fam = None
-        if family is not None:
-            fam = df[family]
-
-        excluded_parts = []
-        missing = pd.Series(False, index=df.index)
-        for role in roles:
-            missing |= values[role].isna()
-        if fam is not None:
-            missing |= fam.isna()
-        if missing.any():
-            if not dropna:
-                col = (
-                    next(c for r, c in roles.items() if values[r].isna().any())
-                    if any(values[r].isna().any() for r in roles)
-                    else family
-                )
-                raise DataError(
-                    f"column {col!r} has missing values (pass dropna=True to drop such rows, which are then reported)",
-                    column=col,
-                    rows=list(df.index[missing]),
-                )
-            drop_idx = df.index[missing]
-            excluded_parts.append((drop_idx, "missing value (dropna=True)"))
-            import warnings
-
-            warnings.warn(
-                f"dropna=True dropped {len(drop_idx)} row(s) with missing values: {list(drop_idx)}",
-                stacklevel=2,
-            )
-            keep = ~missing
-            values = {k: v[keep] for k, v in values.items()}
-            if fam is not None:
-                fam = fam[keep]
-
-        for role, col in roles.items():
-            v = values[role]
-            bad = v.index[~np.isfinite(v.to_numpy())]
-            if len(bad):
-                raise DataError(f"column {col!r} ({role}) has non-finite values (inf)", column=col, rows=list(bad))
-            bad = v.index[v.to_numpy() <= 0]
-            if len(bad):
-                raise DataError(f"column {col!r} ({role}) must be > 0", column=col, rows=list(bad))
-
-        if fam is not None:
-            fam = fam.astype(str)
-            bad = fam.index[fam.str.strip() == ""]
-            if len(bad):
-                raise DataError(f"column {family!r} (family) has empty labels", column=family, rows=list(bad))
-        else:
-            fam = pd.Series(DEFAULT_FAMILY, index=values["loss"].index)
-
-        if "C" not in values:
-            values["C"] = 6.0 * values["N"] * values["D"]
-        elif "D" not in values:
-            values["D"] = values["C"] / (6.0 * values["N"])
-        elif "N" not in values:
-            values["N"] = values["C"] / (6.0 * values["D"])
-        elif c_rtol is not None:
-            ratio = values["C"] / (6.0 * values["N"] * values["D"])
-            bad = ratio.index[np.abs(ratio.to_numpy() - 1.0) > c_rtol]
-            if len(bad):
-                raise DataError(
-                    f"column {C!r} (C) disagrees with 6·N·D by more than {c_rtol:.0%} "
-                    f"(worst ratio {ratio.loc[bad].iloc[np.argmax(np.abs(ratio.loc[bad] - 1))]:.3g}); pass "
-                    "c_rtol=None if C counts more than 6ND, or give only two of N/D/C",
-                    column=C,
-                    rows=list(bad),
-                )
+        roles = _roles(df, N=N, D=D, C=C, loss=loss, U=U, family=family)
+        values = {role: _numeric(df[col], role, col) for role, col in roles.items()}
+        fam = _family_labels(df[family]) if family is not None else None
+        values, fam, dropped = _drop_missing(df.index, values, fam, roles, family, dropna)
+        _check_positive(values, roles)
+        fam = _check_family(fam, family, values["loss"].index)
+        _complete_ndc(values, roles, c_rtol)
+        _check_plausible(values, roles)
 
         frame = pd.DataFrame({k: values[k] for k in ("N", "D", "C", "loss")})
         if "U" in values:
             frame["U"] = values["U"]
         frame["family"] = fam.to_numpy()
         frame.index.name = "row"
-
-        dup = frame.duplicated(keep="first")
-        if dup.any():
-            first = frame.duplicated(keep=False)
-            raise DataError(
-                "duplicate rows (same N, D, C, loss and family): a run counted twice would overstate the evidence",
-                column=None,
-                rows=list(frame.index[first]),
-            )
-        excluded = _excluded_frame(df, excluded_parts, roles, family)
+        _check_duplicates(frame)
+        parts = [(dropped, "missing value (dropna=True)")] if len(dropped) else []
+        excluded = _excluded_frame(df, parts, roles, family)
         return cls(frame=frame, excluded=excluded, name=name)
 
     @classmethod
     def from_csv(cls, path: str | Path, **kwargs) -> ScalingData:
-        """Read a CSV of runs and validate it as :meth:`from_frame` does (same keyword arguments)."""
+        """Read a CSV of runs and validate it as :meth:`from_frame` does (same keyword arguments).
+
+        The ``family`` column is read as text exactly as written: ``01`` and ``1`` are different families and
+        ``NA`` or ``null`` are names; only an empty cell is a missing label.
+        """
         path = Path(path)
         if not path.exists():
             raise DataError(f"file not found: {path}")
+        family = kwargs.get("family")
         try:
             df = pd.read_csv(path)
+            if family is not None and family in df.columns:
+                labels = pd.read_csv(path, usecols=[family], dtype=str, keep_default_na=False, na_values=[""])
+                df[family] = labels[family].to_numpy()
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
             raise DataError(f"could not read {path} as CSV: {e}") from e
         kwargs.setdefault("name", path.stem)
@@ -279,6 +211,175 @@ class ScalingData:
                 f"{len(self)} runs cannot constrain the {n_params} parameters of the {law_name!r} law "
                 f"(need at least {n_params + 1})"
             )
+
+
+# ---------------------------------------------------------------------------------------------------- validation steps
+def _roles(df: pd.DataFrame, *, N, D, C, loss, U, family) -> dict[str, str]:
+    """``{role: column}`` for the numeric roles (N, D, C, loss, U) that were given, after checking that two of
+    N/D/C are named, that every named column exists and that no column plays two roles (U may be D's column:
+    unique tokens equal tokens when nothing is repeated)."""
+    given = {k: v for k, v in {"N": N, "D": D, "C": C}.items() if v is not None}
+    if len(given) < 2:
+        raise DataError(
+            "two of N, D, C are needed (C = 6·N·D gives the third); got only "
+            + (", ".join(f"{k}={v!r}" for k, v in given.items()) or "none")
+        )
+    roles = {**given, "loss": loss, **({"U": U} if U is not None else {})}
+    for role, col in [*roles.items(), *([("family", family)] if family is not None else [])]:
+        if col not in df.columns:
+            raise DataError(
+                f"column {col!r} (for {role}) is not in the table; columns are {list(df.columns)}", column=col
+            )
+    seen: dict[str, str] = {}
+    for role, col in roles.items():
+        other = seen.get(col)
+        if other is not None and {other, role} != {"D", "U"}:
+            raise DataError(f"{other} and {role} name the same column {col!r}; each needs its own column", column=col)
+        seen.setdefault(col, role)
+    if len(df) == 0:
+        raise DataError("the table has no rows")
+    return roles
+
+
+def _numeric(s: pd.Series, role: str, col: str) -> pd.Series:
+    """The column as floats (missing values NaN); text and true/false values raise naming the rows."""
+    if pd.api.types.is_bool_dtype(s) or (s.dtype == object and s.dropna().map(_is_bool).all() and s.notna().any()):
+        raise DataError(f"column {col!r} ({role}) holds true/false values, not numbers", column=col)
+    num = pd.to_numeric(s, errors="coerce")
+    bad = s.index[num.isna() & s.notna()]
+    if len(bad):
+        raise DataError(f"column {col!r} ({role}) has non-numeric values", column=col, rows=list(bad))
+    return num.astype(float)
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, bool | np.bool_)
+
+
+def _family_labels(s: pd.Series) -> pd.Series:
+    """Family labels as text, missing ones NaN. A float column whose values are all whole numbers (numbers with
+    a gap read from a CSV) gives ``"1"``, not ``"1.0"``."""
+    if pd.api.types.is_float_dtype(s):
+        finite = s.dropna()
+        if len(finite) and np.all(np.isfinite(finite)) and np.all(finite == np.round(finite)):
+            s = s.astype("Int64")
+    return s.map(lambda v: v if pd.isna(v) else str(v))
+
+
+def _drop_missing(index, values: dict, fam, roles: dict, family, dropna: bool):
+    """Rows with a missing value in a used column: raise (naming the first such column), or with ``dropna``
+    drop them with a warning. Returns (values, family labels, dropped row labels)."""
+    missing = pd.Series(False, index=index)
+    for v in values.values():
+        missing |= v.isna()
+    if fam is not None:
+        missing |= fam.isna()
+    dropped = index[missing.to_numpy()]
+    if not len(dropped):
+        return values, fam, dropped
+    if not dropna:
+        col = next((c for r, c in roles.items() if values[r].isna().any()), family)
+        raise DataError(
+            f"column {col!r} has missing values (pass dropna=True to drop such rows, which are then reported)",
+            column=col,
+            rows=list(dropped),
+        )
+    warnings.warn(f"dropna=True dropped {len(dropped)} row(s) with missing values: {list(dropped)}", stacklevel=3)
+    keep = ~missing
+    values = {k: v[keep] for k, v in values.items()}
+    return values, (fam[keep] if fam is not None else None), dropped
+
+
+def _check_positive(values: dict, roles: dict) -> None:
+    for role, col in roles.items():
+        v = values[role]
+        bad = v.index[~np.isfinite(v.to_numpy())]
+        if len(bad):
+            raise DataError(f"column {col!r} ({role}) has non-finite values (inf)", column=col, rows=list(bad))
+        bad = v.index[v.to_numpy() <= 0]
+        if len(bad):
+            raise DataError(f"column {col!r} ({role}) must be > 0", column=col, rows=list(bad))
+
+
+def _check_family(fam, family: str | None, index) -> pd.Series:
+    """The family labels (``"all"`` for every row when no column was named); blank labels raise."""
+    if fam is None:
+        return pd.Series(DEFAULT_FAMILY, index=index)
+    bad = fam.index[fam.str.strip() == ""]
+    if len(bad):
+        raise DataError(f"column {family!r} (family) has empty labels", column=family, rows=list(bad))
+    return fam
+
+
+def _complete_ndc(values: dict, roles: dict, c_rtol: float | None) -> None:
+    """Derive the third of N, D, C from C = 6·N·D (in place), or check a given C against 6·N·D."""
+    missing = next((k for k in ("N", "D", "C") if k not in values), None)
+    if missing == "C":
+        values["C"] = 6.0 * values["N"] * values["D"]
+    elif missing == "D":
+        values["D"] = values["C"] / (6.0 * values["N"])
+    elif missing == "N":
+        values["N"] = values["C"] / (6.0 * values["D"])
+    if missing is not None:
+        v = values[missing].to_numpy()
+        bad = values[missing].index[~(np.isfinite(v) & (v > 0))]
+        if len(bad):
+            used = " and ".join(f"{roles[k]!r} ({k})" for k in ("N", "D", "C") if k != missing)
+            raise DataError(
+                f"the derived {missing} from {used} overflows or underflows a float (C = 6·N·D): are the "
+                "values in the right units?",
+                column=None,
+                rows=list(bad),
+            )
+        return
+    if c_rtol is None:
+        return
+    ratio = values["C"] / (6.0 * values["N"] * values["D"])
+    bad = ratio.index[~(np.abs(ratio.to_numpy() - 1.0) <= c_rtol)]
+    if len(bad):
+        raise DataError(
+            f"column {roles['C']!r} (C) disagrees with 6·N·D by more than {c_rtol:.0%} "
+            f"(worst ratio {ratio.loc[bad].iloc[np.argmax(np.abs(ratio.loc[bad] - 1))]:.3g}); pass "
+            "c_rtol=None if C counts more than 6ND, or give only two of N/D/C",
+            column=roles["C"],
+            rows=list(bad),
+        )
+
+
+def _check_plausible(values: dict, roles: dict) -> None:
+    """Losses above :data:`LOSS_MAX` raise, above :data:`LOSS_WARN` warn; sizes whose largest value is below
+    :data:`PLAUSIBLE_MAX` warn. Every message names the column (and the rows for losses)."""
+    loss, col = values["loss"], roles["loss"]
+    what = "is it a count, a perplexity or a summed loss? Give the mean cross-entropy per token in nats"
+    bad = loss.index[loss.to_numpy() > LOSS_MAX]
+    if len(bad):
+        raise DataError(
+            f"column {col!r} (loss) has values above {LOSS_MAX:g} nats/token: {what}", column=col, rows=list(bad)
+        )
+    high = loss.index[loss.to_numpy() > LOSS_WARN]
+    if len(high):
+        rows = ", ".join(str(r) for r in high[:20]) + (" ..." if len(high) > 20 else "")
+        warnings.warn(
+            f"column {col!r} (loss) has values above {LOSS_WARN:g} nats/token, worse than guessing uniformly over "
+            f"a 10^10-token vocabulary (rows {rows}): {what}",
+            DataWarning,
+            stacklevel=3,
+        )
+    for role, floor in PLAUSIBLE_MAX.items():
+        top = float(values[role].max())
+        if top < floor:
+            name = roles.get(role)
+            where = f"column {name!r} ({role})" if name is not None else f"{role} derived as C = 6·N·D"
+            warnings.warn(f"{where} is at most {top:.3g}: {_UNIT_HINTS[role]}", DataWarning, stacklevel=3)
+
+
+def _check_duplicates(frame: pd.DataFrame) -> None:
+    if frame.duplicated(keep="first").any():
+        raise DataError(
+            "duplicate rows (same N, D, C, loss and family): a run counted twice would overstate the evidence",
+            column=None,
+            rows=list(frame.index[frame.duplicated(keep=False)]),
+        )
 
 
 def _excluded_frame(df, parts, roles, family) -> pd.DataFrame:

@@ -39,6 +39,18 @@ class ModelError(ScaleBayesError, ValueError):
     """A model specification that cannot be fitted (bad priors, pooling options, law/data mismatch)."""
 
 
+class OutputError(ScaleBayesError, OSError):
+    """An output folder or file that cannot be written: not writable, not a folder, or in use by another run."""
+
+
+class DependencyError(ScaleBayesError, ImportError):
+    """An optional package that a requested feature needs is missing or too old (the message says which)."""
+
+
+class DataWarning(UserWarning):
+    """The runs table is usable but looks wrong (for example sizes in millions instead of raw counts)."""
+
+
 class SamplingWarning(UserWarning):
     """The sampler's diagnostics failed (R-hat, ESS or divergences): the posterior should not be trusted as is."""
 

@@ -33,6 +33,7 @@ from .predict import new_family_latents
 from .priors import Priors
 from .sampler import SamplerConfig
 from .spec import FitSpec
+from .store import atomic_path, require_zarr
 
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 
@@ -297,14 +298,22 @@ class Posterior:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the whole posterior (every group and the fit's metadata) to netCDF (``.nc``) or zarr (``.zarr``)."""
+        """Write the whole posterior (every group and the fit's metadata) to netCDF (``.nc``) or zarr (``.zarr``).
+
+        The file is written under a temporary name beside ``path`` and renamed into place when complete
+        (:func:`scalebayes.store.atomic_path`): a crash or Ctrl-C part-way leaves an existing file at ``path`` as
+        it was. Saving over the file this posterior was loaded from works (:func:`load` keeps no file open).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".zarr":
-            _need_zarr()
-            self.idata.to_zarr(path, mode="w")
-        else:
-            self.idata.to_netcdf(path, engine="h5netcdf")
+        zarr = path.suffix == ".zarr"
+        if zarr:
+            require_zarr()
+        with atomic_path(path) as tmp:
+            if zarr:
+                self.idata.to_zarr(tmp, mode="w")
+            else:
+                self.idata.to_netcdf(tmp, engine="h5netcdf")
         return path
 
     def to_frame(self, family: str | None = None) -> pd.DataFrame:
@@ -480,27 +489,28 @@ class Posterior:
 
 
 def load(path: str | Path) -> Posterior:
-    """Read a posterior written by :meth:`Posterior.save`."""
+    """Read a posterior written by :meth:`Posterior.save` (``.nc`` or ``.zarr``) wholly into memory.
+
+    The file is closed before this returns, so the posterior can be saved back over it. A file that is not a
+    complete scalebayes posterior (truncated, another format, no scalebayes metadata) raises
+    :class:`~scalebayes.errors.DataError` naming it. ``.zarr`` needs zarr >= 3 (:func:`scalebayes.store.require_zarr`).
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
+    engine = "h5netcdf"
     if path.suffix == ".zarr":
-        _need_zarr()
-        dt = xr.open_datatree(path, engine="zarr")
-    else:
-        dt = xr.open_datatree(path, engine="h5netcdf")
-    dt = dt.load()
+        require_zarr()
+        engine = "zarr"
+    try:
+        dt = xr.load_datatree(path, engine=engine)  # reads every array, then closes the file
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"could not read {path} as a scalebayes posterior: {first}") from e
     if "scalebayes" not in dt.attrs:
         raise DataError(f"{path} is not a scalebayes posterior (no 'scalebayes' metadata)")
     ensure_float64("load", required=False)  # predictions from a loaded posterior run in float64, as after a fit
     return Posterior(dt)
-
-
-def _need_zarr() -> None:
-    try:
-        import zarr  # noqa: F401
-    except ImportError as e:
-        raise ModelError("zarr output needs the zarr package: pip install 'scalebayes[zarr]' (or save as .nc)") from e
 
 
 def _data_from_tree(dt, meta) -> ScalingData:

@@ -152,3 +152,92 @@ def test_porian_dataset_reports_dropped_rows():
     assert len(k.excluded) == 3
     with pytest.raises(UnknownNameError):
         sb.datasets.load("porian_isoflop", param_count="bogus")
+
+
+# ---------------------------------------------------------------------------------------------------- labels are text
+def test_family_labels_are_text_as_written(tmp_path):
+    """`01` and `1` are two families, `1` stays "1", and a family called NA is a family, not a missing value."""
+    df = frame(8).drop(columns="fam")
+    path = tmp_path / "runs.csv"
+    body = df.to_csv(index=False).splitlines()
+    labels = ["01", "1", "NA", "1", "01", "NA", "1.0", "1"]
+    path.write_text("\n".join([body[0] + ",fam", *(f"{r},{f}" for r, f in zip(body[1:], labels, strict=True))]))
+    d = sb.ScalingData.from_csv(path, N="params", D="tokens", loss="loss", family="fam")
+    assert d.families == ("01", "1", "NA", "1.0")
+    assert list(d.family_counts()) == [2, 3, 2, 1]
+    # an empty cell is still a missing label
+    path.write_text(path.read_text().replace(",NA\n", ",\n", 1))
+    with pytest.raises(DataError, match="missing") as e:
+        sb.ScalingData.from_csv(path, N="params", D="tokens", loss="loss", family="fam")
+    assert e.value.column == "fam" and e.value.rows == [2]
+
+
+def test_whole_number_family_labels_from_a_frame_keep_their_spelling():
+    df = frame(8)
+    df["fam"] = [1.0, 2.0, 1.0, 2.0, np.nan, 1.0, 2.0, 1.0]  # a float column only because of the gap
+    d = sb.ScalingData.from_frame(df, N="params", D="tokens", loss="loss", family="fam", dropna=True)
+    assert d.families == ("1", "2")
+
+
+# ---------------------------------------------------------------------------------------------------- plausibility
+def test_derived_compute_that_overflows_names_the_rows():
+    df = frame()
+    df.loc[3, "params"] = 1e300
+    with pytest.raises(DataError, match="overflows") as e:
+        sb.ScalingData.from_frame(df, N="params", D="tokens", loss="loss")
+    assert e.value.rows == [3] and "params" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("role", "scale", "words"),
+    [("N", 1e-6, "millions or billions"), ("D", 1e-9, "millions or billions"), ("C", 1e-20, "FLOP")],
+)
+def test_sizes_in_scaled_units_are_warned_naming_the_column(role, scale, words):
+    df = frame()
+    col = {"N": "params", "D": "tokens", "C": "flops"}[role]
+    df[col] *= scale
+    kw = {"N": "params", "D": "tokens", "C": "flops", "loss": "loss"}
+    kw.pop({"N": "D", "D": "N", "C": "D"}[role])
+    with pytest.warns(UserWarning, match=words) as w:
+        sb.ScalingData.from_frame(df, c_rtol=None, **kw)
+    assert any(f"'{col}'" in str(m.message) for m in w)
+
+
+@pytest.mark.parametrize("role", ["N", "D", "loss"])
+def test_a_true_false_column_is_not_a_number(role):
+    df = frame()
+    df["flag"] = True
+    kw = {"N": "params", "D": "tokens", "loss": "loss", role: "flag"}
+    with pytest.raises(DataError, match="true/false") as e:
+        sb.ScalingData.from_frame(df, **kw)
+    assert e.value.column == "flag"
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(N="params", D="params", loss="loss"),
+        dict(N="params", D="tokens", loss="tokens"),
+        dict(N="params", C="params", loss="loss"),
+    ],
+)
+def test_one_column_cannot_play_two_roles(kw):
+    with pytest.raises(DataError, match="same column") as e:
+        sb.ScalingData.from_frame(frame(), **kw)
+    assert e.value.column in ("params", "tokens")
+
+
+def test_unique_tokens_may_be_the_tokens_column():
+    d = sb.ScalingData.from_frame(frame(), N="params", D="tokens", U="tokens", loss="loss")
+    np.testing.assert_array_equal(d.U, d.D)
+
+
+def test_absurd_losses_are_rejected_or_warned_naming_the_rows():
+    df = frame()
+    df.loc[[1, 4], "loss"] = [2e3, 1.5e5]  # a perplexity and a token count mistaken for losses
+    with pytest.raises(DataError, match="nats") as e:
+        sb.ScalingData.from_frame(df, N="params", D="tokens", loss="loss")
+    assert e.value.column == "loss" and e.value.rows == [1, 4]
+    df.loc[[1, 4], "loss"] = [45.0, 30.0]  # possible only far from a law's floor: warned
+    with pytest.warns(UserWarning, match=r"'loss' \(loss\) has values above 23 nats/token.*rows 1, 4"):
+        sb.ScalingData.from_frame(df, N="params", D="tokens", loss="loss")

@@ -1,0 +1,129 @@
+"""Command-line arguments say what is wrong and reach the sampler: negative numbers, mismatched predict inputs and
+``--grid``, the NUTS options, ``--quiet`` turning progress off, ``--strict``, and the compilation cache.
+
+Everything runs in-process through ``cli.main``. Only the ``--grid`` and ``--strict`` tests need a posterior: one
+tiny fit (module fixture; 1 chain, a few draws, so its diagnostics fail, which ``--strict`` needs).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pytest
+from conftest import simulate_chinchilla
+
+import scalebayes as sb
+from scalebayes import cli
+
+PARAMS = dict(E=1.7, A=400.0, alpha=0.34, B=410.0, beta=0.28)
+FIT_COLUMNS = ["--N", "N", "--D", "D", "--loss", "loss"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    data = sb.ScalingData.from_frame(simulate_chinchilla(PARAMS, n=30, seed=3), N="N", D="D", loss="loss")
+    post = sb.fit(data, chains=1, warmup=60, draws=30, seed=0, pointwise=False, warn=False)
+    return post, post.save(tmp_path_factory.mktemp("post") / "posterior.nc")
+
+
+@pytest.fixture
+def runs_csv(tmp_path):
+    path = tmp_path / "runs.csv"
+    simulate_chinchilla(PARAMS, n=30, seed=3).to_csv(path, index=False)
+    return path
+
+
+def _usage_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def _capture_fit(monkeypatch, post) -> dict:
+    """Replace the sampler by a function that records its keyword arguments and returns ``post``."""
+    seen: dict = {}
+
+    def fake_fit(data, **kwargs):
+        seen.update(kwargs)
+        return post
+
+    monkeypatch.setattr(sys.modules["scalebayes.fit"], "fit", fake_fit)
+    monkeypatch.setattr(cli, "fit", fake_fit, raising=False)
+    return seen
+
+
+# ---------------------------------------------------------------------------------------------------- numbers
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["predict", "p.nc", "--N", "-1e9", "--D", "1e12"], "--N"),
+        (["predict", "p.nc", "--N", "1e9", "--D", "-5"], "--D"),
+        (["plan", "p.nc", "--compute", "1e23", "-1e24"], "--compute"),
+        (["fit", "r.csv", "--loss", "l", "--target-accept", "-0.5"], "--target-accept"),
+        (["predict", "p.nc", "--N", "-inf", "--D", "1e12"], "--N"),
+    ],
+)
+def test_a_negative_number_is_named_as_the_problem(capsys, argv, option):
+    line = _usage_error(capsys, argv)
+    assert option in line and "expected" not in line
+    assert "must be positive" in line or "strictly between 0 and 1" in line or "not a finite number" in line
+
+
+# ---------------------------------------------------------------------------------------------------- predict shapes
+def test_predict_inputs_of_different_lengths_are_a_clear_error(capsys, tmp_path):
+    rc = cli.main(["predict", str(tmp_path / "p.nc"), "--N", "1e9", "2e9", "3e9", "--D", "1e10", "2e10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert "--N has 3 values and --D has 2" in err[0] and "--grid" in err[0] and "broadcast" not in err[0]
+
+
+def test_predict_grid_is_every_combination(capsys, saved):
+    post, path = saved
+    rc = cli.main(["predict", str(path), "--N", "1e9", "2e9", "3e9", "--D", "1e10", "2e10", "--grid", "--csv"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    got = np.loadtxt(io.StringIO(out), delimiter=",", skiprows=1, usecols=(0, 1))
+    want = [(n, d) for n in (1e9, 2e9, 3e9) for d in (1e10, 2e10)]
+    np.testing.assert_allclose(got, want)
+    direct = post.predict(N=[n for n, _ in want], D=[d for _, d in want])
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(out), delimiter=",", skiprows=1)[:, 3], direct["mean"])
+
+
+# ---------------------------------------------------------------------------------------------------- fit options
+def test_fit_passes_the_nuts_options_and_quiet_turns_progress_off(monkeypatch, capsys, saved, runs_csv, tmp_path):
+    post, _ = saved
+
+    class TTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", TTY())  # a terminal, where progress would show
+    seen = _capture_fit(monkeypatch, post)
+    argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--target-accept", "0.97", "--max-tree-depth", "12"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert seen["target_accept"] == 0.97 and seen["max_tree_depth"] == 12 and seen["progress"] is False
+    monkeypatch.setattr(cli, "Ticker", lambda *a, **k: _Null(), raising=False)
+    assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert seen["progress"] is True
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved, runs_csv, tmp_path):
+    post, _ = saved
+    assert not post.diagnostics.ok  # 1 chain of 30 draws cannot reach the ESS threshold
+    _capture_fit(monkeypatch, post)
+    argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--strict"]) == cli.EXIT_DIAGNOSTICS == 3
