@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..errors import DataError
+from ..store import atomic_write_text
 from .page import render_page
 from .sections import BUILDERS, MAX_FAMILY_FIGURES, Context, diagnostics_box
 
@@ -27,11 +28,6 @@ REPORT_NAME = "report.html"
 SECTIONS = ("summary", "data", "fit", "parameters", "ppc", "extrapolation", "plan", "about")
 
 __all__ = ["MAX_FAMILY_FIGURES", "REPORT_NAME", "SECTIONS", "diagnostics_box", "write_report"]
-
-
-def _write_text(path: Path, text: str) -> None:
-    """The one place the report touches the disk (to be swapped for an atomic write)."""
-    path.write_text(text, encoding="utf-8")
 
 
 def _version() -> str:
@@ -86,5 +82,5 @@ def write_report(
     title = title or f"Scaling-law fit: {ctx.data_name}"
     subtitle = f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by scalebayes {_version()}"
     path = out / REPORT_NAME
-    _write_text(path, render_page(title, subtitle, sections))
+    atomic_write_text(path, render_page(title, subtitle, sections))  # a crash mid-write keeps the old page
     return path
