@@ -429,7 +429,7 @@ def _gradient_floor(data, workers: int) -> dict:
 
     preps = [prepare(d, n_pad=_pad_runs(max(len(d) for d in data))) for d in data]
     spec = preps[0].spec
-    run = S._jit(S._build(spec, S.SamplerConfig(), jnp.float64, keep_warmup=True))
+    run = S.jit(S.build(spec, S.SamplerConfig(), keep_warmup=True))
     steps = []
     for i, p in enumerate(preps):
         args = jax.tree.map(lambda a: a[None], p.args)
@@ -447,7 +447,7 @@ def _gradient_floor(data, workers: int) -> dict:
 
         return jax.lax.fori_loop(0, reps, body, (q, jnp.zeros(W)))
 
-    loop = S._jit(loop)
+    loop = S.jit(loop)
     q0 = jnp.broadcast_to(
         S.init_position(spec, args[-1], jnp.zeros(S.n_dim(spec)), 0.0, jnp.float64), (W, S.n_dim(spec))
     )

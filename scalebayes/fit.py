@@ -22,7 +22,7 @@ from .data import ScalingData
 from .diagnostics import warn_if_failed
 from .errors import DataError, ModelError
 from .model import Spec, family_latents, noise_params, pooling_modes, population_sites
-from .sampler import SamplerConfig, chain_method_for, pad_size, sampler, to_numpy
+from .sampler import SamplerConfig, chain_method_for, factory_for, pad_size, to_numpy
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ def fit(
     dtype: str = "float64",
     pointwise: bool | str = "auto",
     warn: bool = True,
+    sampler: str = "nuts",
 ):
     """Fit a scaling law to training runs with NUTS and return the :class:`~scalebayes.posterior.Posterior`.
 
@@ -175,6 +176,8 @@ def fit(
             (:data:`scalebayes.pointwise.AUTO_MAX_ELEMENTS`), so a 100,000-run fit holds no draws × runs array
             the user did not ask for. Skipped groups can be added later with ``Posterior.pointwise()``.
         warn: emit :class:`~scalebayes.errors.SamplingWarning` when diagnostics fail (the flag is set anyway).
+        sampler: ``"nuts"`` (scalebayes's compiled NUTS) or ``"numpyro"`` (NumPyro's NUTS on the same model, a
+            slower reference: :mod:`scalebayes.sampler.reference`).
     """
     from .posterior import Posterior
 
@@ -205,7 +208,7 @@ def fit(
         chain_method=chain_method_for(int(chains)),
         progress=bool(progress),
     )
-    run = sampler(prep.spec, prep.n_pad, config, dtype)
+    run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
     draws_, stats = to_numpy(run(jax.random.key(seed), *prep.args))
     idata = build_datatree(data, prep, draws_, stats, pointwise=pointwise, seed=seed, config=config)
     post = Posterior(idata, data=data)
