@@ -121,7 +121,7 @@ def fit(
     draws: int = 1000,
     warmup: int = 1000,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
     priors: Mapping | None = None,
     pooling: str | None = None,
     shared: tuple[str, ...] = (),
@@ -156,8 +156,8 @@ def fit(
         likelihood: ``"student_t"`` or ``"normal"``.
         chains, draws, warmup: NUTS chains and iterations per chain (post-warm-up draws are kept).
         seed: every random number of the fit derives from it; same seed, same draws.
-        progress: accepted for API compatibility, but nothing is shown: warm-up and sampling are one compiled
-            program with no host round trips (the ``scalebayes`` command shows an elapsed-time line instead).
+        progress: show a progress bar on stderr (:mod:`scalebayes.progress`): ``None`` (default) when stderr is a
+            terminal or in a notebook, ``True``/``False`` to force. Same draws either way.
         priors: overrides, see :mod:`scalebayes.priors`.
         pooling: ``"complete"``, ``"partial"`` (default with several families) or ``"none"``.
         shared, free: parameter names pooled exactly / left independent per family under partial pooling.
@@ -206,7 +206,7 @@ def fit(
         target_accept=float(target_accept),
         max_tree_depth=int(max_tree_depth),
         chain_method=chain_method_for(int(chains)),
-        progress=bool(progress),
+        progress=progress,
     )
     run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
     draws_, stats = to_numpy(run(jax.random.key(seed), *prep.args))

@@ -10,6 +10,7 @@ shards chains over devices; scalebayes never sets ``XLA_FLAGS=--xla_force_host_p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from .. import progress
 from ..errors import UnknownNameError
 from ..model import Spec
 from .config import SamplerConfig
@@ -96,14 +98,20 @@ def batch_sampler(
     return jit(jax.shard_map(core, mesh=mesh, in_specs=(spec_,) * 6, out_specs=spec_, check_vma=False))
 
 
-@functools.lru_cache(maxsize=128)
 def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float64"):
     """Compiled ``run(key, x, log_y, fam, mask, hyper) -> (draws, stats)`` for ``n`` (padded) runs.
 
     ``draws`` maps every sampled site to an array (chains, draws, *site_shape) in constrained space; ``stats``
     holds ``diverging``, ``num_steps`` (leapfrog steps), ``accept_prob``, ``energy``, ``potential_energy``
-    (chains, draws) and ``step_size`` (chains,).
+    (chains, draws) and ``step_size`` (chains,). ``config.progress`` (None: on for a terminal or notebook) compiles
+    a progress callback into the loop (:mod:`scalebayes.progress`); the draws are the same either way.
     """
+    config = dataclasses.replace(config, progress=progress.enabled(config.progress))  # None: auto
+    return _sampler(spec, n, config, dtype_name)
+
+
+@functools.lru_cache(maxsize=128)
+def _sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str):
     del n, dtype_name  # part of the cache key only
     if config.chain_method == "parallel" and jax.local_device_count() > 1:
         return _parallel_chains(spec, config)

@@ -24,8 +24,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from .. import progress
 from ..model import Spec
 from . import adaptation
 from .config import COMPILE_COUNT, SamplerConfig
@@ -113,9 +115,30 @@ def make_parts(spec: Spec, config: SamplerConfig, keep_warmup: bool = False, pot
     return Parts(spec, config, chain, adaptation.window_table(int(config.warmup), int(config.draws), keep_warmup))
 
 
+def _reporter(total: int):
+    """``maybe(last_k, done, sampling, finished, n_datasets) -> k``: a progress callback (:func:`scalebayes.progress.
+    update`) when ``done`` (int32, iterations per chain) entered a new 1% of ``total``; ``last_k`` the last one."""
+    stride = max(1, total // 100)
+
+    def maybe(last_k, done, sampling, finished=-1, n_datasets=-1):
+        k = done // stride
+
+        def emit(_):
+            jax.debug.callback(progress.update, done, total, sampling, finished, n_datasets)
+            return k
+
+        return lax.cond(k > last_k, emit, lambda _: last_k, None)
+
+    return maybe
+
+
 def side_by_side(parts: Parts):
     """The program with all B datasets passing window boundaries together."""
     chain, C, S, D = parts.chain, parts.C, parts.chain.n_rows, parts.chain.D
+    on = bool(parts.config.progress)
+    total = int(parts.config.warmup) + int(parts.config.draws)
+    report = _reporter(total)
+    starts = jnp.asarray(np.cumsum(parts.table.n_iter) - parts.table.n_iter, jnp.int32)  # iterations before a window
 
     def step(st, buf, win, args):
         new, row, vals = chain.step(st, win, args)
@@ -130,18 +153,26 @@ def side_by_side(parts: Parts):
         state = parts.init_states(keys, args)
         buf = jnp.zeros((keys.shape[0], C, S + 1, D + 5), log_y.dtype)
 
-        def window(carry, win):
-            def cond(sb):
-                return jnp.any(sb[0].it < win.n_iter)
+        def window(carry, xs):
+            win, start = xs
+            sampling = win.record & ~win.adapt & (win.n_iter > 0)
 
-            state, buf = lax.while_loop(cond, lambda sb: v_step(sb[0], sb[1], win, args), carry)
+            def body(c):  # (state, buf) or, with progress, (state, buf, last 1% reported)
+                st, b = v_step(c[0], c[1], win, args)
+                return (st, b, report(c[2], start + jnp.min(st.it), sampling)) if on else (st, b)
+
+            carry = lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), body, carry)
+            state = carry[0]
             if parts.pool:
                 state = parts.pool_chains(state, win.final)
-            return (v_end(state, win, args), buf), None
+            return (v_end(state, win, args), *carry[1:]), None
 
         table = adaptation.Window(*(jnp.asarray(t) for t in parts.table))
-        (state, buf), _ = lax.scan(window, (state, buf), table)
-        return parts.outputs(buf[:, :, :S], state.step_size.log_step)
+        carry0 = (state, buf, jnp.asarray(-1, jnp.int32)) if on else (state, buf)
+        carry, _ = lax.scan(window, carry0, (table, starts))
+        if on:
+            jax.debug.callback(progress.update, total, total, True)
+        return parts.outputs(carry[1][:, :, :S], carry[0].step_size.log_step)
 
     return run_batch
 
@@ -192,6 +223,13 @@ def streaming(parts: Parts, slots: int, sync_every: int = 32):
         new_ds = jnp.where(last, jnp.where(cand < n_live, cand, B), c.ds)
         load = last & (new_ds < B)
         j = jnp.minimum(new_ds, B - 1)
+        if parts.config.progress:
+            finished = jnp.minimum(c.nxt, n_live) - jnp.sum(c.ds < B) + jnp.sum(last)
+            lax.cond(
+                jnp.any(last),
+                lambda: jax.debug.callback(progress.update, finished, n_live, True, finished, n_live),
+                lambda: None,
+            )
         return c._replace(
             state=_select(load, _take(init, j), state),
             args=_select(load, _take(all_args, j), c.args),

@@ -24,9 +24,11 @@ from .potential import init_position, n_dim, site_layout, unflatten
 _FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size")
 
 
+@functools.lru_cache(maxsize=16)
 def numpyro_sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float64"):
     """``run(key, x, log_y, fam, mask, hyper) -> (draws, stats)`` with NumPyro's NUTS (vectorised chains); shapes
-    as :func:`.compiled.sampler`'s. ``n`` and ``dtype_name`` are accepted for the same signature (the data set them)."""
+    as :func:`.compiled.sampler`'s. Cached like it (the data are traced arguments, ``jit_model_args``), so a second
+    fit of the same shape reuses NumPyro's compiled program. ``n``, ``dtype_name``: cache key only."""
     del n, dtype_name
     kernel = NUTS(
         functools.partial(model, spec),
@@ -35,20 +37,20 @@ def numpyro_sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str =
         max_tree_depth=int(config.max_tree_depth),
     )
     names = [s.name for s in site_layout(spec)]
+    mcmc = MCMC(
+        kernel,
+        num_warmup=int(config.warmup),
+        num_samples=int(config.draws),
+        num_chains=int(config.chains),
+        chain_method="vectorized",
+        progress_bar=False,
+        jit_model_args=True,
+    )
 
     def run(key, x, log_y, fam, mask, hyper):
         k_init, k_run = jax.random.split(key)
-        D = n_dim(spec)
-        z = jax.random.normal(k_init, (config.chains, D), log_y.dtype)
+        z = jax.random.normal(k_init, (config.chains, n_dim(spec)), log_y.dtype)
         q0 = jax.vmap(lambda zc: init_position(spec, hyper, zc, config.init_jitter, log_y.dtype))(z)
-        mcmc = MCMC(
-            kernel,
-            num_warmup=int(config.warmup),
-            num_samples=int(config.draws),
-            num_chains=int(config.chains),
-            chain_method="vectorized",
-            progress_bar=False,
-        )
         mcmc.run(k_run, x, log_y, fam, mask, hyper, init_params=unflatten(spec, q0), extra_fields=_FIELDS)
         samples = mcmc.get_samples(group_by_chain=True)
         extra = mcmc.get_extra_fields(group_by_chain=True)
