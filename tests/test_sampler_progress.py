@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from conftest import simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import progress
+from scalebayes import sampler as S
+from scalebayes.fit import prepare
+
+TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 
 
 def test_progress_reports_and_changes_no_draw(chinchilla_data, capsys):
@@ -28,3 +35,23 @@ def test_progress_line_and_auto_mode():
     assert "datasets 3/8" in progress.format_line(3, 8, "sampling", 1.0, (3, 8))
     assert progress.enabled(False) is False and progress.enabled(True) is True
     assert progress.enabled(None) is False  # pytest captures stderr: not a terminal, not a notebook
+
+
+def test_streaming_program_reports_datasets_and_changes_no_draw(capsys):
+    """The batch program (three datasets through two slots) reports datasets finished; same draws without it."""
+    data = [
+        sb.ScalingData.from_frame(simulate_chinchilla(TRUE, n=30, sigma=0.02, seed=i), N="N", D="D", loss="loss")
+        for i in range(3)
+    ]
+    preps = [prepare(d, likelihood="normal", n_pad=32) for d in data]
+    args = jax.tree.map(lambda *x: jnp.stack(x), *[p.args for p in preps])
+    keys = jnp.stack([jax.random.key(i) for i in range(3)])
+    out = {}
+    for on in (False, True):
+        cfg = S.SamplerConfig(chains=2, warmup=100, draws=50, progress=on)
+        capsys.readouterr()
+        out[on] = S.to_numpy(S.batch_sampler(preps[0].spec, 32, cfg, "float64", 1, 2)(keys, *args))
+        err = capsys.readouterr().err
+        assert ("datasets 3/3" in err) == on, err
+    for k in out[False][0]:
+        np.testing.assert_array_equal(out[True][0][k], out[False][0][k])

@@ -35,6 +35,10 @@ from .kernel import Chain, ChainState
 from .potential import make_potential, n_dim, unflatten
 from .start import newton_start
 
+#: Progress reports per fit (with ``SamplerConfig.progress``): each one is a point where the chains wait for each
+#: other, so a few dozen, not one per iteration.
+PROGRESS_REPORTS = 25
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -115,30 +119,13 @@ def make_parts(spec: Spec, config: SamplerConfig, keep_warmup: bool = False, pot
     return Parts(spec, config, chain, adaptation.window_table(int(config.warmup), int(config.draws), keep_warmup))
 
 
-def _reporter(total: int):
-    """``maybe(last_k, done, sampling, finished, n_datasets) -> k``: a progress callback (:func:`scalebayes.progress.
-    update`) when ``done`` (int32, iterations per chain) entered a new 1% of ``total``; ``last_k`` the last one."""
-    stride = max(1, total // 100)
-
-    def maybe(last_k, done, sampling, finished=-1, n_datasets=-1):
-        k = done // stride
-
-        def emit(_):
-            jax.debug.callback(progress.update, done, total, sampling, finished, n_datasets)
-            return k
-
-        return lax.cond(k > last_k, emit, lambda _: last_k, None)
-
-    return maybe
-
-
 def side_by_side(parts: Parts):
     """The program with all B datasets passing window boundaries together."""
     chain, C, S, D = parts.chain, parts.C, parts.chain.n_rows, parts.chain.D
     on = bool(parts.config.progress)
     total = int(parts.config.warmup) + int(parts.config.draws)
-    report = _reporter(total)
-    starts = jnp.asarray(np.cumsum(parts.table.n_iter) - parts.table.n_iter, jnp.int32)  # iterations before a window
+    chunk = max(1, total // PROGRESS_REPORTS)
+    starts = np.cumsum(parts.table.n_iter) - parts.table.n_iter  # iterations before each window
 
     def step(st, buf, win, args):
         new, row, vals = chain.step(st, win, args)
@@ -146,6 +133,24 @@ def side_by_side(parts: Parts):
 
     v_step = jax.vmap(jax.vmap(step, in_axes=(0, 0, None, None)), in_axes=(0, 0, None, 0))
     v_end = jax.vmap(jax.vmap(chain.end_window, in_axes=(0, None, None)), in_axes=(0, None, 0))
+
+    def steps_until(carry, win, args):
+        """Leapfrog steps until every chain has done ``win.n_iter`` iterations of the window."""
+        return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), lambda c: v_step(c[0], c[1], win, args), carry)
+
+    def steps_reporting(carry, win, start, args):
+        """:func:`steps_until` in chunks of ``chunk`` iterations with a progress report after each. A chain that
+        finished the chunk idles (its state and random counter unchanged) until all have: same numbers, and the
+        callback stays out of the per-step loop, where its conditional would cost every step."""
+        sampling = win.record & ~win.adapt & (win.n_iter > 0)
+
+        def body(c):
+            lim = jnp.minimum(jnp.min(c[0].it) + chunk, win.n_iter)
+            c = steps_until(c, win._replace(n_iter=lim), args)
+            jax.debug.callback(progress.update, start + jnp.min(c[0].it), total, sampling)
+            return c
+
+        return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), body, carry)
 
     def run_batch(keys, x, log_y, fam, mask, hyper):
         COMPILE_COUNT["n"] += 1  # runs only while tracing, i.e. once per compilation
@@ -155,24 +160,14 @@ def side_by_side(parts: Parts):
 
         def window(carry, xs):
             win, start = xs
-            sampling = win.record & ~win.adapt & (win.n_iter > 0)
-
-            def body(c):  # (state, buf) or, with progress, (state, buf, last 1% reported)
-                st, b = v_step(c[0], c[1], win, args)
-                return (st, b, report(c[2], start + jnp.min(st.it), sampling)) if on else (st, b)
-
-            carry = lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), body, carry)
-            state = carry[0]
+            state, buf = steps_reporting(carry, win, start, args) if on else steps_until(carry, win, args)
             if parts.pool:
                 state = parts.pool_chains(state, win.final)
-            return (v_end(state, win, args), *carry[1:]), None
+            return (v_end(state, win, args), buf), None
 
         table = adaptation.Window(*(jnp.asarray(t) for t in parts.table))
-        carry0 = (state, buf, jnp.asarray(-1, jnp.int32)) if on else (state, buf)
-        carry, _ = lax.scan(window, carry0, (table, starts))
-        if on:
-            jax.debug.callback(progress.update, total, total, True)
-        return parts.outputs(carry[1][:, :, :S], carry[0].step_size.log_step)
+        (state, buf), _ = lax.scan(window, (state, buf), (table, jnp.asarray(starts, jnp.int32)))
+        return parts.outputs(buf[:, :, :S], state.step_size.log_step)
 
     return run_batch
 
