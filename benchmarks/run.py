@@ -28,6 +28,11 @@ Cases (``--only`` takes their names):
   fit_many        --many (default 1000) simulated 40-run datasets (Chinchilla law, known parameters) in one
                   fit_many call, against a Python loop over scalebayes.fit on --loop of them (extrapolated).
   memory_100k     peak resident memory (ru_maxrss) of a fit of 100,000 simulated runs (pointwise="auto").
+  sampler_vs_numpyro  fit(data, warmup=500, draws=500) with scalebayes's NUTS and with fit(..., sampler="numpyro")
+                  (NumPyro's NUTS on the same model and parameterisation, scalebayes.sampler.reference), alternated
+                  in one process: ESS/s ratio.
+  progress_overhead   fit(data, warmup=500, draws=500) with progress=False and progress=True (stderr not a
+                  terminal: plain lines), alternated in one process: wall-time ratio.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ CASES = [
     "huber",
     "fit_many",
     "memory_100k",
+    "sampler_vs_numpyro",
+    "progress_overhead",
 ]
 
 
@@ -414,6 +421,61 @@ def case_fit_many(args) -> dict:
     }
 
 
+def _alternate(data, reps: int, variants: dict) -> dict:
+    """One compiling call per variant, then ``reps`` rounds calling every variant once (same seed within a round,
+    so the variants do the same work); the median warm record per variant."""
+    import numpy as np
+
+    import scalebayes as sb
+
+    out = {}
+    for name, kw in variants.items():
+        t0 = _clock()
+        sb.fit(data, seed=0, warn=False, **kw)
+        out[name] = {"first_wall": _since(t0)[0], "warm": []}
+    for r in range(reps):
+        for name, kw in variants.items():
+            t0 = _clock()
+            post = sb.fit(data, seed=r + 1, warn=False, **kw)
+            w, c = _since(t0)
+            out[name]["warm"].append(_fit_record(post, w, c))
+    for rec in out.values():
+        warm = rec.pop("warm")
+        med = warm[int(np.argsort([w["wall"] for w in warm])[len(warm) // 2])]
+        rec.update(med, warm_walls=[w["wall"] for w in warm], ess_per_s=round(med["min_bulk_ess"] / med["wall"], 1))
+    return out
+
+
+def case_sampler_vs_numpyro(args) -> dict:
+    import scalebayes as sb
+
+    kw = dict(warmup=500, draws=500, pointwise=False)
+    out = _alternate(
+        sb.datasets.load("chinchilla_epoch"), args.reps, {"nuts": kw, "numpyro": {**kw, "sampler": "numpyro"}}
+    )
+    ours, ref = out["nuts"], out["numpyro"]
+    return {
+        **out,
+        "ess_per_s_ratio": round(ours["ess_per_s"] / ref["ess_per_s"], 1),
+        "ess_per_cpu_s_ratio": round((ours["min_bulk_ess"] / ours["cpu"]) / (ref["min_bulk_ess"] / ref["cpu"]), 1),
+        "settings": "chinchilla_epoch, complete pooling, student_t, 4 chains, 500 warm-up, 500 draws, dense metric",
+    }
+
+
+def case_progress_overhead(args) -> dict:
+    import scalebayes as sb
+
+    kw = dict(warmup=500, draws=500, pointwise=False)
+    variants = {"off": {**kw, "progress": False}, "on": {**kw, "progress": True}}
+    out = _alternate(sb.datasets.load("chinchilla_epoch"), args.reps, variants)
+    return {
+        **out,
+        "overhead": round(out["on"]["wall"] / out["off"]["wall"] - 1.0, 4),
+        "overhead_cpu": round(out["on"]["cpu"] / out["off"]["cpu"] - 1.0, 4),
+        "settings": "fit(chinchilla_epoch, warmup=500, draws=500), stderr not a terminal",
+    }
+
+
 def _gradient_floor(data, workers: int) -> dict:
     """What no vectorised NUTS can beat on this machine: the leapfrog steps one fit takes (warm-up included, counted
     on ``data`` with the sampler's own program) times the cost of the potential's gradient alone, vectorised over
@@ -429,7 +491,7 @@ def _gradient_floor(data, workers: int) -> dict:
 
     preps = [prepare(d, n_pad=_pad_runs(max(len(d) for d in data))) for d in data]
     spec = preps[0].spec
-    run = S._jit(S._build(spec, S.SamplerConfig(), jnp.float64, keep_warmup=True))
+    run = S.jit(S.build(spec, S.SamplerConfig(), keep_warmup=True))
     steps = []
     for i, p in enumerate(preps):
         args = jax.tree.map(lambda a: a[None], p.args)
@@ -447,7 +509,7 @@ def _gradient_floor(data, workers: int) -> dict:
 
         return jax.lax.fori_loop(0, reps, body, (q, jnp.zeros(W)))
 
-    loop = S._jit(loop)
+    loop = S.jit(loop)
     q0 = jnp.broadcast_to(
         S.init_position(spec, args[-1], jnp.zeros(S.n_dim(spec)), 0.0, jnp.float64), (W, S.n_dim(spec))
     )
@@ -633,6 +695,38 @@ def markdown(results: dict) -> str:
             f"{mem['peak_rss_mb']:.0f} MB ({mem['rss_before_fit_mb']:.0f} MB before the fit), while one draws × runs "
             f"array would be {mem['one_draws_x_runs_array_mb']:.0f} MB; groups stored: {', '.join(mem['groups'])}. "
             f"{mem['diagnostics']}.",
+        ]
+    sv = c.get("sampler_vs_numpyro")
+    if sv and "error" not in sv:
+        o, r = sv["nuts"], sv["numpyro"]
+        lines += [
+            "",
+            '## scalebayes NUTS vs NumPyro NUTS on the same model (`fit(..., sampler="numpyro")`)',
+            "",
+            f"{sv['settings']}; median of {len(o['warm_walls'])} warm calls each, alternated in one process.",
+            "",
+            "| sampler | first call (s) | warm wall (s) | warm cpu (s) | leapfrog steps/iter | min bulk ESS | ESS/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, rec in (("scalebayes", o), ("numpyro", r)):
+            lines.append(
+                f"| {name} | {rec['first_wall']:.1f} | {rec['wall']:.2f} | {rec['cpu']:.2f} | "
+                f"{rec['steps_per_iteration']:.1f} | {rec['min_bulk_ess']:.0f} | {rec['ess_per_s']:.0f} |"
+            )
+        lines += [
+            "",
+            f"ESS/s ratio **{sv['ess_per_s_ratio']:.1f}x** on wall, {sv['ess_per_cpu_s_ratio']:.1f}x per cpu second.",
+        ]
+    po = c.get("progress_overhead")
+    if po and "error" not in po:
+        lines += [
+            "",
+            "## Progress reporting overhead",
+            "",
+            f"`fit(..., progress=True)` vs `progress=False`, {po['settings']}, alternated in one process (median of "
+            f"{len(po['on']['warm_walls'])} warm calls): wall {po['on']['wall']:.2f} s vs {po['off']['wall']:.2f} s, "
+            f"overhead **{100 * po['overhead']:+.1f}%** ({100 * po['overhead_cpu']:+.1f}% cpu: "
+            f"{po['on']['cpu'] - po['off']['cpu']:+.2f} s for the fit's 25 reports); target < 2%.",
         ]
     lines += ["", "## Targets (issue #7)", ""] + _targets(c)
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from .padding import pad, pad_size
 from .pointwise import pointwise_groups, want_pointwise
 from .posterior import Posterior
 from .precision import ensure_float64
-from .sampler import SamplerConfig, n_dim, sampler, to_numpy
+from .sampler import SamplerConfig, factory_for, n_dim, to_numpy
 from .spec import FitSpec, check_dtype, check_seed, resolve, sampler_config
 
 #: A fit warns (:class:`~scalebayes.errors.LargeFitWarning`) before sampling when it has more unconstrained
@@ -147,13 +147,14 @@ def fit(
     draws: int = 1000,
     warmup: int = 1000,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
     dense_mass: bool = True,
     target_accept: float = 0.9,
     max_tree_depth: int = 10,
     dtype: str = "float64",
     pointwise: bool | str = "auto",
     warn: bool = True,
+    sampler: str = "nuts",
     **options,
 ) -> Posterior:
     """Fit a scaling law to training runs with NUTS and return the :class:`~scalebayes.posterior.Posterior`.
@@ -181,7 +182,10 @@ def fit(
         spec: the model as a :class:`~scalebayes.spec.FitSpec`.
         chains, draws, warmup: NUTS chains and iterations per chain (post-warm-up draws are kept); whole numbers.
         seed: a non-negative integer; every random number of the fit derives from it; same seed, same draws.
-        progress: passed to the sampler (:class:`~scalebayes.sampler.SamplerConfig`).
+        progress: show a progress bar on stderr (:mod:`scalebayes.progress`): ``None`` (default) when stderr is a
+            terminal or in a notebook, ``True``/``False`` to force. Same draws either way.
+        sampler: ``"nuts"`` (scalebayes' own compiled NUTS, the default) or ``"numpyro"`` (NumPyro's NUTS on the same
+            model and parameterisation, :mod:`scalebayes.sampler.reference`: a slower cross-check).
         dense_mass, target_accept, max_tree_depth: NUTS settings (target_accept in (0, 1), max_tree_depth 1..30).
         dtype: ``"float64"`` (default) or ``"float32"`` for the sampler's arrays.
         pointwise: store the pointwise log-likelihood and posterior predictive groups (draws × runs floats each):
@@ -220,7 +224,7 @@ def fit(
     what = f"fit of {prep.spec.law.name!r} to {data.name!r}"
     if warn:
         warn_if_large(prep, config, what)
-    run = sampler(prep.spec, prep.n_pad, config, dtype)
+    run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
     draws_, stats = to_numpy(run(jax.random.key(seed), *prep.args))
     idata = build_datatree(data, prep, draws_, stats, pointwise=pointwise, seed=seed, config=config, dtype=dtype)
     post = Posterior(idata, data=data)

@@ -225,9 +225,10 @@ def sampler_config(
     ok = isinstance(target_accept, numbers.Real) and not isinstance(target_accept, bool)
     if not (ok and 0.0 < float(target_accept) < 1.0):
         raise ModelError(f"target_accept must be a number in (0, 1), got {target_accept!r}")
-    for name, v in (("dense_mass", dense_mass), ("progress", progress)):
-        if not isinstance(v, bool):
-            raise ModelError(f"{name} must be True or False, got {v!r}")
+    if not isinstance(dense_mass, bool):
+        raise ModelError(f"dense_mass must be True or False, got {dense_mass!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ModelError(f"progress must be True, False or None (automatic), got {progress!r}")
     if chain_method == "auto":
         chain_method = chain_method_for(chains)
     return SamplerConfig(

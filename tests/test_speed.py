@@ -80,7 +80,7 @@ def test_threefry_is_jax_threefry():
 
     kw = jax.random.bits(jax.random.key(3), (2,), jnp.uint32)
     c = jnp.arange(100, 164, dtype=jnp.uint32)
-    a, b = S._threefry2x32(kw[0], kw[1], c[:32], c[32:])
+    a, b = S.threefry2x32(kw[0], kw[1], c[:32], c[32:])
     np.testing.assert_array_equal(np.concatenate([a, b]), threefry_2x32(kw, c))
 
 
@@ -102,7 +102,7 @@ def test_adaptation_windows_follow_stan():
 
 def _run_custom(potential, spec, config, seed=0):
     prep_args = S.example_args(spec, 8)
-    run = jax.jit(S._build(spec, config, jnp.float64, potential=potential))
+    run = jax.jit(S.build(spec, config, potential=potential))
     args = jax.tree.map(lambda a: a[None], prep_args)
     draws, st = S.to_numpy(run(jax.random.key(seed)[None], *args))
     parts = [np.log(draws[s.name]) if s.positive else draws[s.name] for s in S.site_layout(spec)]
@@ -168,10 +168,10 @@ def test_sincos_matches_libm():
     their boundaries: within a few float64 ulps (the reduction 2π(u - k/4) costs about one), and float32 stays
     float32."""
     u = np.concatenate([np.linspace(0.0, 1.0, 400_001), np.random.default_rng(0).uniform(size=100_000)])
-    sin, cos = S._sincos_2pi(jnp.asarray(u))
+    sin, cos = S.sincos_2pi(jnp.asarray(u))
     np.testing.assert_allclose(np.asarray(sin), np.sin(2 * np.pi * u), rtol=0, atol=2e-15)
     np.testing.assert_allclose(np.asarray(cos), np.cos(2 * np.pi * u), rtol=0, atol=2e-15)
-    s32, c32 = S._sincos_2pi(jnp.asarray(u, jnp.float32))
+    s32, c32 = S.sincos_2pi(jnp.asarray(u, jnp.float32))
     assert s32.dtype == jnp.float32 and c32.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(c32), np.cos(2 * np.pi * u.astype(np.float32)), rtol=0, atol=1e-6)
 

@@ -1,0 +1,62 @@
+"""Progress of a running fit: one bar on stderr (a terminal), plain lines elsewhere (notebooks, logs).
+
+The compiled sampler reports from inside its loop through a host callback (:func:`update`), about every 1% of
+its iterations and never per leapfrog step; ``SamplerConfig.progress`` decides at compile time whether the
+callback is in the program at all. A fit's bar starts at its first report and ends at its last; concurrent fits
+(``fit_many``'s worker threads) share one line.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+_LOCK = threading.Lock()
+_STATE: dict = {}
+_WIDTH = 30
+
+
+def enabled(progress: bool | None) -> bool:
+    """``progress`` resolved: ``None`` (auto) is on when stderr is a terminal or the process is a notebook kernel."""
+    if progress is not None:
+        return bool(progress)
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+
+
+def format_line(done: int, total: int, phase: str, elapsed: float, datasets: tuple[int, int] | None = None) -> str:
+    """One progress line: bar, iterations done/total per chain, phase, datasets finished, elapsed and ETA (s)."""
+    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+    bar = "#" * int(round(frac * _WIDTH))
+    eta = elapsed * (1.0 - frac) / frac if frac > 0 else float("nan")
+    sets = f" datasets {datasets[0]}/{datasets[1]}" if datasets else ""
+    return f"[{bar:<{_WIDTH}}] {100 * frac:3.0f}% {done}/{total} {phase}{sets} {elapsed:.0f}s, ETA {eta:.0f}s"
+
+
+def update(done, total, sampling, finished=-1, n_datasets=-1) -> None:
+    """Host callback of the compiled loop: ``done`` of ``total`` iterations per chain (the slowest chain's count),
+    ``sampling`` (else warm-up), and for the batch program ``finished`` of ``n_datasets`` datasets."""
+    done, total, finished, n_datasets = int(done), int(total), int(finished), int(n_datasets)
+    phase = "sampling" if bool(sampling) else "warm-up"
+    with _LOCK:
+        now = time.perf_counter()
+        if not _STATE or done < _STATE["done"] or _STATE.get("closed"):
+            _STATE.clear()
+            _STATE.update(start=now, done=0, closed=False, printed=-1)
+        _STATE["done"] = done
+        datasets = (finished, n_datasets) if n_datasets >= 0 else None
+        line = format_line(done, total, phase, now - _STATE["start"], datasets)
+        last = done >= total and (n_datasets < 0 or finished >= n_datasets)
+        _emit(line, done * 10 // max(total, 1), last)
+        _STATE["closed"] = last
+
+
+def _emit(line: str, decile: int, last: bool) -> None:
+    stream = sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        stream.write("\r" + line + ("\n" if last else ""))
+    elif decile > _STATE["printed"] or last:  # plain lines, one per 10%
+        _STATE["printed"] = decile
+        stream.write(line + "\n")
+    stream.flush()
