@@ -229,6 +229,7 @@ def fit_many(
     dense_mass: bool = True,
     target_accept: float = 0.9,
     max_tree_depth: int = 10,
+    progress: bool | None = None,
     dtype: str = "float64",
     pointwise: bool | str = "auto",
     warn: bool = True,
@@ -258,8 +259,8 @@ def fit_many(
 
     Args:
         datasets: the runs tables (:class:`~scalebayes.data.ScalingData`).
-        law, spec, chains, draws, warmup, seed, dense_mass, target_accept, max_tree_depth, dtype, pointwise, warn,
-            **options: as for :func:`scalebayes.fit`.
+        law, spec, chains, draws, warmup, seed, dense_mass, target_accept, max_tree_depth, progress, dtype,
+            pointwise, warn, **options: as for :func:`scalebayes.fit` (the progress bar counts datasets finished).
         batch_size: datasets per compiled program (default: all of them, up to 1024); larger lists run in chunks
             of that size (the last one padded), one compilation for all chunks.
         devices: number of JAX devices to shard the dataset axis over (default: all of ``jax.devices()``).
@@ -280,6 +281,7 @@ def fit_many(
         dense_mass=dense_mass,
         target_accept=target_accept,
         max_tree_depth=max_tree_depth,
+        progress=progress,
     )
     seed, dtype = check_seed(seed), check_dtype(dtype)
     want_pointwise(pointwise, 0, 0)  # validates the value before any work

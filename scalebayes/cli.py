@@ -31,7 +31,6 @@ import os
 import re
 import shlex
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -467,46 +466,6 @@ def show_progress(quiet: bool, stream=None) -> bool:
         return False
 
 
-class Ticker:
-    """An elapsed-time line rewritten in place on a terminal while a long step runs (``with Ticker(...):``).
-
-    The compiled sampler runs as one XLA program and cannot report how far it has got, so this shows what it can
-    honestly show: that sampling is under way and for how long. Disabled, it prints nothing.
-    """
-
-    def __init__(self, label: str, *, enabled: bool, stream=None, interval: float = 0.5):
-        self.label, self.enabled, self.interval = label, enabled, interval
-        self.stream = sys.stderr if stream is None else stream
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = 0.0
-
-    def _line(self) -> str:
-        return f"\r{PROG}: {self.label} {time.perf_counter() - self._t0:5.0f} s elapsed"
-
-    def _run(self) -> None:
-        spin = "|/-\\"
-        i = 0
-        while not self._stop.wait(self.interval):
-            self.stream.write(f"{self._line()} {spin[i % 4]}")
-            self.stream.flush()
-            i += 1
-
-    def __enter__(self) -> Ticker:
-        self._t0 = time.perf_counter()
-        if self.enabled:
-            self._thread = threading.Thread(target=self._run, name="scalebayes-ticker", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.stream.write("\r\033[K")  # clear the line
-            self.stream.flush()
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 def _check_input_file(path: Path, what: str) -> None:
     if not path.exists():
@@ -639,21 +598,21 @@ def _sample(args, con: _Console, data: ScalingData):
         f"({args.warmup} warm-up + {args.draws} draws); compiling the sampler takes a while the first time"
     )
     t0 = time.perf_counter()
-    with Ticker("sampling", enabled=progress):
-        post = fit(
-            data,
-            law=args.law,
-            pooling=args.pooling,
-            likelihood=args.likelihood,
-            chains=args.chains,
-            draws=args.draws,
-            warmup=args.warmup,
-            seed=args.seed,
-            target_accept=args.target_accept,
-            max_tree_depth=args.max_tree_depth,
-            progress=progress,
-            warn=False,
-        )
+    # the sampler draws its own progress bar (scalebayes.progress) when ``progress``
+    post = fit(
+        data,
+        law=args.law,
+        pooling=args.pooling,
+        likelihood=args.likelihood,
+        chains=args.chains,
+        draws=args.draws,
+        warmup=args.warmup,
+        seed=args.seed,
+        target_accept=args.target_accept,
+        max_tree_depth=args.max_tree_depth,
+        progress=progress,
+        warn=False,
+    )
     con.status(f"sampled in {time.perf_counter() - t0:.1f} s")
     diag = post.diagnostics
     if not diag.ok:

@@ -11,7 +11,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -322,14 +321,6 @@ def test_progress_only_on_a_terminal_and_not_quiet():
     assert cli.show_progress(False, _FakeTTY()) is True
     assert cli.show_progress(True, _FakeTTY()) is False  # --quiet
     assert cli.show_progress(False, io.StringIO()) is False  # a pipe or file
-    tty = _FakeTTY()
-    with cli.Ticker("sampling", enabled=True, stream=tty, interval=0.01):
-        time.sleep(0.1)
-    assert "sampling" in tty.getvalue() and "elapsed" in tty.getvalue()
-    quiet = _FakeTTY()
-    with cli.Ticker("sampling", enabled=False, stream=quiet, interval=0.01):
-        time.sleep(0.05)
-    assert quiet.getvalue() == ""
 
 
 def test_quiet_silences_status_lines(capsys):

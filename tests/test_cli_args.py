@@ -107,17 +107,8 @@ def test_fit_passes_the_nuts_options_and_quiet_turns_progress_off(monkeypatch, c
     argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--target-accept", "0.97", "--max-tree-depth", "12"]
     assert cli.main([*argv, "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert seen["target_accept"] == 0.97 and seen["max_tree_depth"] == 12 and seen["progress"] is False
-    monkeypatch.setattr(cli, "Ticker", lambda *a, **k: _Null(), raising=False)
     assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert seen["progress"] is True
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved, runs_csv, tmp_path):

@@ -31,7 +31,7 @@ from .compiled import (
     sampler,
     to_numpy,
 )
-from .config import COMPILE_COUNT, SamplerConfig, example_args, pad_size
+from .config import COMPILE_COUNT, SamplerConfig, example_args
 from .nuts import MAX_DELTA_ENERGY
 from .potential import Site, init_position, make_potential, n_dim, site_layout, unflatten
 from .program import build
@@ -58,7 +58,6 @@ __all__ = [
     "n_dim",
     "normals",
     "numpyro_sampler",
-    "pad_size",
     "sampler",
     "site_layout",
     "sincos_2pi",

@@ -89,6 +89,7 @@ def batch_sampler(
     (B must be a multiple of ``n_devices``): each device runs its own loop over its datasets, with no communication.
     """
     del n  # part of the cache key only: shapes come from the arguments
+    config = dataclasses.replace(config, progress=progress.enabled(config.progress))  # None: auto
     core = batch_core(spec, config, dtype_name, slots)
     if n_devices <= 1:
         return jit(core)

@@ -46,11 +46,6 @@ class SamplerConfig:
     cross_chain: bool = True
 
 
-def pad_size(n: int) -> int:
-    """Padded number of runs: the next multiple of 32 (≥ n). Adding a run or two then reuses the compiled sampler."""
-    return int(-(-n // 32) * 32)
-
-
 def example_args(spec: Spec, n: int, dtype=jnp.float64):
     """Dummy arguments with the shapes a ``run`` for ``spec`` and ``n`` padded runs takes."""
     K = len(spec.latents)
