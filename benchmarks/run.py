@@ -256,7 +256,7 @@ def case_blackjax(args) -> dict:
 
     import scalebayes as sb
     from scalebayes import sampler as S
-    from scalebayes.fit import constrained_summaries, prepare
+    from scalebayes.fitting import constrained_summaries, prepare
 
     data = sb.datasets.load("chinchilla_epoch")
     prep = prepare(data)
@@ -486,10 +486,10 @@ def _gradient_floor(data, workers: int) -> dict:
     import numpy as np
 
     from scalebayes import sampler as S
-    from scalebayes.batch import _pad_runs
-    from scalebayes.fit import prepare
+    from scalebayes.fitting import prepare
+    from scalebayes.padding import pad_size
 
-    preps = [prepare(d, n_pad=_pad_runs(max(len(d) for d in data))) for d in data]
+    preps = [prepare(d, n_pad=pad_size(max(len(d) for d in data))) for d in data]
     spec = preps[0].spec
     run = S.jit(S.build(spec, S.SamplerConfig(), keep_warmup=True))
     steps = []

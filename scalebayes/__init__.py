@@ -18,7 +18,7 @@ from .cache import enable_compilation_cache
 from .calibration import calibrate
 from .comparison import compare
 from .data import ScalingData
-from .fit import fit
+from .fitting import fit
 from .posterior import Posterior, load
 from .precision import use_float64
 from .sampler import SamplerConfig

@@ -38,7 +38,7 @@ from . import laws as _laws
 from .data import ScalingData
 from .diagnostics import Diagnostics, batch_diagnostics, summarise
 from .errors import DataError, ModelError, SamplingWarning
-from .fit import Prepared, build_datatree, posterior_group, prepare, warn_if_large
+from .fitting import Prepared, build_datatree, posterior_group, prepare, warn_if_large
 from .padding import pad_size
 from .pointwise import want_pointwise
 from .posterior import Posterior

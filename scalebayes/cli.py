@@ -44,7 +44,7 @@ from .cache import enable_compilation_cache
 from .data import ScalingData
 from .diagnostics import advice
 from .errors import DataError, SamplingWarning, ScaleBayesError, UnknownNameError
-from .fit import fit
+from .fitting import fit
 from .laws import get as get_law
 from .posterior import load
 from .precision import ensure_float64

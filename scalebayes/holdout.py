@@ -14,7 +14,7 @@ import numpy as np
 
 from .data import ScalingData
 from .errors import DataError, ModelError, UnknownNameError
-from .fit import build_datatree, prepare
+from .fitting import build_datatree, prepare
 from .posterior import Posterior
 from .sampler import sampler, to_numpy
 from .spec import check_dtype, check_seed, resolve, sampler_config

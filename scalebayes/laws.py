@@ -280,14 +280,18 @@ def _chinchilla_priors(centre, loss_scale):
     # typical loss within a factor e^1.5 either way. Exponents: log-normal around 0.35 with 95% mass on
     # ~0.11-1.1, which covers every published Chinchilla-form fit (0.07 Kaplan-style to ~0.8) without letting the
     # sampler wander to α→0 where A and E become interchangeable.
-    ls = float(np.log(loss_scale))
     return {
-        "log_E": (ls + np.log(0.5), 1.0),
-        "log_A_c": (ls + np.log(0.25), 1.5),
-        "log_B_c": (ls + np.log(0.25), 1.5),
+        **_floor_and_terms(loss_scale, ("log_A_c", "log_B_c")),
         "log_alpha": (float(np.log(0.35)), 0.6),
         "log_beta": (float(np.log(0.35)), 0.6),
     }
+
+
+def _floor_and_terms(loss_scale: float, terms: tuple[str, ...], share: float = 0.25) -> dict:
+    """Priors of a floor E about half the typical loss (give or take a factor e) and of each reducible term at the
+    data's centre about ``share`` of it (within a factor e^1.5): shared by the laws with a floor."""
+    ls = float(np.log(loss_scale))
+    return {"log_E": (ls + np.log(0.5), 1.0), **{t: (ls + np.log(share), 1.5) for t in terms}}
 
 
 def _exponent_shares(p):
@@ -434,12 +438,7 @@ def _compute_priors(centre, loss_scale):
     # E and the reducible term at the centre split the typical loss, each about half of it within a factor e (1σ).
     # The exponent of loss against compute is shallower than against N or D (Chinchilla's compute-optimal frontier
     # has αβ/(α+β) ≈ 0.15; Kaplan's no-floor α_C ≈ 0.05): log-normal around 0.15 covers 0.04-0.6 at 95%.
-    ls = float(np.log(loss_scale))
-    return {
-        "log_E": (ls + np.log(0.5), 1.0),
-        "log_A_c": (ls + np.log(0.5), 1.5),
-        "log_alpha": _log_normal(0.15, 0.7),
-    }
+    return {**_floor_and_terms(loss_scale, ("log_A_c",), share=0.5), "log_alpha": _log_normal(0.15, 0.7)}
 
 
 compute = Law(
@@ -560,13 +559,7 @@ def _overtrained_priors(centre, loss_scale):
     # As Chinchilla: floor E about half the typical loss, each reducible term at the centre about a quarter. η is
     # half a Chinchilla exponent (the law is Chinchilla's with α = β = 2η rewritten in C and M): log-normal around
     # 0.15 covers 0.05-0.5 at 95%.
-    ls = float(np.log(loss_scale))
-    return {
-        "log_E": (ls + np.log(0.5), 1.0),
-        "log_a_c": (ls + np.log(0.25), 1.5),
-        "log_b_c": (ls + np.log(0.25), 1.5),
-        "log_eta": _log_normal(0.15, 0.6),
-    }
+    return {**_floor_and_terms(loss_scale, ("log_a_c", "log_b_c")), "log_eta": _log_normal(0.15, 0.6)}
 
 
 def _overtrained_m_opt(p):
@@ -658,10 +651,8 @@ def broken_power_law(input: str = "C", name: str | None = None) -> Law:
         # the simpler laws. s: a turn over about one e-fold (log-normal around 0.5, 0.2-1.3 at 95%); much softer
         # breaks are indistinguishable from curvature of the floor, much sharper ones are a kink the data cannot
         # resolve between two sweep points.
-        ls = float(np.log(loss_scale))
         return {
-            "log_E": (ls + np.log(0.5), 1.0),
-            "log_A_c": (ls + np.log(0.5), 1.5),
+            **_floor_and_terms(loss_scale, ("log_A_c",), share=0.5),
             "log_alpha_1": _log_normal(0.2, 0.7),
             "log_alpha_2": _log_normal(0.2, 0.7),
             f"log_{xb_name}_rel": (0.0, 2.0),

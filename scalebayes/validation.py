@@ -50,7 +50,7 @@ from . import likelihood as _lik
 from .data import ScalingData
 from .diagnostics import split_rhat
 from .errors import DataError, ModelError
-from .fit import Prepared, prepare
+from .fitting import Prepared, prepare
 from .model import POOLED, family_latents, model
 from .precision import ensure_float64
 from .sampler import SamplerConfig, batch_sampler, to_numpy

@@ -126,7 +126,7 @@ SHARDED = textwrap.dedent(
     import scalebayes as sb
     from scalebayes import sampler as S
     from scalebayes.padding import pad_size
-    from scalebayes.fit import prepare
+    from scalebayes.fitting import prepare
     from conftest import simulate_chinchilla
     TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
     data = [sb.ScalingData.from_frame(simulate_chinchilla(TRUE, n=40, sigma=0.02, seed=i), N="N", D="D",

@@ -52,7 +52,7 @@ def _capture_fit(monkeypatch, post) -> dict:
         seen.update(kwargs)
         return post
 
-    monkeypatch.setattr(sys.modules["scalebayes.fit"], "fit", fake_fit)
+    monkeypatch.setattr(sys.modules["scalebayes.fitting"], "fit", fake_fit)
     monkeypatch.setattr(cli, "fit", fake_fit, raising=False)
     return seen
 

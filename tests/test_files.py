@@ -48,7 +48,7 @@ def _stand_in_for_fit(monkeypatch, result):
             raise result
         return result
 
-    monkeypatch.setattr(sys.modules["scalebayes.fit"], "fit", fake_fit)
+    monkeypatch.setattr(sys.modules["scalebayes.fitting"], "fit", fake_fit)
     monkeypatch.setattr(cli, "fit", fake_fit, raising=False)
 
 

@@ -23,7 +23,7 @@ from conftest import FULL
 import scalebayes as sb
 from scalebayes import laws
 from scalebayes.errors import DataError, UnknownNameError
-from scalebayes.fit import prepare
+from scalebayes.fitting import prepare
 from scalebayes.model import pooling_modes
 
 LAW = laws.chinchilla

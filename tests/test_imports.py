@@ -19,21 +19,6 @@ import scalebayes as sb
 
 PKG = Path(__file__).resolve().parents[1] / "scalebayes"
 
-#: Modules that still import package modules inside functions, owned by other work in progress; the integrator
-#: empties this list once those changes are merged (each entry must still have such an import, see the last test).
-FUNCTION_IMPORT_ALLOWED = {
-    "scalebayes.fit",  # imports posterior and pointwise inside fit/build_datatree
-    "scalebayes.pointwise",
-    "scalebayes.sampler",
-    "scalebayes.cli",
-    "scalebayes.report",
-    "scalebayes.plots",
-    "scalebayes.batch",
-}
-#: Functions still named like their module (``scalebayes.fit`` the function hides ``scalebayes.fit`` the module),
-#: in files owned by other work in progress; the integrator empties this list once the module is renamed.
-SHADOW_ALLOWED = {"fit"}
-
 
 def _modules() -> dict[str, Path]:
     """Every module of the package: dotted name → file (``__init__`` files name their package)."""
@@ -166,10 +151,6 @@ def test_no_function_level_imports_of_package_modules(name):
         for fn, node in _function_level_imports(tree)
         if _targets(node, name, is_pkg)
     ]
-    if name in FUNCTION_IMPORT_ALLOWED:
-        if not found:
-            pytest.fail(f"{name} has no function-level package imports any more: remove it from the allow-list")
-        pytest.skip(f"allow-listed until merged: {found}")
     assert not found, f"{name} imports package modules inside functions: {found}"
 
 
@@ -178,5 +159,5 @@ def test_functions_do_not_shadow_their_modules():
     assert "scalebayes.backtesting" in MODULES and "scalebayes.comparison" in MODULES
     for attr in sb.__all__:
         obj = getattr(sb, attr)
-        if callable(obj) and not isinstance(obj, type) and attr not in SHADOW_ALLOWED:
+        if callable(obj) and not isinstance(obj, type):
             assert f"scalebayes.{attr}" not in MODULES, f"function sb.{attr} shadows module scalebayes.{attr}"

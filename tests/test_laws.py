@@ -18,7 +18,7 @@ from conftest import FULL
 import scalebayes as sb
 from scalebayes import laws
 from scalebayes.errors import DataError, ModelError
-from scalebayes.fit import prepare
+from scalebayes.fitting import prepare
 from scalebayes.model import pooling_modes
 
 #: Sampler settings of the recovery tests: conftest's FULL (4 chains × 500 draws). Each law compiles its own sampler

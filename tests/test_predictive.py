@@ -23,7 +23,7 @@ from scalebayes.errors import CalibrationError, CalibrationWarning, DataError, N
 from scalebayes.posterior import Posterior
 from scalebayes.predictive import LogPredictive, for_frame
 
-fit_module = importlib.import_module("scalebayes.fit")  # the module: ``scalebayes.fit`` is the function
+fit_module = importlib.import_module("scalebayes.fitting")  # the module behind ``scalebayes.fit``
 
 FAR = dict(N=[1e12, 1.2e12], D=[2e13, 2e13])  # ~100x the largest fitted compute
 KAPPA = 0.05

@@ -10,7 +10,7 @@ from conftest import simulate_chinchilla
 import scalebayes as sb
 from scalebayes import progress
 from scalebayes import sampler as S
-from scalebayes.fit import prepare
+from scalebayes.fitting import prepare
 
 TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 

@@ -15,7 +15,7 @@ from conftest import QUICK, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes.errors import LargeFitWarning, ModelError, SamplingWarning, UnknownNameError
-from scalebayes.fit import prepare, warn_if_large
+from scalebayes.fitting import prepare, warn_if_large
 from scalebayes.padding import pad, pad_size
 from scalebayes.spec import FitSpec, check_dtype, check_seed, resolve, sampler_config
 

@@ -20,7 +20,7 @@ from scipy import stats
 
 import scalebayes as sb
 from scalebayes import sampler as S
-from scalebayes.fit import prepare
+from scalebayes.fitting import prepare
 from scalebayes.likelihood import standard_from_uniforms as student_t_noise
 from scalebayes.model import model
 from scalebayes.pointwise import AUTO_MAX_ELEMENTS, pointwise_arrays, want_pointwise
