@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tasks import Task
 
 import scalebayes as sb
 from scalebayes.backtest import huber_predictive
 from scalebayes.discrepancy import stored as stored_discrepancy
-from tasks import Task
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,8 @@ def markdown(payload: dict) -> str:
             lines.append(f"| {ds} | **{rec['status']}**: {rec.get('reason', '')} | | | |")
             continue
         s = rec["settings"]
-        st = f"{'quick' if s['quick'] else 'full'}: {s['chains']}×({s['warmup']}+{s['draws']}), B={s['bootstrap']}, seed {s['seed']}"
+        kind = "quick" if s["quick"] else "full"
+        st = f"{kind}: {s['chains']}×({s['warmup']}+{s['draws']}), B={s['bootstrap']}, seed {s['seed']}"
         ex = "; ".join(f"{k}: {v}" for k, v in rec["excluded"].items()) or "none"
         lines.append(f"| {ds} | run | {st} | {rec['n_rows']} | {ex} |")
     if len(tt) == 0:

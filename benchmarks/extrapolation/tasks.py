@@ -231,9 +231,10 @@ def tasks_openathena_isoflops(data: ScalingData) -> list[Task]:
 
 
 # ------------------------------------------------------------------------------------------------ hitchhiker
-#: Families with at least three sizes and a loss that is a per-token cross-entropy (or a monotone one, Pile-T5);
-#: held-out sizes as in SOURCE.md's table (gpt3: its "harder" split, four held-out sizes rather than one). olmo (one fitting size), llm360-k2 (one model), redpajama (two
-#: digitised sizes) and revisiting-lm (capped, unclear scale, <= 2.2x) are not scored.
+#: Families with at least three sizes and a loss that is a per-token cross-entropy (or a monotone one, Pile-T5),
+#: with the largest fitted N; held-out sizes as in SOURCE.md's table (gpt3: its "harder" split, four held-out sizes
+#: rather than one). Not scored: olmo (one fitting size), llm360-k2 (one model), redpajama-incite (two digitised
+#: sizes) and revisiting-lm (capped loss of unclear scale, at most 2.2x).
 HITCHHIKER_SPLITS = {"gpt3": 1.3e9, "opt": 6.7e9, "pile-t5": 3.0e9}
 #: Checkpoints per fitted model kept (log-spaced in D), and the share of training skipped at the start.
 CHECKPOINTS_PER_RUN = 30
