@@ -83,6 +83,7 @@ def run(only, methods, quick: bool, seed: int, root) -> dict:
         rec = {**task.describe(), **run_task(task, methods, settings, seed, others)}
         payload["datasets"][task.dataset]["tasks"].append(rec)
     payload["seconds"] = time.perf_counter() - t_all
+    payload["cpu_seconds"] = time.process_time()  # all threads of this process, loading and compilation included
     payload["machine"] = f"{platform.machine()}, {platform.python_version()}"
     return payload
 
@@ -94,9 +95,13 @@ def merge(old: dict, new: dict) -> dict:
         if rec["status"] == "run" or name not in out["datasets"]:
             out["datasets"][name] = rec
     out["seconds_by_dataset"] = {**old.get("seconds_by_dataset", {})}
-    for name, rec in new["datasets"].items():
-        if rec["status"] == "run":
-            out["seconds_by_dataset"][name] = sum(m["seconds"] for t in rec["tasks"] for m in t["methods"].values())
+    out["cpu_seconds_by_run"] = {**old.get("cpu_seconds_by_run", {})}
+    ran = [name for name, rec in new["datasets"].items() if rec["status"] == "run"]
+    for name in ran:
+        rec = new["datasets"][name]
+        out["seconds_by_dataset"][name] = sum(m["seconds"] for t in rec["tasks"] for m in t["methods"].values())
+    if ran:  # CPU seconds of the process that ran these datasets (one process may run several)
+        out["cpu_seconds_by_run"][",".join(ran)] = new["cpu_seconds"]
     return out
 
 
@@ -184,7 +189,11 @@ def markdown(payload: dict) -> str:
     lines += ["## Per task", "", _fmt(tt[cols].set_index("task")), ""]
     secs = payload.get("seconds_by_dataset", {})
     if secs:
-        lines += ["Seconds per dataset (all methods): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()), ""]
+        lines += ["Wall seconds per dataset (all methods): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())]
+    cpu = payload.get("cpu_seconds_by_run", {})
+    if cpu:
+        lines += ["", "CPU seconds (all threads) per process: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())]
+    lines += [""]
     return "\n".join(lines) + "\n"
 
 
