@@ -61,10 +61,12 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def run(only, methods, quick: bool, seed: int, root) -> dict:
+def run(only, methods, quick: bool, seed: int, root, on_task=None) -> dict:
+    """Results of every method on every task; ``on_task(payload)`` is called after each task (to save progress:
+    a dataset whose tasks have not all run is marked ``partial``)."""
     settings = QUICK if quick else FULL
     tasks, skipped, loaded = load_tasks(only, root)
-    payload = {"datasets": {}}
+    payload = {"datasets": {}, "machine": f"{platform.machine()}, {platform.python_version()}"}
     for name, why in skipped.items():
         payload["datasets"][name] = {"status": "skipped", "reason": why}
     for name, data in loaded.items():
@@ -75,6 +77,7 @@ def run(only, methods, quick: bool, seed: int, root) -> dict:
             "n_rows": len(data),
             "excluded": {str(k): int(v) for k, v in excl.items()},
             "tasks": [],
+            "n_tasks": sum(t.dataset == name for t in tasks),
         }
     t_all = time.perf_counter()
     for task in tasks:
@@ -82,9 +85,10 @@ def run(only, methods, quick: bool, seed: int, root) -> dict:
         print(f"{task.name}: fit {len(task.train)}, predict {len(task.heldout)}, x{task.factor:.1f}", flush=True)
         rec = {**task.describe(), **run_task(task, methods, settings, seed, others)}
         payload["datasets"][task.dataset]["tasks"].append(rec)
+        payload["seconds"] = time.perf_counter() - t_all
+        if on_task is not None:
+            on_task(payload)
     payload["seconds"] = time.perf_counter() - t_all
-    payload["cpu_seconds"] = time.process_time()  # all threads of this process, loading and compilation included
-    payload["machine"] = f"{platform.machine()}, {platform.python_version()}"
     return payload
 
 
@@ -145,6 +149,7 @@ def _fmt(df: pd.DataFrame) -> str:
         "lpd": lambda v: f"{v:.2f}",
         "factor": lambda v: f"{v:.1f}x",
         "seconds": lambda v: f"{v:.0f}",
+        **{k: (lambda v: f"{int(v)}") for k in ("n", "runs", "n_train", "tasks", "datasets")},
     }
     d = df.reset_index()
     head = [{"are": "ARE (median)", "width": "90% width (median)", "lpd": "LPD (nats)"}.get(c, c) for c in d.columns]
@@ -175,11 +180,13 @@ def markdown(payload: dict) -> str:
         if rec["status"] != "run":
             lines.append(f"| {ds} | **{rec['status']}**: {rec.get('reason', '')} | | | |")
             continue
+        done = len(rec["tasks"])
+        status = "run" if done == rec.get("n_tasks", done) else f"**partial**: {done} of {rec['n_tasks']} tasks"
         s = rec["settings"]
         kind = "quick" if s["quick"] else "full"
         st = f"{kind}: {s['chains']}×({s['warmup']}+{s['draws']}), B={s['bootstrap']}, seed {s['seed']}"
         ex = "; ".join(f"{k}: {v}" for k, v in rec["excluded"].items()) or "none"
-        lines.append(f"| {ds} | run | {st} | {rec['n_rows']} | {ex} |")
+        lines.append(f"| {ds} | {status} | {st} | {rec['n_rows']} | {ex} |")
     if len(tt) == 0:
         return "\n".join(lines) + "\n"
     dt = dataset_table(tt)
@@ -207,15 +214,20 @@ def main(argv=None) -> None:
     p.add_argument("--merge", action="store_true", help="keep saved results of datasets not run now")
     p.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
     a = p.parse_args(argv)
-    new = run(a.only, a.methods, a.quick, a.seed, a.data_root)
     out = Path(a.out)
     path = out / "results.json"
     old = json.loads(path.read_text()) if a.merge and path.exists() else {}
-    payload = merge(old, new)
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=float))
-    (out / "RESULTS.md").write_text(markdown(payload))
-    print(f"wrote {path} and {out / 'RESULTS.md'} ({new['seconds']:.0f} s)")
+
+    def save(new: dict) -> None:
+        new["cpu_seconds"] = time.process_time()  # all threads of this process, loading and compilation included
+        payload = merge(old, new)
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1, default=float))
+        (out / "RESULTS.md").write_text(markdown(payload))
+
+    new = run(a.only, a.methods, a.quick, a.seed, a.data_root, on_task=save)
+    save(new)
+    print(f"wrote {path} and {out / 'RESULTS.md'} ({new.get('seconds', 0):.0f} s)")
 
 
 if __name__ == "__main__":
