@@ -119,6 +119,8 @@ def task_table(payload: dict) -> pd.DataFrame:
                 row.update(r.get("summary", {}))
                 row["error"] = r.get("error", "")
                 row["seconds"] = r["seconds"]
+                ok = t["info"].get("posterior_ok")  # the shared posterior's diagnostics (not the Huber fit's)
+                row["fit_ok"] = "" if ok is None or m == "huber_bootstrap" else ("yes" if ok else "no")
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -192,8 +194,9 @@ def markdown(payload: dict) -> str:
     dt = dataset_table(tt)
     lines += ["", "## Overall (mean over datasets)", "", _fmt(overall_table(dt)), ""]
     lines += ["## Per dataset (mean over its tasks)", "", _fmt(dt), ""]
-    cols = ["task", "factor", "n_train", "n", "method", *METRICS, "seconds", "error"]
-    lines += ["## Per task", "", _fmt(tt[cols].set_index("task")), ""]
+    cols = ["task", "factor", "n_train", "n", "method", *METRICS, "seconds", "fit_ok", "error"]
+    lines += ["## Per task", "", "`fit_ok`: the task's posterior passed the package's sampler diagnostics.", ""]
+    lines += [_fmt(tt[cols].set_index("task")), ""]
     secs = payload.get("seconds_by_dataset", {})
     if secs:
         lines += ["Wall seconds per dataset (all methods): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())]
