@@ -121,6 +121,9 @@ def task_table(payload: dict) -> pd.DataFrame:
                 row["seconds"] = r["seconds"]
                 ok = t["info"].get("posterior_ok")  # the shared posterior's diagnostics (not the Huber fit's)
                 row["fit_ok"] = "" if ok is None or m == "huber_bootstrap" else ("yes" if ok else "no")
+                inner = t["info"].get("inner_ok")
+                if m == "discrepancy" and inner is not None:  # inner refits of today's calibration that passed
+                    row["fit_ok"] += f", inner {sum(inner)}/{len(inner)}"
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -195,7 +198,13 @@ def markdown(payload: dict) -> str:
     lines += ["", "## Overall (mean over datasets)", "", _fmt(overall_table(dt)), ""]
     lines += ["## Per dataset (mean over its tasks)", "", _fmt(dt), ""]
     cols = ["task", "factor", "n_train", "n", "method", *METRICS, "seconds", "fit_ok", "error"]
-    lines += ["## Per task", "", "`fit_ok`: the task's posterior passed the package's sampler diagnostics.", ""]
+    lines += [
+        "## Per task",
+        "",
+        "`fit_ok`: the task's posterior passed the package's sampler diagnostics (for",
+        "`discrepancy`, also how many of its inner leave-largest-out refits passed them).",
+        "",
+    ]
     lines += [_fmt(tt[cols].set_index("task")), ""]
     secs = payload.get("seconds_by_dataset", {})
     if secs:
