@@ -105,3 +105,15 @@ def test_kde_lpd_is_close_to_the_exact_density():
 def test_scorer_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shape"):
         score_draws(np.zeros((10, 3)), np.ones(4))
+
+
+def test_scorer_keeps_overflowed_draws_and_rejects_nan():
+    _, _, y, draws = _normal_case(P=50)
+    draws = draws.copy()
+    draws[:10] = np.inf  # 1% of draws overflowed exp: still draws above every interval end
+    runs = score_draws(draws, np.exp(y))
+    assert np.isfinite(runs["lpd"]).all() and np.isfinite(runs["hi90"]).all()
+    assert (runs["capped_draws"] == 10 / draws.shape[0]).all()
+    draws[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        score_draws(draws, np.exp(y))

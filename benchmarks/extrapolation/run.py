@@ -10,8 +10,9 @@ them with :mod:`score`, and writes ``results.json`` and ``RESULTS.md`` next to t
 which settings each dataset ran with.
 
 Aggregation: a task's scores are over its held-out runs (coverage: share covered; ARE and width: medians; LPD: mean);
-a dataset's row is the mean over its tasks (tasks weigh equally, whatever their number of held-out runs, and a
-run held out by both a compute and an N split counts in both); the overall row is the mean over datasets.
+a dataset's row is the mean over its tasks where every method ran (tasks weigh equally, whatever their number of
+held-out runs, and a run held out by both a compute and an N split counts in both); the overall row is the mean over
+datasets. Failed (task, method) pairs are listed with their error in the per-task table.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def task_table(payload: dict) -> pd.DataFrame:
 
 
 def dataset_table(tt: pd.DataFrame) -> pd.DataFrame:
-    ok = tt[tt["error"] == ""]
+    failed = set(tt.loc[tt["error"] != "", "task"])  # score every method on the same tasks: drop any with a failure
+    ok = tt[~tt["task"].isin(failed)]
     g = ok.groupby(["dataset", "method"])
     out = g[list(METRICS)].mean()
     out.insert(0, "tasks", g.size())

@@ -27,6 +27,8 @@ import pandas as pd
 from scipy.special import logsumexp
 
 LEVELS = (0.5, 0.9)
+#: Log of the largest float64 (≈ 709.8): infinite log-loss draws are clipped to ±this.
+LOG_CAP = float(np.log(np.finfo(float).max))
 
 
 def kde_log_density(log_draws: np.ndarray, log_y: np.ndarray) -> np.ndarray:
@@ -49,8 +51,11 @@ def score_draws(log_draws: np.ndarray, loss: np.ndarray) -> pd.DataFrame:
     obs = np.asarray(loss, float)
     if x.ndim != 2 or x.shape[1] != obs.shape[0]:
         raise ValueError(f"log_draws has shape {x.shape}; expected (S, {obs.shape[0]})")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("log_draws has non-finite values")
+    if np.isnan(x).any():
+        raise ValueError("log_draws has NaN values")
+    # A draw whose loss overflowed (a Student-t tail with small ν, exp(log loss) = inf) is kept as the largest finite
+    # log loss: it still lies beyond every interval end, and the KDE's robust bandwidth ignores its size.
+    x = np.clip(x, -LOG_CAP, LOG_CAP)
     out = {"loss": obs}
     for level in LEVELS:
         lo, hi = np.exp(np.quantile(x, [(1 - level) / 2, (1 + level) / 2], axis=0))
@@ -61,6 +66,7 @@ def score_draws(log_draws: np.ndarray, loss: np.ndarray) -> pd.DataFrame:
     out["are"] = np.abs(out["pred"] - obs) / obs
     out["rel_width90"] = (out["hi90"] - out["lo90"]) / obs
     out["lpd"] = kde_log_density(x, np.log(obs))
+    out["capped_draws"] = (np.abs(x) >= LOG_CAP).mean(axis=0)  # share of draws that were infinite
     return pd.DataFrame(out)
 
 
