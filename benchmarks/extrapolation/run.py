@@ -1,0 +1,249 @@
+"""Public extrapolation benchmark: fit the smaller runs of each public dataset, score predictions of the larger ones.
+
+    python benchmarks/extrapolation/run.py [--quick] [--only DATASET ...] [--methods METHOD ...] [--seed 0]
+                                           [--data-root PATH] [--merge]
+
+Runs every method of :mod:`methods` on every task of :mod:`tasks` (the datasets present under ../shared/data), scores
+them with :mod:`score`, and writes ``results.json`` and ``RESULTS.md`` next to this file. ``--quick`` samples
+4 chains × (300 warm-up + 300 draws) and 300 bootstrap resamples instead of 4 × (1000 + 1000) and 1000.
+``--merge`` keeps the saved results of datasets not run this time (to run the suite in pieces); the table says
+which settings each dataset ran with.
+
+Aggregation: a task's scores are over its held-out runs (coverage: share covered; ARE and width: medians; LPD: mean);
+a dataset's row is the mean over its tasks where every method ran (tasks weigh equally, whatever their number of
+held-out runs, and a run held out by both a compute and an N split counts in both); the overall row is the mean over
+datasets. Failed (task, method) pairs are listed with their error in the per-task table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # run as a script: tasks, score, methods sit next to this file
+
+from methods import FULL, METHODS, QUICK, Context  # noqa: E402
+from score import score_draws, summarise  # noqa: E402
+from tasks import DATASETS, Task, data_root, load_tasks  # noqa: E402
+
+METRICS = ("coverage50", "coverage90", "are", "width", "lpd")
+
+
+def run_task(task: Task, methods: list[str], settings, seed: int, others: list[Task]) -> dict:
+    """Every method on one task: {method: {summary, runs, seconds, error}} plus shared ``info``."""
+    ctx = Context(task=task, settings=settings, seed=seed)
+    out = {}
+    for name in methods:
+        t0 = time.perf_counter()
+        try:
+            log_draws = METHODS[name](ctx, others)
+            runs = score_draws(log_draws, task.heldout.loss)
+            runs.insert(0, "row", [str(i) for i in task.heldout.frame.index])
+            for k in ("N", "D", "C"):
+                runs[k] = task.heldout.frame[k].to_numpy()
+            out[name] = {"summary": summarise(runs), "runs": runs.to_dict(orient="records")}
+        except Exception as e:  # noqa: BLE001 - one failing method must not stop the suite; the error is reported
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+        out[name]["seconds"] = time.perf_counter() - t0
+        msg = out[name].get("error") or " ".join(f"{k} {v:.3g}" for k, v in out[name]["summary"].items())
+        print(f"  {name:16s} {out[name]['seconds']:6.0f}s  {msg}", flush=True)
+    return {"methods": out, "info": _jsonable(ctx.info)}
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def run(only, methods, quick: bool, seed: int, root, on_task=None) -> dict:
+    """Results of every method on every task; ``on_task(payload)`` is called after each task (to save progress:
+    a dataset whose tasks have not all run is marked ``partial``)."""
+    settings = QUICK if quick else FULL
+    tasks, skipped, loaded = load_tasks(only, root)
+    payload = {"datasets": {}, "machine": f"{platform.machine()}, {platform.python_version()}"}
+    for name, why in skipped.items():
+        payload["datasets"][name] = {"status": "skipped", "reason": why}
+    for name, data in loaded.items():
+        excl = data.excluded["reason"].value_counts().to_dict() if len(data.excluded) else {}
+        payload["datasets"][name] = {
+            "status": "run",
+            "settings": {**settings.__dict__, "quick": quick, "seed": seed, "methods": methods},
+            "n_rows": len(data),
+            "excluded": {str(k): int(v) for k, v in excl.items()},
+            "tasks": [],
+            "n_tasks": sum(t.dataset == name for t in tasks),
+        }
+    t_all = time.perf_counter()
+    for task in tasks:
+        others = [t for t in tasks if t.dataset != task.dataset]  # leave-one-dataset-out
+        print(f"{task.name}: fit {len(task.train)}, predict {len(task.heldout)}, x{task.factor:.1f}", flush=True)
+        rec = {**task.describe(), **run_task(task, methods, settings, seed, others)}
+        payload["datasets"][task.dataset]["tasks"].append(rec)
+        payload["seconds"] = time.perf_counter() - t_all
+        if on_task is not None:
+            on_task(payload)
+    payload["seconds"] = time.perf_counter() - t_all
+    return payload
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``new`` plus the datasets of ``old`` that ``new`` did not run."""
+    out = {"datasets": dict(old.get("datasets", {})), "machine": new["machine"]}
+    for name, rec in new["datasets"].items():
+        if rec["status"] == "run" or name not in out["datasets"]:
+            out["datasets"][name] = rec
+    out["seconds_by_dataset"] = {**old.get("seconds_by_dataset", {})}
+    out["cpu_seconds_by_run"] = {**old.get("cpu_seconds_by_run", {})}
+    ran = [name for name, rec in new["datasets"].items() if rec["status"] == "run"]
+    for name in ran:
+        rec = new["datasets"][name]
+        out["seconds_by_dataset"][name] = sum(m["seconds"] for t in rec["tasks"] for m in t["methods"].values())
+    if ran:  # CPU seconds of the process that ran these datasets (one process may run several)
+        out["cpu_seconds_by_run"][",".join(ran)] = new["cpu_seconds"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def task_table(payload: dict) -> pd.DataFrame:
+    rows = []
+    for ds, rec in payload["datasets"].items():
+        for t in rec.get("tasks", []):
+            for m, r in t["methods"].items():
+                row = {"dataset": ds, "task": t["task"], "factor": t["factor"], "n_train": t["n_train"], "method": m}
+                row.update(r.get("summary", {}))
+                row["error"] = r.get("error", "")
+                row["seconds"] = r["seconds"]
+                ok = t["info"].get("posterior_ok")  # the shared posterior's diagnostics (not the Huber fit's)
+                row["fit_ok"] = "" if ok is None or m == "huber_bootstrap" else ("yes" if ok else "no")
+                inner = t["info"].get("inner_ok")
+                if m == "discrepancy" and inner is not None:  # inner refits of today's calibration that passed
+                    row["fit_ok"] += f", inner {sum(inner)}/{len(inner)}"
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def dataset_table(tt: pd.DataFrame) -> pd.DataFrame:
+    failed = set(tt.loc[tt["error"] != "", "task"])  # score every method on the same tasks: drop any with a failure
+    ok = tt[~tt["task"].isin(failed)]
+    g = ok.groupby(["dataset", "method"])
+    out = g[list(METRICS)].mean()
+    out.insert(0, "tasks", g.size())
+    out.insert(1, "runs", g["n"].sum())
+    return out
+
+
+def overall_table(dt: pd.DataFrame) -> pd.DataFrame:
+    g = dt.reset_index().groupby("method")
+    out = g[list(METRICS)].mean()
+    out.insert(0, "datasets", g.size())
+    out.insert(1, "tasks", g["tasks"].sum())
+    return out
+
+
+def _fmt(df: pd.DataFrame) -> str:
+    f = {
+        "coverage50": lambda v: f"{100 * v:.0f}%",
+        "coverage90": lambda v: f"{100 * v:.0f}%",
+        "are": lambda v: f"{100 * v:.2f}%",
+        "width": lambda v: f"{100 * v:.1f}%",
+        "lpd": lambda v: f"{v:.2f}",
+        "factor": lambda v: f"{v:.1f}x",
+        "seconds": lambda v: f"{v:.0f}",
+        **{k: (lambda v: f"{int(v)}") for k in ("n", "runs", "n_train", "tasks", "datasets")},
+    }
+    d = df.reset_index()
+    head = [{"are": "ARE (median)", "width": "90% width (median)", "lpd": "LPD (nats)"}.get(c, c) for c in d.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(d.columns)]
+    for _, r in d.iterrows():
+        cells = [f[c](r[c]) if c in f and pd.notna(r[c]) else ("" if pd.isna(r[c]) else str(r[c])) for c in d.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(payload: dict) -> str:
+    tt = task_table(payload)
+    lines = ["# Extrapolation benchmark: fit the smaller runs, predict the larger", "", (__doc__ or "").strip(), ""]
+    lines += [
+        "Scoring: see `score.py` (coverage of central 50%/90% intervals of the predictive draws, median ARE of the",
+        "predictive median, median relative width of the 90% interval, mean log predictive density of the",
+        "observed log loss from a Gaussian KDE of the draws, identical for every method).",
+        "",
+    ]
+    lines += [
+        "## Datasets",
+        "",
+        "| dataset | status | settings | rows | excluded rows (reason: count) |",
+        "|---|---|---|---|---|",
+    ]
+    for ds in DATASETS:
+        rec = payload["datasets"].get(ds, {"status": "not run", "reason": "not selected"})
+        if rec["status"] != "run":
+            lines.append(f"| {ds} | **{rec['status']}**: {rec.get('reason', '')} | | | |")
+            continue
+        done = len(rec["tasks"])
+        status = "run" if done == rec.get("n_tasks", done) else f"**partial**: {done} of {rec['n_tasks']} tasks"
+        s = rec["settings"]
+        kind = "quick" if s["quick"] else "full"
+        st = f"{kind}: {s['chains']}×({s['warmup']}+{s['draws']}), B={s['bootstrap']}, seed {s['seed']}"
+        ex = "; ".join(f"{k}: {v}" for k, v in rec["excluded"].items()) or "none"
+        lines.append(f"| {ds} | {status} | {st} | {rec['n_rows']} | {ex} |")
+    if len(tt) == 0:
+        return "\n".join(lines) + "\n"
+    dt = dataset_table(tt)
+    lines += ["", "## Overall (mean over datasets)", "", _fmt(overall_table(dt)), ""]
+    lines += ["## Per dataset (mean over its tasks)", "", _fmt(dt), ""]
+    cols = ["task", "factor", "n_train", "n", "method", *METRICS, "seconds", "fit_ok", "error"]
+    lines += [
+        "## Per task",
+        "",
+        "`fit_ok`: the task's posterior passed the package's sampler diagnostics (for",
+        "`discrepancy`, also how many of its inner leave-largest-out refits passed them).",
+        "",
+    ]
+    lines += [_fmt(tt[cols].set_index("task")), ""]
+    secs = payload.get("seconds_by_dataset", {})
+    if secs:
+        lines += ["Wall seconds per dataset (all methods): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())]
+    cpu = payload.get("cpu_seconds_by_run", {})
+    if cpu:
+        lines += ["", "CPU seconds (all threads) per process: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())]
+    lines += [""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="4 chains × (300 + 300), 300 bootstrap resamples")
+    p.add_argument("--only", nargs="+", choices=list(DATASETS), help="datasets to run (default: all present)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None, help=f"datasets folder (default {data_root()})")
+    p.add_argument("--merge", action="store_true", help="keep saved results of datasets not run now")
+    p.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    path = out / "results.json"
+    old = json.loads(path.read_text()) if a.merge and path.exists() else {}
+
+    def save(new: dict) -> None:
+        new["cpu_seconds"] = time.process_time()  # all threads of this process, loading and compilation included
+        payload = merge(old, new)
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1, default=float))
+        (out / "RESULTS.md").write_text(markdown(payload))
+
+    new = run(a.only, a.methods, a.quick, a.seed, a.data_root, on_task=save)
+    save(new)
+    print(f"wrote {path} and {out / 'RESULTS.md'} ({new.get('seconds', 0):.0f} s)")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,119 @@
+"""The extrapolation suite (benchmarks/extrapolation): valid fit/predict splits and a scorer that scores correctly.
+
+Datasets are read from ../shared/data relative to the repository root (or $SCALEBAYES_SHARED_DATA); absent ones are
+skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "extrapolation"
+sys.path.insert(0, str(SUITE))
+
+from score import kde_log_density, score_draws, summarise  # noqa: E402
+from tasks import DATASETS, SPLIT_COLUMN, data_root  # noqa: E402
+
+#: Datasets whose held-out set is a selection (final checkpoints) of the larger runs rather than all of them.
+CHECKPOINT_DATASETS = {"hitchhiker"}
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_task_splits_are_valid(name):
+    root = data_root()
+    if not (root / name).is_dir():
+        pytest.skip(f"{root / name} is absent")
+    loader, builder = DATASETS[name]
+    data = loader(root)
+    tasks = builder(data)
+    assert tasks, f"{name} produced no tasks"
+    # every excluded row says why
+    if len(data.excluded):
+        assert data.excluded["reason"].astype(str).str.len().gt(0).all()
+    for t in tasks:
+        assert t.split in SPLIT_COLUMN
+        col = t.column
+        assert len(t.train) > 0 and len(t.heldout) > 0, t.name
+        assert t.train.frame[col].max() < t.heldout.frame[col].min(), f"{t.name}: held-out runs not all larger"
+        assert t.train.frame.index.intersection(t.heldout.frame.index).empty, f"{t.name}: a row is in both sets"
+        assert t.factor > 1.0, t.name
+        assert t.threshold == pytest.approx(t.train.frame[col].max())
+        fams = set(t.train.families) | set(t.heldout.families)
+        group = data.subset(np.asarray(data.frame["family"].isin(list(fams))))
+        if name not in CHECKPOINT_DATASETS:  # no run of the group is silently left out of a task
+            assert len(t.train) + len(t.heldout) == len(group), t.name
+
+
+def _normal_case(P=2000, S=1000, sd_ratio=1.0, seed=0):
+    """Observed log losses y_p ~ N(m_p, σ_p²) and S predictive draws per run from N(m_p, (sd_ratio·σ_p)²)."""
+    rng = np.random.default_rng(seed)
+    m = np.log(rng.uniform(2.0, 3.5, P))
+    s = rng.uniform(0.005, 0.05, P)
+    y = m + s * rng.standard_normal(P)
+    draws = m + sd_ratio * s * rng.standard_normal((S, P))
+    return m, s, y, draws
+
+
+def test_scorer_coverage_of_the_true_predictive():
+    _, _, y, draws = _normal_case()
+    s = summarise(score_draws(draws, np.exp(y)))
+    # 2000 independent runs: binomial s.d. of the share covered is sqrt(0.9·0.1/2000) = 0.0067 at 90% and
+    # sqrt(0.25/2000) = 0.011 at 50%; empirical quantiles of 1000 draws add a little more. 4.5 s.d. tolerances.
+    assert s["coverage90"] == pytest.approx(0.9, abs=0.03)
+    assert s["coverage50"] == pytest.approx(0.5, abs=0.05)
+    # The true 90% interval of N(m, σ) is 2·1.645·σ wide in log space; relative width ≈ that for small σ.
+    assert s["n"] == 2000
+
+
+def test_scorer_flags_an_overconfident_predictive():
+    _, _, y, draws = _normal_case(sd_ratio=0.5)
+    s = summarise(score_draws(draws, np.exp(y)))
+    # intervals half as wide cover P(|z| < 0.82) = 59% (90% nominal) and P(|z| < 0.34) = 26% (50%)
+    assert s["coverage90"] < 0.7
+    assert s["coverage50"] < 0.35
+
+
+def test_scorer_are_and_width():
+    m, sd, _, draws = _normal_case(S=4000)
+    runs = score_draws(draws, np.exp(m))  # observed = the predictive median exactly
+    # the median of 4000 Normal draws is off by s.d. 1.25σ/sqrt(4000) ≈ 0.02σ; with σ ≤ 0.05 the median over runs
+    # of |error| is ≈ 0.67·0.02·0.0275 ≈ 4e-4 (a wrong median, e.g. the mean of exp draws, would still pass a loose
+    # bound, so also check the sign-free error is far below the predictive spread σ ≥ 0.005)
+    assert summarise(runs)["are"] < 1e-3
+    assert (runs["are"] < 0.2 * sd).mean() > 0.99
+    expected = np.exp(m + 1.645 * sd) - np.exp(m - 1.645 * sd)
+    np.testing.assert_allclose(runs["rel_width90"], expected / np.exp(m), rtol=0.1)
+
+
+def test_kde_lpd_is_close_to_the_exact_density():
+    m, s, y, draws = _normal_case()
+    exact = norm.logpdf(y, m, s)
+    kde = kde_log_density(draws, y)
+    # Silverman's bandwidth h ≈ 0.23σ at S = 1000 widens the density by ~2.5%, costing ≈ 0.025 nats on average;
+    # the paired difference over 2000 runs has a small spread, so 0.06 nats bounds bias plus noise.
+    assert np.mean(kde - exact) == pytest.approx(0.0, abs=0.06)
+    # a proper score: the true predictive beats one that is too narrow
+    _, _, _, narrow = _normal_case(sd_ratio=0.5)
+    assert kde.mean() > kde_log_density(narrow, y).mean() + 0.3
+
+
+def test_scorer_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        score_draws(np.zeros((10, 3)), np.ones(4))
+
+
+def test_scorer_keeps_overflowed_draws_and_rejects_nan():
+    _, _, y, draws = _normal_case(P=50)
+    draws = draws.copy()
+    draws[:10] = np.inf  # 1% of draws overflowed exp: still draws above every interval end
+    runs = score_draws(draws, np.exp(y))
+    assert np.isfinite(runs["lpd"]).all() and np.isfinite(runs["hi90"]).all()
+    assert (runs["capped_draws"] == 10 / draws.shape[0]).all()
+    draws[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        score_draws(draws, np.exp(y))
