@@ -22,8 +22,8 @@ import numpy as np
 from tasks import Task
 
 import scalebayes as sb
-from scalebayes.backtest import huber_predictive
-from scalebayes.discrepancy import stored as stored_discrepancy
+from scalebayes.backtesting import huber_predictive
+from scalebayes.errors import CalibrationError, CalibrationWarning
 
 
 @dataclass(frozen=True)
@@ -99,22 +99,30 @@ def posterior(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
 
 
 def discrepancy(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
-    """Today's discrepancy method: κ learned from four leave-largest-out refits of the fit set, δ ~ N(0, (κ·d)²).
+    """Today's discrepancy method: κ learned by ``sb.calibrate`` from four leave-largest-out refits of the fit set
+    (inner refits that fail their diagnostics are left out), δ = κ·d·z with one z per posterior draw.
 
-    INTEGRATOR: this is the one place to switch to the new API once ``sb.calibrate`` lands, e.g.
-    ``cal = sb.calibrate(ctx.posterior()); draws = cal.predictive_draws(**ctx.query(), seed=ctx.seed)``.
-    Today the calibration runs implicitly inside the first ``predictive_draws(..., extrapolation="discrepancy")``.
+    At --quick settings many inner refits fail their diagnostics; when fewer than calibrate's default minimum pass,
+    the method retries with one usable refit, and when none passes it falls back to the plain posterior. Both are
+    recorded in the task's info (``calibration``), never silent.
     """
     post = ctx.posterior()
-    with warnings.catch_warnings():  # the implicit calibration warns that it refits; here that is the point
-        warnings.simplefilter("ignore")
-        draws = post.predictive_draws(**ctx.query(), seed=ctx.seed, extrapolation="discrepancy")
-    disc = stored_discrepancy(post)
-    if disc is not None:
-        ctx.info["kappa"] = float(disc.kappa)
-        ctx.info["calibration"] = {k: v for k, v in disc.info.items() if k != "splits"}
-        ctx.info["inner_ok"] = [bool(d["inner_ok"]) for d in disc.info.get("splits", [])]
-    return np.log(draws)
+    with warnings.catch_warnings():  # failed inner refits are recorded below; the warning would only repeat it
+        warnings.simplefilter("ignore", CalibrationWarning)
+        try:
+            cal = sb.calibrate(post)
+        except CalibrationError:
+            try:
+                cal = sb.calibrate(post, min_splits=1)
+                ctx.info["calibration"] = "fewer than half of the inner refits passed; kappa from the passing ones"
+            except CalibrationError:
+                ctx.info["calibration"] = "failed: no inner refit passed its diagnostics; plain posterior used"
+                return posterior(ctx, other_datasets)
+    disc = cal.discrepancy
+    ctx.info["kappa"] = float(disc.kappa)
+    ctx.info["inner_used"] = len(disc.info.get("splits", []))
+    ctx.info["inner_excluded"] = len(disc.info.get("excluded", []))
+    return np.log(cal.predictive_draws(**ctx.query(), seed=ctx.seed))
 
 
 METHODS: dict[str, Method] = {

@@ -122,9 +122,12 @@ def task_table(payload: dict) -> pd.DataFrame:
                 row["seconds"] = r["seconds"]
                 ok = t["info"].get("posterior_ok")  # the shared posterior's diagnostics (not the Huber fit's)
                 row["fit_ok"] = "" if ok is None or m == "huber_bootstrap" else ("yes" if ok else "no")
-                inner = t["info"].get("inner_ok")
-                if m == "discrepancy" and inner is not None:  # inner refits of today's calibration that passed
-                    row["fit_ok"] += f", inner {sum(inner)}/{len(inner)}"
+                info = t["info"]
+                if m == "discrepancy" and "inner_ok" in info:  # results written before sb.calibrate existed
+                    row["fit_ok"] += f", inner {sum(info['inner_ok'])}/{len(info['inner_ok'])}"
+                elif m == "discrepancy" and "inner_used" in info:  # inner refits that passed and were used
+                    used = info["inner_used"]
+                    row["fit_ok"] += f", inner {used}/{used + info['inner_excluded']}"
                 rows.append(row)
     return pd.DataFrame(rows)
 
