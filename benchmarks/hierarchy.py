@@ -54,9 +54,10 @@ MAX_STEPS = 2**10 - 1  # fit's default max_tree_depth 10
 BASE = dict(E=1.82, A=482.0, B=2085.0, alpha=0.348, beta=0.366)
 # Between-family SDs used to draw each family's parameters, in the coordinates the spreads are quoted in:
 # log E; the log of each reducible term at a reference point (N_REF parameters, D_REF tokens), so that changing an
-# exponent does not silently move the term by α·log N ≈ 20α; and the exponents themselves. Chosen to sit inside the
-# between-setup spreads measured on real families (benchmarks/TAU_EVIDENCE.md): families of one study differ by a
-# few percent in E, ~10-20% in the reducible terms and a few hundredths in an exponent.
+# exponent does not silently move the term by α·log N ≈ 20α; and the exponents themselves. They sit at or below the
+# within-study spreads measured on real families (benchmarks/TAU_EVIDENCE.md: porian's setups differ by τ ≈ 0.1-0.15
+# in log E, 0.2-0.5 in the centred log amplitudes, ~0.04 in α and ~0.04-0.12 in β), so these simulated families are
+# somewhat *more alike* than porian's: the easier case for the population scales.
 SPREAD = dict(log_E=0.05, log_A_ref=0.15, log_B_ref=0.15, alpha=0.03, beta=0.03)
 N_REF, D_REF = 1e8, 2e9
 SIGMA = 0.01  # Normal noise on log loss: isoFLOP runs scatter ~1% around a smooth law
