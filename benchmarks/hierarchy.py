@@ -25,7 +25,8 @@ Cases (``--cases`` takes a comma-separated list of these names):
     Every 2-family (28) and 3-family (56) subset of porian's 8 setups; ``--quick`` (or ``--subsets K``) takes K
     of them, drawn once with a fixed generator so reruns pick the same subsets.
 
-Results go to ``benchmarks/output/hierarchy.jsonl`` (one record per fit, appended as each fit ends) and the table to
+Results go to ``benchmarks/output/hierarchy.jsonl`` (one record per fit, appended as each fit ends; ``--resume`` keeps
+the records there, skips those fits and reports old and new together; without it the file starts empty) and the table to
 ``benchmarks/HIERARCHY.md``, rewritten after every fit so an interrupted run still leaves its table (text written
 below the file's marker line, e.g. an analysis, is kept).
 """
@@ -263,6 +264,7 @@ def main(argv=None) -> None:
     ap.add_argument("--draws", type=int, default=None, help="override draws per chain")
     ap.add_argument("--subsets", type=int, default=None, help="porian subsets per group (default all; 4 with --quick)")
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new fit after this many minutes")
+    ap.add_argument("--resume", action="store_true", help="keep hierarchy.jsonl's records, skip fits already there")
     ap.add_argument("--note", default="", help="a line written above the table (e.g. what the run is a baseline of)")
     ap.add_argument("--out", default=str(HERE / "HIERARCHY.md"))
     a = ap.parse_args(argv)
@@ -284,8 +286,13 @@ def main(argv=None) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}",
         "scalebayes": sb.__version__,
     }
-    records = []
+    records = [json.loads(line) for line in log.read_text().splitlines()] if a.resume and log.exists() else []
+    if not a.resume:
+        log.unlink(missing_ok=True)
+    done = {(r["case"], r["label"], r["seed"]) for r in records}
     for case, label, seed, make in jobs(cases, a.seeds, n_subsets):
+        if (case, label, seed) in done:
+            continue
         if a.max_minutes is not None and time.perf_counter() - started > 60 * a.max_minutes:
             print(f"--max-minutes reached: not starting {label} seed {seed}", flush=True)
             break
