@@ -40,6 +40,8 @@ from .padding import pad_size
 from .posterior import Posterior
 from .predictive import LogPredictive, for_frame, gamma_nodes
 
+#: Least NUTS target acceptance of the inner refits (see :func:`inner_splits`).
+INNER_TARGET_ACCEPT = 0.95
 #: Inner leave-largest-out fractions used to learn κ (each costs one fit per split direction).
 DEFAULT_FRACTIONS = (0.2, 0.35)
 #: Directions of the inner leave-largest-out splits: the largest runs by compute C and by parameters N.
@@ -129,7 +131,12 @@ def inner_splits(
     ``"params"``: largest N) and each fraction f, refit on all but the largest f of the runs and predict those.
     A direction whose column the data lack (N for loss-vs-compute data) is skipped."""
     data = post.data
-    kw = {**refit_settings(post), **dict(fit_kwargs or {})}
+    kw = refit_settings(post)
+    # Same model and settings, but a step size tuned for the harder geometry: a refit on the smaller runs spans a
+    # narrower range of N and D, so the E-A-alpha ridge is more curved and divergences more frequent (a refit that
+    # fails its diagnostics is left out).
+    kw["target_accept"] = max(float(kw["target_accept"]), INNER_TARGET_ACCEPT)
+    kw.update(fit_kwargs or {})
     seed = int(post.meta.get("seed", 0)) if seed is None else int(seed)
     n_pad = pad_size(len(data)) if n_pad is None else int(n_pad)
     out = []
@@ -148,6 +155,7 @@ def inner_splits(
                 "n_test": int(test.sum()),
                 "max_distance": float(d.max()),
                 "inner_ok": bool(inner.ok),
+                "diagnostics": str(inner.diagnostics),  # says why an excluded refit failed
                 "rows": test_frame.index.tolist(),
             }
             pred = for_frame(inner, test_frame, seed=seed)

@@ -130,12 +130,12 @@ def test_score_columns_and_coverage():
 # ----------------------------------------------------------------------------------------------- one real backtest
 @pytest.fixture(scope="module")
 def bt(chinchilla_data):
-    # Bayes backtest with the discrepancy: one outer fit + two inner calibration refits (fraction 0.25 by compute and
-    # by params), all on
-    # the FULL settings and 256 padded runs, i.e. the compiled program of the chinchilla_post fixture.
-    return sb.backtest(
-        chinchilla_data, "chinchilla", extrapolation="discrepancy", calibration={"fractions": (0.25,)}, **FULL
-    )
+    # Bayes backtest with the discrepancy: one outer fit on the FULL settings + two inner calibration refits
+    # (fraction 0.25 by compute and by params) of 135 runs each. Those small refits sit on the E-A-alpha ridge: at
+    # the defaults they show a few divergences (and an R-hat of 1.036 on alpha by params), and a refit that fails its
+    # diagnostics is left out by design, so they run with 1000 draws at target_accept 0.95 (both pass there).
+    inner = {"fractions": (0.25,), "fit_kwargs": {"draws": 1000}}  # target_accept 0.95 is calibrate's default
+    return sb.backtest(chinchilla_data, "chinchilla", extrapolation="discrepancy", calibration=inner, **FULL)
 
 
 def test_backtest_scores_the_largest_runs(bt, chinchilla_data):
@@ -199,9 +199,11 @@ def test_backtest_rejects_bad_options(chinchilla_data):
 
 
 def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path):
-    # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler).
+    # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler),
+    # with 1000 draws: at 500 the R-hat of nu of a refit sits near the 1.01 threshold (1.012 seen): it would be
+    # left out.
     post = chinchilla_post
-    cal = sb.calibrate(post, fractions=(0.25,))
+    cal = sb.calibrate(post, fractions=(0.25,), fit_kwargs={"draws": 1000})
     assert ATTR not in post.idata.attrs and not post.calibrated  # the input posterior is left alone
     disc = cal.discrepancy
     assert cal.calibrated and disc.kappa >= 0.0

@@ -39,8 +39,8 @@ def _no_fitting(monkeypatch):
 
     for mod, name in ((holdout, "fit_padded"), (calibration, "fit_padded"), (fit_module, "fit"), (sb, "fit")):
         monkeypatch.setattr(mod, name, refuse)
-    for mod in (holdout, fit_module):
-        monkeypatch.setattr(mod, "sampler", refuse)
+    monkeypatch.setattr(holdout, "sampler", refuse)
+    monkeypatch.setattr(fit_module, "factory_for", refuse)
 
 
 # ----------------------------------------------------------------------------------------------- predict never fits
