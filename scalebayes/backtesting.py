@@ -46,6 +46,7 @@ from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
 from .padding import pad_size
 from .predict import log_mean_draws
 from .predictive import LogPredictive, for_frame
+from .spec import FIELDS, FitSpec, resolve
 
 METHODS = ("bayes", "huber_bootstrap")
 
@@ -206,8 +207,9 @@ class BacktestResult:
 
 def backtest(
     data: ScalingData,
-    law: str | _laws.Law = "chinchilla",
+    law: str | _laws.Law | FitSpec | None = None,
     *,
+    spec: FitSpec | None = None,
     split: str | np.ndarray = "compute",
     holdout_fraction: float = 0.2,
     method: str = "bayes",
@@ -224,7 +226,8 @@ def backtest(
 
     Args:
         data: runs (:class:`~scalebayes.data.ScalingData`).
-        law: law name or :class:`~scalebayes.laws.Law`.
+        law: law name, :class:`~scalebayes.laws.Law` or :class:`~scalebayes.spec.FitSpec` (default "chinchilla").
+        spec: the model as a :class:`~scalebayes.spec.FitSpec` (or its fields as keywords in ``fit_kwargs``).
         split: ``"compute"`` (hold out the largest C, FLOP), ``"params"`` (largest N) or a boolean mask (n,),
             True = held out.
         holdout_fraction: share of runs held out (ties on the split value stay together, see
@@ -256,7 +259,9 @@ def backtest(
         raise UnknownNameError(f"unknown extrapolation {extrapolation!r}; choose 'none' or 'discrepancy'")
     if extrapolation != "none" and method != "bayes":
         raise ModelError("extrapolation='discrepancy' applies to method='bayes' only")
-    law = _laws.get(law)
+    model = {k: fit_kwargs.pop(k) for k in FIELDS if k in fit_kwargs}
+    fit_kwargs["spec"] = resolve(spec, law, model)  # the one FitSpec of every Bayes fit of this backtest
+    law = _laws.get(fit_kwargs["spec"].law)
     test = holdout_mask(data, split, holdout_fraction, per_family=per_family or method == "huber_bootstrap")
     train = data.subset(~test)
     frame = data.frame.loc[test].copy()
@@ -269,7 +274,7 @@ def backtest(
         runs, plain, details, predictives = score(pred, frame, quantiles=quantiles, point=point, seed=seed), [], {}, {}
         details["huber"] = info
     else:
-        fitted, details = _bayes_fits(data, train, frame, law, per_family=per_family, seed=seed, **fit_kwargs)
+        fitted, details = _bayes_fits(data, train, frame, per_family=per_family, seed=seed, **fit_kwargs)
         plain = [score(pred, fr, quantiles=quantiles, seed=seed) for _, fr, _, pred in fitted]
         predictives = {key: {"outer": pred, "frame": fr} for key, fr, _, pred in fitted}
         if extrapolation == "discrepancy":
@@ -302,7 +307,7 @@ def _pad_for(data: ScalingData, per_family: bool) -> int:
     return pad_size(int(data.family_counts().max()) if per_family else len(data))
 
 
-def _bayes_fits(data, train, frame, law, *, per_family: bool, seed: int, **fit_kwargs):
+def _bayes_fits(data, train, frame, *, per_family: bool, seed: int, **fit_kwargs):
     """The outer fits: [(key, held-out frame, posterior, predictive without discrepancy)], details (diagnostics)."""
     groups = [(f, train.select_families([f])) for f in data.families] if per_family else [(None, train)]
     n_pad = _pad_for(data, per_family)
@@ -311,7 +316,7 @@ def _bayes_fits(data, train, frame, law, *, per_family: bool, seed: int, **fit_k
         fr = frame if f is None else frame[frame["family"].astype(str) == f]
         if len(fr) == 0:
             continue
-        post = fit_padded(tr, law, n_pad=n_pad, seed=seed, **fit_kwargs)
+        post = fit_padded(tr, n_pad=n_pad, seed=seed, **fit_kwargs)
         key = "all" if f is None else f
         details.setdefault("diagnostics", {})[key] = post.diagnostics.to_dict()
         fitted.append((key, fr, post, for_frame(post, fr, seed=seed)))
@@ -351,7 +356,14 @@ def _config(data, law, test, split, holdout_fraction, quantiles, per_family, ext
         "n_train": int((~test).sum()),
         "n_test": int(test.sum()),
         "fit": {
-            k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v)) for k, v in fit_kwargs.items()
+            k: (
+                v.to_dict()
+                if isinstance(v, FitSpec)
+                else v
+                if isinstance(v, int | float | str | bool | type(None))
+                else str(v)
+            )
+            for k, v in fit_kwargs.items()
         },
     }
 

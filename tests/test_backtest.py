@@ -1,6 +1,6 @@
 """Backtests and the calibrated-extrapolation (discrepancy) option.
 
-One backtest fit on chinchilla_epoch with the FULL settings and 256 padded runs (the compiled sampler of the shared
+One backtest fit on chinchilla_epoch with the FULL settings and 240 padded runs (the compiled sampler of the shared
 ``chinchilla_post`` fixture: every training subset is padded to the full data's size), plus one inner calibration
 refit; everything else is numerics without sampling.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FULL
+from conftest import FULL, QUICK
 
 import scalebayes as sb
 from scalebayes.backtesting import results_table, score, to_markdown
@@ -220,3 +220,15 @@ def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_
     assert loaded.discrepancy.kappa == pytest.approx(disc.kappa)
     again = loaded.predict(1e12, 2e13, extrapolation="discrepancy", quantiles=(0.05, 0.95))
     assert again.loc[0, "q0.95"] == pytest.approx(far.loc[0, "q0.95"])
+
+
+def test_backtest_takes_a_fitspec(chinchilla_data):
+    # the model as one FitSpec (or its fields as keywords, the same model): every Bayes fit of the backtest uses it
+    spec = sb.FitSpec(likelihood="normal")
+    r = sb.backtest(chinchilla_data, spec=spec, **QUICK)
+    assert r.config["fit"]["spec"] == spec.to_dict()
+    kw = sb.backtest(chinchilla_data, "chinchilla", likelihood="normal", **QUICK)
+    assert kw.config["fit"]["spec"] == spec.to_dict()
+    assert np.allclose(kw.runs["lpd"], r.runs["lpd"])  # same model, same seed: same numbers
+    with pytest.raises(sb.errors.ModelError, match="not both"):
+        sb.backtest(chinchilla_data, "kaplan", spec=spec, **QUICK)
