@@ -71,7 +71,6 @@ def batch_core(spec: Spec, config: SamplerConfig, dtype_name: str = "float64", s
     return build(spec, config, slots=int(slots))
 
 
-@functools.lru_cache(maxsize=128)
 def batch_sampler(
     spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float64", n_devices: int = 1, slots: int = 0
 ):
@@ -88,8 +87,13 @@ def batch_sampler(
     With ``n_devices > 1`` the dataset axis is sharded over the first ``n_devices`` devices with ``shard_map``
     (B must be a multiple of ``n_devices``): each device runs its own loop over its datasets, with no communication.
     """
+    config = dataclasses.replace(config, progress=progress.enabled(config.progress))  # None: auto, before the cache
+    return _batch_sampler(spec, n, config, dtype_name, n_devices, slots)
+
+
+@functools.lru_cache(maxsize=128)
+def _batch_sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str, n_devices: int, slots: int):
     del n  # part of the cache key only: shapes come from the arguments
-    config = dataclasses.replace(config, progress=progress.enabled(config.progress))  # None: auto
     core = batch_core(spec, config, dtype_name, slots)
     if n_devices <= 1:
         return jit(core)
