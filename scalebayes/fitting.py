@@ -155,6 +155,7 @@ def fit(
     pointwise: bool | str = "auto",
     warn: bool = True,
     sampler: str = "nuts",
+    n_pad: int | None = None,
     **options,
 ) -> Posterior:
     """Fit a scaling law to training runs with NUTS and return the :class:`~scalebayes.posterior.Posterior`.
@@ -194,6 +195,8 @@ def fit(
             the user did not ask for. Skipped groups can be added later with ``Posterior.pointwise()``.
         warn: emit :class:`~scalebayes.errors.SamplingWarning` when diagnostics fail (the flag is set anyway) and
             :class:`~scalebayes.errors.LargeFitWarning` before a large fit.
+        n_pad: pad the runs to this many rows instead of :func:`scalebayes.padding.pad_size`'s choice, so fits of
+            subsets of one dataset share one compiled program (:func:`scalebayes.holdout.fit_padded`).
         **options: FitSpec fields. ``likelihood``: ``"student_t"`` or ``"normal"``. ``priors``: overrides, see
             :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
             or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
@@ -220,7 +223,7 @@ def fit(
     seed, dtype = check_seed(seed), check_dtype(dtype)
     want_pointwise(pointwise, 0, 0)  # validates the value before any work
     ensure_float64("fit(dtype='float64')", required=dtype == "float64")
-    prep = prepare(data, spec=fit_spec, dtype=dtype)
+    prep = prepare(data, spec=fit_spec, n_pad=n_pad, dtype=dtype)
     what = f"fit of {prep.spec.law.name!r} to {data.name!r}"
     if warn:
         warn_if_large(prep, config, what)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from .data import ScalingData
 from .errors import DataError, ModelError, UnknownNameError
-from .fitting import build_datatree, prepare
+from .fitting import fit
 from .posterior import Posterior
-from .sampler import sampler, to_numpy
-from .spec import check_dtype, check_seed, resolve, sampler_config
 
 #: Split directions and the column each sorts by: the largest runs by compute C (FLOP) or by parameters N.
 SPLITS = ("compute", "params")
@@ -71,21 +68,15 @@ SAMPLER_KEYS = ("chains", "warmup", "draws", "dense_mass", "target_accept", "max
 
 def fit_padded(data: ScalingData, law=None, *, n_pad: int | None = None, seed: int = 0, **fit_kwargs) -> Posterior:
     """:func:`scalebayes.fit` with the sampler's padded size fixed to ``n_pad`` (so fits of subsets of one dataset
-    share one compiled program) and without the pointwise groups; diagnostics are computed but not warned about
-    (backtests report them). ``fit_kwargs``: sampler settings, ``dtype``, and the model as ``spec=`` or FitSpec
-    keywords. Returns a :class:`~scalebayes.posterior.Posterior`."""
+    share one compiled program), without the pointwise groups or a progress bar unless asked; diagnostics are
+    computed but not warned about (backtests report them). ``fit_kwargs``: sampler settings, ``dtype``, and the
+    model as ``spec=`` or FitSpec keywords. Returns a :class:`~scalebayes.posterior.Posterior`."""
     kw = dict(fit_kwargs)
     for k in ("pointwise", "warn"):
         kw.pop(k, None)
-    dtype = check_dtype(kw.pop("dtype", "float64"))
-    config = sampler_config(**{k: kw.pop(k) for k in SAMPLER_KEYS if k in kw}, chain_method="auto")
     law = kw.pop("law", law)  # refit_settings gives the law as a keyword
-    model = resolve(kw.pop("spec", None), law, kw)
-    prep = prepare(data, spec=model, n_pad=n_pad, dtype=dtype)
-    run = sampler(prep.spec, prep.n_pad, config, dtype)
-    site, stats = to_numpy(run(jax.random.key(check_seed(seed)), *prep.args))
-    idata = build_datatree(data, prep, site, stats, pointwise=False, seed=seed, config=config, dtype=dtype)
-    return Posterior(idata, data=data)
+    progress = kw.pop("progress", False)
+    return fit(data, law, n_pad=n_pad, seed=seed, progress=progress, pointwise=False, warn=False, **kw)
 
 
 def refit_settings(post: Posterior) -> dict:

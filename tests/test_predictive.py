@@ -39,7 +39,7 @@ def _no_fitting(monkeypatch):
 
     for mod, name in ((holdout, "fit_padded"), (calibration, "fit_padded"), (fit_module, "fit"), (sb, "fit")):
         monkeypatch.setattr(mod, name, refuse)
-    monkeypatch.setattr(holdout, "sampler", refuse)
+    monkeypatch.setattr(holdout, "fit", refuse)
     monkeypatch.setattr(fit_module, "factory_for", refuse)
 
 
