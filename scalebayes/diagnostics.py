@@ -58,6 +58,22 @@ class Diagnostics:
     def ok(self) -> bool:
         return not self.failures
 
+    def failing_parameters(self) -> pd.DataFrame:
+        """The rows of ``table`` (one per parameter element) that fail the thresholds of the verdict (R-hat >
+        RHAT_MAX or bulk/tail ESS < ESS_MIN, or not finite), worst R-hat first, with a ``fails`` column saying
+        which test failed."""
+        t = self.table
+        if t is None or not len(t):
+            return pd.DataFrame(columns=["r_hat", "ess_bulk", "ess_tail", "fails"])
+        bad = {
+            "R-hat": ~np.isfinite(t["r_hat"]) | (t["r_hat"] > RHAT_MAX),
+            "bulk ESS": ~np.isfinite(t["ess_bulk"]) | (t["ess_bulk"] < ESS_MIN),
+            "tail ESS": ~np.isfinite(t["ess_tail"]) | (t["ess_tail"] < ESS_MIN),
+        }
+        out = t[bad["R-hat"] | bad["bulk ESS"] | bad["tail ESS"]].copy()
+        out["fails"] = [", ".join(w for w, b in bad.items() if b[i]) for i in out.index]
+        return out.sort_values("r_hat", ascending=False)
+
     def to_dict(self) -> dict:
         return {
             "r_hat_max": self.r_hat_max,
@@ -298,13 +314,6 @@ def quantities(posterior: xr.Dataset) -> tuple[list[str], np.ndarray]:
         labels += _labels(da, name)
     arr = np.concatenate(rows) if rows else np.zeros((0, posterior.sizes["chain"], posterior.sizes["draw"]))
     return labels, arr
-
-
-def per_variable(posterior: xr.Dataset) -> pd.DataFrame:
-    """R-hat, bulk ESS and tail ESS for every element of every variable of a (chain, draw, ...) Dataset."""
-    labels, arr = quantities(posterior)
-    rhat, bulk, tail = batch_diagnostics(arr)
-    return pd.DataFrame({"r_hat": rhat, "ess_bulk": bulk, "ess_tail": tail}, index=pd.Index(labels, name="name"))
 
 
 def compute(posterior: xr.Dataset, sample_stats: xr.Dataset) -> Diagnostics:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import plan as _plan
 from ..data import ScalingData
-from ..diagnostics import ESS_MIN, RHAT_MAX, Diagnostics
+from ..diagnostics import Diagnostics
 from ..predict import qcol
 from .page import HI, LO, MID
 
@@ -86,20 +86,8 @@ def id_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def failing_parameters(diag: Diagnostics) -> pd.DataFrame:
-    """The rows of ``diag.table`` (one per parameter element) whose R-hat > RHAT_MAX or bulk/tail ESS < ESS_MIN (or
-    not finite), worst R-hat first, with a ``fails`` column saying which test failed."""
-    t = diag.table
-    if t is None or not len(t):
-        return pd.DataFrame(columns=["r_hat", "ess_bulk", "ess_tail", "fails"])
-    bad_r = ~np.isfinite(t["r_hat"]) | (t["r_hat"] > RHAT_MAX)
-    bad_b = ~np.isfinite(t["ess_bulk"]) | (t["ess_bulk"] < ESS_MIN)
-    bad_t = ~np.isfinite(t["ess_tail"]) | (t["ess_tail"] < ESS_MIN)
-    out = t[bad_r | bad_b | bad_t].copy()
-    out["fails"] = [
-        ", ".join(w for w, b in (("R-hat", r), ("bulk ESS", bb), ("tail ESS", tt)) if b)
-        for r, bb, tt in zip(bad_r[out.index], bad_b[out.index], bad_t[out.index], strict=True)
-    ]
-    return out.sort_values("r_hat", ascending=False)
+    """The parameters that failed the diagnostics' thresholds (:meth:`Diagnostics.failing_parameters`)."""
+    return diag.failing_parameters()
 
 
 def sampler_health(post) -> dict:
