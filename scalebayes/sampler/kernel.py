@@ -82,7 +82,8 @@ class Chain:
         q = metric.to_q(st.L, tree.proposal.u)
         cont = st._replace(tree=tree)
         fin = self._finish(cont, win, uni, accept, q)
-        fin_now = done & active
+        # Materialised once: otherwise XLA copies the trajectory's termination test into every leaf's select
+        fin_now, active = lax.optimization_barrier((done & active, active))
         new = jax.tree.map(lambda a, b, c: jnp.where(fin_now, a, jnp.where(active, b, c)), fin, cont, st)
         new = new._replace(counter=new.counter + active.astype(jnp.int32))
         row = jnp.where(win.record & active, jnp.minimum(win.row0 + st.it, self.n_rows - 1), self.n_rows)

@@ -161,7 +161,6 @@ def extend(tree: Tree, uni, log_eps, vg, max_depth: int):
     # multinomial sampling inside the sub-tree
     logw_sub = jnp.logaddexp(tree.log_weight_sub, -dlt)
     take = jnp.log(uni[0]) < -dlt - logw_sub
-    sub_prop = jax.tree.map(lambda a, b: jnp.where(take, a, b), Proposal(leaf.u, leaf.g, pe1, e1), tree.sub_proposal)
     rho_sub = tree.rho_sub + leaf.p
     ck_p, ck_rho, turning_sub = _subtree_turned(tree, leaf.p, rho_sub)
     n_sub = tree.n_sub + 1
@@ -169,6 +168,9 @@ def extend(tree: Tree, uni, log_eps, vg, max_depth: int):
     merge = (n_sub >= (1 << tree.depth)) & ~stop
     # merge a finished sub-tree into the trajectory (biased progressive sampling)
     take_sub = merge & (jnp.log(uni[1]) < logw_sub - tree.log_weight)
+    # The flags are materialised once: otherwise XLA recomputes them (energy, weights) inside every leaf's select
+    dlt, logw_sub, take, stop, merge, take_sub = lax.optimization_barrier((dlt, logw_sub, take, stop, merge, take_sub))
+    sub_prop = jax.tree.map(lambda a, b: jnp.where(take, a, b), Proposal(leaf.u, leaf.g, pe1, e1), tree.sub_proposal)
     proposal = jax.tree.map(lambda a, b: jnp.where(take_sub, a, b), sub_prop, tree.proposal)
     rho = jnp.where(merge, tree.rho + rho_sub, tree.rho)
     depth = tree.depth + merge.astype(jnp.int32)
