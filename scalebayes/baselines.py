@@ -78,6 +78,7 @@ import pandas as pd
 from . import laws as _laws
 from .data import ScalingData
 from .errors import DataError, ModelError, UnknownNameError
+from .padding import pad_size
 from .precision import ensure_float64
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "fit_huber",
     "huber",
     "huber_log_normaliser",
+    "refit_subsets",
 ]
 
 OBJECTIVES = ("huber", "huber_likelihood")
@@ -583,6 +585,37 @@ def fit_huber(
         ci=float(ci),
         n_runs=int(log_y.shape[0]),
     )
+
+
+def refit_subsets(
+    data: ScalingData,
+    law: str | _laws.Law,
+    masks: np.ndarray,
+    starts: Sequence[Mapping[str, float]],
+    *,
+    delta: float = 1e-3,
+) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Hoffmann's Huber objective minimised on K subsets of ``data``'s runs at once: one vmapped BFGS, lane k on
+    the runs where ``masks[k]`` (K, n) is set, started at ``starts[k]`` (published parameters). Lanes are padded to
+    :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K share one compiled program.
+
+    Returns the published parameters of each lane's optimum and whether it stopped on a tolerance, (K,) bool.
+    """
+    law_obj = _laws.get(law)
+    ensure_float64("refit_subsets")
+    spec = _spec_for(law_obj)
+    log_x, log_y = _arrays(data, law_obj)
+    masks = np.asarray(masks, bool)
+    K = masks.shape[0]
+    lanes = np.r_[np.arange(K), np.zeros(pad_size(K) - K, int)]  # padding lanes repeat lane 0
+    x0 = jnp.asarray(np.stack([spec.from_params(starts[i]) for i in lanes]))
+    w = jnp.asarray(masks[lanes], log_y.dtype)
+    tau = jnp.asarray(float(delta))
+    res = _solve(x0, w, log_x, log_y, tau, float(delta), 0.0, _MAXITER_BOOTSTRAP, spec=spec, kind="huber")
+    x = np.asarray(res.x)[:K]
+    ok = np.isin(np.asarray(res.status)[:K], _OK_STATUS) & np.isfinite(np.asarray(res.f)[:K])
+    params = [{p: float(v) for p, v in spec.to_params(jnp.asarray(xi)).items()} for xi in x]
+    return params, ok
 
 
 def _check_options(objective, delta, bootstrap, ci, seed) -> None:

@@ -22,7 +22,9 @@ import numpy as np
 from tasks import Task
 
 import scalebayes as sb
+from scalebayes import formerror
 from scalebayes.backtesting import huber_predictive
+from scalebayes.discrepancy import distances, fitted_regions
 from scalebayes.errors import CalibrationError, CalibrationWarning
 
 
@@ -125,8 +127,59 @@ def discrepancy(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
     return np.log(cal.predictive_draws(**ctx.query(), seed=ctx.seed))
 
 
+_LOG_KAPPA_MODE: dict[str, float] = {}
+
+
+def _pooled_start(t: Task) -> dict[str, float]:
+    """A Huber point fit of the whole fit set (every family pooled), used to start each family's inner refits."""
+    init = "hoffmann" if t.law == "chinchilla" else "grid"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sb.baselines.fit_huber(t.train, t.law, init=init).params
+
+
+def dataset_log_kappa(t: Task) -> float:
+    """Posterior mode of log κ under a flat prior from the inner splits of one task's fit set (cached by dataset):
+    one dataset's evidence for the leave-one-dataset-out prior."""
+    if t.dataset not in _LOG_KAPPA_MODE:
+        start = _pooled_start(t)
+        splits, s, _ = formerror.split_errors(t.train, sb.laws.get(t.law), dict.fromkeys(t.train.families, start))
+        post = formerror.KappaPosterior.learn(splits, s, prior=(0.0, 1e3))
+        _LOG_KAPPA_MODE[t.dataset] = float(np.log(post.mode()[0]))
+    return _LOG_KAPPA_MODE[t.dataset]
+
+
+def lodo_prior(other_datasets: Sequence[Task]) -> tuple[float, float]:
+    """The prior of log κ from the other datasets (one task each): mean and s.d. (at least 1) of their modes."""
+    first = {t.dataset: t for t in reversed(other_datasets)}
+    modes = np.array([dataset_log_kappa(t) for t in first.values()])
+    return float(modes.mean()), float(max(modes.std(ddof=1) if len(modes) > 1 else 1.0, 1.0))
+
+
+def form_error(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
+    """The learned-growth discrepancy (:mod:`scalebayes.formerror`): inner Huber point refits of the fit set
+    measure the law's own extrapolation errors; (κ, γ) get a grid posterior under a log-κ prior learned from the
+    *other* datasets (leave-one-dataset-out), and δ_s = κ_s·d^γ_s·z_s is added to the plain posterior's draws."""
+    post = ctx.posterior()
+    t = ctx.task
+    law = sb.laws.get(t.law)
+    prior = lodo_prior(other_datasets)
+    starts = {f: {k: float(np.median(v)) for k, v in post.param_draws(f).items()} for f in post.families}
+    splits, s, rep = formerror.split_errors(t.train, law, starts)
+    kp = formerror.KappaPosterior.learn(splits, s, prior=prior)
+    log_draws = np.log(post.predictive_draws(**ctx.query(), seed=ctx.seed))
+    S = log_draws.shape[0]
+    kappa, gamma = kp.draws(S, seed=ctx.seed)
+    d = distances(fitted_regions(t.train, law), t.heldout.frame, law)
+    z = np.random.default_rng(ctx.seed + 1).standard_normal(S)
+    k_mode, g_mode = kp.mode()
+    ctx.info["form_error"] = {"prior": prior, "kappa_mode": k_mode, "gamma_mode": g_mode, "noise": s, **rep}
+    return log_draws + (kappa * z)[:, None] * d[None, :] ** gamma[:, None]
+
+
 METHODS: dict[str, Method] = {
     "huber_bootstrap": huber_bootstrap,
     "posterior": posterior,
     "discrepancy": discrepancy,
+    "form_error": form_error,
 }
