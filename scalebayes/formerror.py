@@ -20,8 +20,8 @@ much of it one split's runs share. Each split's log likelihood is closed-form (a
 held-out runs (a run held out at f = 0.2 is also held out at f = 0.35), so the summed log likelihood is tempered by
 distinct runs / held-out entries.
 
-Posterior on a grid. log κ ~ Normal(:data:`KAPPA_PRIOR`), a prior learned across the public datasets of
-``benchmarks/extrapolation`` (provenance below); γ and ρ uniform on their grids. The user's own splits update it; few
+Posterior on a grid. log κ ~ Normal(prior), by default :data:`KAPPA_PRIOR` (the extrapolation suite learns one
+across its other datasets, leave-one-dataset-out); γ and ρ uniform on their grids. The user's own splits update it; few
 or uninformative splits leave it near the prior, so κ is never plugged in from four refits. Prediction draws (κ, γ)
 pairs from this posterior, one per posterior draw (:meth:`KappaPosterior.draws`), which integrates κ's uncertainty.
 """
@@ -44,9 +44,10 @@ from .holdout import SPLIT_COLUMN, holdout_mask
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
 #: Directions of the inner splits: the largest runs by compute C and by parameters N.
 DEFAULT_SPLITS = ("compute", "params")
-#: Prior of log κ (mean, s.d.), κ in nats of log loss at one nat of distance. Learned across the public datasets by
-#: ``benchmarks/extrapolation/kappa_prior.py`` (KAPPA_PRIOR.md there: each dataset's posterior mode of log κ under a
-#: flat prior, their mean and s.d., the s.d. widened to at least 1 so one dataset cannot pin it).
+#: Default prior of log κ (mean, s.d.), κ in nats of log loss at one nat of distance: weakly informative (κ ≈ 0.018,
+#: a factor e^1.5 ≈ 4.5 either way at one s.d.). Not yet learned across datasets: the extrapolation suite computes
+#: its own leave-one-dataset-out prior (``benchmarks/extrapolation/methods.py``, ``lodo_prior``) from each other
+#: dataset's posterior mode of log κ; shipping that with its provenance is the next step (issue 13).
 KAPPA_PRIOR = (-4.0, 1.5)
 #: Grids: log κ from 1e-4 to 1; growth exponents γ; within-split correlations ρ.
 LOG_KAPPA = np.linspace(np.log(1e-4), 0.0, 73)
