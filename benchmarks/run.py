@@ -334,6 +334,7 @@ def case_fit_many(args) -> dict:
     import numpy as np
 
     import scalebayes as sb
+    from scalebayes.fitting import posterior_group
 
     data = [
         sb.ScalingData.from_frame(_simulate(40, seed=i), N="N", D="D", loss="loss", name=f"sim{i}")
@@ -372,11 +373,9 @@ def case_fit_many(args) -> dict:
     for name in ("alpha", "beta", "E"):
         lo, hi = [], []
         for g in batch._groups:
-            from scalebayes.batch import _posterior_vars
-
             spec = g.preps[0].spec
             centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
-            v = np.asarray(_posterior_vars(spec, centre, g.draws, ("all",))[name]).reshape(len(g.index), -1)
+            v = np.asarray(posterior_group(spec, centre, g.draws)[0][name]).reshape(len(g.index), -1)
             lo.append(np.quantile(v, 0.05, axis=1))
             hi.append(np.quantile(v, 0.95, axis=1))
         lo, hi = np.concatenate(lo), np.concatenate(hi)
