@@ -38,10 +38,11 @@ import pandas as pd
 
 from . import laws as _laws
 from .baselines import fit_huber
-from .calibration import DEFAULT_SPLITS, inner_splits, learn
+from .calibration import inner_errors, learn
 from .data import ScalingData
 from .discrepancy import distances, fitted_regions
 from .errors import ModelError, UnknownNameError
+from .formerror import KAPPA_PRIOR
 from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
 from .padding import pad_size
 from .predict import log_mean_draws
@@ -138,7 +139,7 @@ def score(
     out["rel_width"] = (hi - lo) / obs
     out["are"] = np.abs(pt - obs) / obs
     out["lpd"] = pred.log_density(np.log(obs))
-    out["extra_sd"] = pred.extra_sd
+    out["extra_sd"] = np.median(pred.extra_sd, axis=0)  # per run: the median over draws of κ_s·d^γ_s
     return out
 
 
@@ -171,7 +172,7 @@ class BacktestResult:
             "before" of a before/after comparison), else None.
         predictives: per fit, the held-out runs' :class:`~scalebayes.predictive.LogPredictive` (without the
             discrepancy) and, with the discrepancy, the inner calibration splits
-            (:class:`~scalebayes.calibration.InnerSplit`; for further analysis; not saved).
+            (:class:`~scalebayes.formerror.SplitErrors`; for further analysis; not saved).
     """
 
     runs: pd.DataFrame
@@ -240,9 +241,9 @@ def backtest(
         extrapolation: ``"none"`` or ``"discrepancy"`` (Bayes only): widen predictions beyond the fitted runs by the
             discrepancy of :mod:`scalebayes.discrepancy`, learned (:mod:`scalebayes.calibration`) from
             leave-largest-out splits of the *training* runs only.
-        calibration: keyword arguments of :func:`scalebayes.calibration.inner_splits` (e.g. ``fractions``),
-            ``min_splits`` (see :func:`scalebayes.calibration.learn`) and ``pool`` (default True): with
-            ``per_family``, learn one κ from every family's inner splits together rather than one κ per family.
+        calibration: keyword arguments of :func:`scalebayes.calibration.inner_errors` (e.g. ``fractions``,
+            ``split``, ``bootstrap``), ``prior`` (of log κ) and ``pool`` (default True): with ``per_family``, learn
+            one discrepancy from every family's inner splits together rather than one per family.
         seed: seed of fits, predictive draws and bootstrap.
         bootstrap: Huber bootstrap resamples B.
         huber: extra keyword arguments of :func:`scalebayes.baselines.fit_huber` (``delta``, ``objective``,
@@ -326,20 +327,24 @@ def _bayes_fits(data, train, frame, *, per_family: bool, seed: int, **fit_kwargs
 def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: int, n_pad: int) -> list:
     """Scores of the outer fits with the discrepancy learned from their training runs' inner splits (pooled over
     fits unless ``calibration["pool"]`` is False); κ and the calibration info go into ``details``."""
+    del n_pad  # the inner refits are point fits (scalebayes.formerror): no sampler to share
     cal = dict(calibration or {})
     pool = bool(cal.pop("pool", True))
-    min_splits = cal.pop("min_splits", None)
-    inner = {key: inner_splits(post, seed=seed, n_pad=n_pad, **cal) for key, _, post, _ in fitted}
-    pooled = [s for splits in inner.values() for s in splits]
+    prior = cal.pop("prior", KAPPA_PRIOR)
+    inner = {key: inner_errors(post, seed=seed, **cal) for key, _, post, _ in fitted}
+    pooled = [e for splits, _ in inner.values() for e in splits]
+    merged = {"lanes": sum(r["lanes"] for _, r in inner.values()), "left_out": []}
+    for _, r in inner.values():
+        merged["left_out"] += r["left_out"]
     parts = []
     for key, fr, post, pred in fitted:
-        disc = learn(post, pooled if pool else inner[key], min_splits=min_splits)
-        disc.info["split"] = list(cal.get("split", DEFAULT_SPLITS))
+        splits, report = (pooled, merged) if pool else inner[key]
+        disc = learn(post, splits, report, prior=prior, seed=seed)
         details.setdefault("kappa", {})[key] = disc.kappa
         details.setdefault("calibration", {})[key] = disc.info
-        extra = pred.with_extra_sd(disc.kappa * fr["distance"].to_numpy())
+        extra = pred.with_extra_sd(disc.at_distance(fr["distance"].to_numpy(), pred.log_mu.shape[0]))
         parts.append(score(extra, fr, quantiles=quantiles, seed=seed))
-        predictives[key]["inner"] = inner[key]
+        predictives[key]["inner"] = inner[key][0]
     return parts
 
 

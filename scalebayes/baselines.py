@@ -590,14 +590,15 @@ def fit_huber(
 def refit_subsets(
     data: ScalingData,
     law: str | _laws.Law,
-    masks: np.ndarray,
+    weights: np.ndarray,
     starts: Sequence[Mapping[str, float]],
     *,
     delta: float = 1e-3,
 ) -> tuple[list[dict[str, float]], np.ndarray]:
-    """Hoffmann's Huber objective minimised on K subsets of ``data``'s runs at once: one vmapped BFGS, lane k on
-    the runs where ``masks[k]`` (K, n) is set, started at ``starts[k]`` (published parameters). Lanes are padded to
-    :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K share one compiled program.
+    """Hoffmann's Huber objective minimised on K weightings of ``data``'s runs at once: one vmapped BFGS, lane k with
+    run weights ``weights[k]`` (K, n) (0 leaves a run out; bootstrap multiplicities), started at ``starts[k]``
+    (published parameters). Lanes are padded to :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K
+    share one compiled program.
 
     Returns the published parameters of each lane's optimum and whether it stopped on a tolerance, (K,) bool.
     """
@@ -605,11 +606,11 @@ def refit_subsets(
     ensure_float64("refit_subsets")
     spec = _spec_for(law_obj)
     log_x, log_y = _arrays(data, law_obj)
-    masks = np.asarray(masks, bool)
-    K = masks.shape[0]
+    weights = np.asarray(weights, float)
+    K = weights.shape[0]
     lanes = np.r_[np.arange(K), np.zeros(pad_size(K) - K, int)]  # padding lanes repeat lane 0
     x0 = jnp.asarray(np.stack([spec.from_params(starts[i]) for i in lanes]))
-    w = jnp.asarray(masks[lanes], log_y.dtype)
+    w = jnp.asarray(weights[lanes], log_y.dtype)
     tau = jnp.asarray(float(delta))
     res = _solve(x0, w, log_x, log_y, tau, float(delta), 0.0, _MAXITER_BOOTSTRAP, spec=spec, kind="huber")
     x = np.asarray(res.x)[:K]

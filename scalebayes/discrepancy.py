@@ -4,11 +4,12 @@ Why. A posterior of one functional form is honest about parameter uncertainty *g
 is only an approximation: curvature the law lacks is invisible inside the fitted range and grows with every e-fold
 beyond it. A new run's log loss is therefore modelled as
 
-    log L = log L_law(x; θ) + ε + δ(x),   ε ~ StudentT(ν, 0, σ) (the fit's noise),   δ(x) = κ·d(x)·z,   z ~ N(0, 1),
+    log L = log L_law(x; θ) + ε + δ(x),   ε ~ StudentT(ν, 0, σ) (the fit's noise),   δ(x) = κ·d(x)^γ·z,   z ~ N(0, 1),
 
-where d(x) is the *extrapolation distance* of the query x (nats of log input) and κ (nats of log loss per nat of
-distance, ≈ relative loss error per e-fold) is learned by :func:`scalebayes.calibration.calibrate`. Inside the
-fitted runs d = 0 and the predictive is exactly the fit's.
+where d(x) is the *extrapolation distance* of the query x (nats of log input), κ the scale (nats of log loss at one
+nat of distance, ≈ relative loss error) and γ its growth with distance; (κ, γ) are drawn from a posterior learned
+by :func:`scalebayes.calibration.calibrate` (:mod:`scalebayes.formerror`), one pair per posterior draw, so their
+uncertainty is integrated, not plugged in. Inside the fitted runs d = 0 and the predictive is exactly the fit's.
 
 Distance. One definition everywhere, for learning κ and for predicting: d(x) is the distance of x outside the convex
 hull, in the law's log inputs, of the fitted runs *of the query's family* (the largest violated facet,
@@ -18,7 +19,7 @@ families', i.e. max(0, max over every family's facets), so it is never less than
 same point. κ is learned with each held-out run's own-family distance, and a held-out family not in the inner fit
 gets the same "largest over families" distance, so learning and prediction measure d the same way.
 
-Joint draws. δ is one standard normal z per posterior draw, scaled by κ·d(x) at each query: perfectly correlated
+Joint draws. δ is one standard normal z per posterior draw, scaled by κ·d(x)^γ at each query: perfectly correlated
 along every query of one prediction. The marginal at each query is the same as with independent draws, but joint
 draws stay meaningful: the difference of two far queries at equal distance gets no spurious variance 2κ²d², and a
 curve drawn per posterior draw stays a smooth curve. The form error it stands for is one smooth error of the law, not
@@ -106,6 +107,12 @@ def facet_distance(normals, offsets, X):
     return jnp.maximum(0.0, jnp.max(X @ jnp.asarray(normals).T + jnp.asarray(offsets), axis=-1))
 
 
+def grown(d, gamma):
+    """d^γ (distance grown by the exponent γ; 0 at d = 0) with a finite gradient at d = 0, where d^γ has none for
+    γ < 1. ``jax.numpy``, so planners can differentiate it; NumPy arrays are accepted."""
+    return jnp.where(d > 0, jnp.maximum(d, 1e-30) ** gamma, 0.0)
+
+
 def distance(reg: Mapping, log_x: Mapping[str, np.ndarray]) -> np.ndarray:
     """Distance (nats of log input) of query points outside one :func:`region`, (P,). ``log_x`` maps each input to
     (P,) query log values."""
@@ -150,25 +157,44 @@ def distances(regions: Mapping[str, dict], frame: pd.DataFrame, law) -> np.ndarr
 # ----------------------------------------------------------------------------------------------- the value
 @dataclass
 class Discrepancy:
-    """A calibrated discrepancy: the s.d. of δ at a query is ``kappa`` × its distance outside the fitted runs.
+    """A calibrated discrepancy: at distance d outside the fitted runs, δ has s.d. κ·d^γ, with (κ, γ) drawn from
+    their calibration posterior, one pair per posterior draw (:mod:`scalebayes.formerror`).
 
     Attributes:
-        kappa: nats of log loss per nat of log-input distance.
+        kappa: posterior median of κ (nats of log loss at one nat of log-input distance), for display.
         regions: per fitted family, the :func:`region` of its runs (the law's log inputs).
-        info: how κ was learned (inner splits used and excluded, held-out runs, LPD and coverage at κ = 0 and κ̂).
+        info: how (κ, γ) were learned (inner splits, lanes left out, prior, held-out runs).
+        gamma: the most probable growth exponent γ, for display.
+        kappa_draws, gamma_draws: draws of (κ, γ) from their posterior (equal lengths); posterior draw s uses pair
+            s mod their length. Empty: κ fixed at ``kappa`` and γ at ``gamma`` (files of earlier versions).
     """
 
     kappa: float
     regions: dict[str, dict]
     info: dict = field(default_factory=dict)
+    gamma: float = 1.0
+    kappa_draws: list[float] = field(default_factory=list)
+    gamma_draws: list[float] = field(default_factory=list)
 
-    def sd(self, log_x: Mapping[str, np.ndarray], family: str | None = None) -> np.ndarray:
-        """s.d. of δ (nats of log loss) at query points with log inputs ``log_x`` (each (P,)) for ``family`` (None
-        or a name without fitted runs: a new family)."""
+    def scales(self, n_draws: int) -> tuple[np.ndarray, np.ndarray]:
+        """(κ_s, γ_s) for posterior draws s = 0 … n_draws − 1, each (n_draws,)."""
+        if not self.kappa_draws:
+            return np.full(n_draws, float(self.kappa)), np.full(n_draws, float(self.gamma))
+        i = np.arange(n_draws) % len(self.kappa_draws)
+        return np.asarray(self.kappa_draws, float)[i], np.asarray(self.gamma_draws, float)[i]
+
+    def at_distance(self, d: np.ndarray, n_draws: int) -> np.ndarray:
+        """s.d. of δ (nats of log loss), (n_draws, P), at distances ``d`` (P,) (nats of log input)."""
+        k, g = self.scales(n_draws)
+        return k[:, None] * np.asarray(grown(np.asarray(d, float)[None, :], g[:, None]))
+
+    def sd(self, log_x: Mapping[str, np.ndarray], n_draws: int, family: str | None = None) -> np.ndarray:
+        """s.d. of δ, (n_draws, P), at query points with log inputs ``log_x`` (each (P,)) for ``family`` (None or a
+        name without fitted runs: a new family)."""
         A, b = facets(self.regions, family)
         inputs = next(iter(self.regions.values()))["inputs"]
         X = np.column_stack([np.atleast_1d(np.asarray(log_x[k], float)) for k in inputs])
-        return self.kappa * np.asarray(facet_distance(A, b, X))
+        return self.at_distance(np.asarray(facet_distance(A, b, X)), n_draws)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -178,7 +204,14 @@ class Discrepancy:
         d = json.loads(s)
         # "*" (all runs) was stored by earlier versions for new families; they now use every family's facets
         regions = {k: v for k, v in d["regions"].items() if k != "*"} or d["regions"]
-        return cls(kappa=float(d["kappa"]), regions=regions, info=d.get("info", {}))
+        return cls(
+            kappa=float(d["kappa"]),
+            regions=regions,
+            info=d.get("info", {}),
+            gamma=float(d.get("gamma", 1.0)),
+            kappa_draws=[float(v) for v in d.get("kappa_draws", [])],
+            gamma_draws=[float(v) for v in d.get("gamma_draws", [])],
+        )
 
 
 def stored(idata) -> Discrepancy | None:

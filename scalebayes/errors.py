@@ -65,9 +65,6 @@ class NotCalibratedError(ModelError):
     call ``scalebayes.calibrate(post)`` first. Predicting never fits."""
 
 
-class CalibrationError(ModelError):
-    """The discrepancy could not be learned: too few inner leave-largest-out refits passed their diagnostics."""
-
-
 class CalibrationWarning(UserWarning):
-    """Some inner refits of a calibration failed their diagnostics and were left out of it."""
+    """Some inner refits of a calibration did not converge and were left out of it, or none could be made and the
+    discrepancy is its prior's."""

@@ -6,15 +6,17 @@ r_i = log y_i − log ŷ_i at distance d_i outside the refit's runs (:mod:`scale
 Huber point fits (:func:`scalebayes.baselines.refit_subsets`, every split and family in one vmapped BFGS started at
 the posterior's median), not posterior refits: a refit on the smaller runs sits on a more curved ridge, where NUTS
 refits often fail their diagnostics and each would cost a whole fit, while a point fit costs a fraction of one and
-reports convergence per lane. The inner fit's parameter error is thereby counted as form error, which errs on the
-wide side. A lane whose optimisation did not converge is left out and reported, never used silently.
+reports convergence per lane. Each refit is repeated on bootstrap resamples of its runs (in the same vmapped call),
+so its own parameter error is measured and not mistaken for form error. A lane whose optimisation did not converge
+is left out and reported, never used silently.
 
 Model of one split's residuals (its P held-out runs share one refitted curve, so their errors are correlated):
 
-    r ~ Normal(0, s²·I + κ²·[ρ·v·vᵀ + (1 − ρ)·diag(v²)]),   v_i = d_i^γ,
+    r ~ Normal(0, s²·I + diag(b) + κ²·[ρ·v·vᵀ + (1 − ρ)·diag(v²)]),   v_i = d_i^γ,
 
-s the run noise (root mean square of the refits' own training residuals: not a robust scale, because the held-out
-runs have the same heavy-tailed noise as the training runs), κ the discrepancy's scale (nats of log loss at
+b the bootstrap variance of each held-out prediction (the refit's parameter error; its correlation between runs is
+left out), s the run noise (root mean square of the refits' own training residuals: not a robust scale, because
+the held-out runs have the same heavy-tailed noise as the training runs), κ the discrepancy's scale (nats of log loss at
 one nat of distance), γ how it grows with distance (γ = 1: linear; γ = 2: the curvature a power law misses), ρ how
 much of it one split's runs share. Each split's log likelihood is closed-form (a rank-one update). Splits share
 held-out runs (a run held out at f = 0.2 is also held out at f = 0.35), so the summed log likelihood is tempered by
@@ -53,6 +55,8 @@ KAPPA_PRIOR = (-4.0, 1.5)
 LOG_KAPPA = np.linspace(np.log(1e-4), 0.0, 73)
 GAMMAS = (0.5, 1.0, 1.5, 2.0)
 RHOS = (0.0, 0.5, 0.9)
+#: Bootstrap resamples per inner refit, for its parameter error (a variance per held-out run: 16 pin it to ~35%).
+BOOTSTRAP = 16
 #: A family's refit needs this many training runs per law parameter.
 RUNS_PER_PARAM = 2
 
@@ -60,12 +64,51 @@ RUNS_PER_PARAM = 2
 @dataclass
 class SplitErrors:
     """One inner split: held-out residuals r (P,) (observed − predicted log loss, nats), their distances (P,)
-    outside the refit's runs, their row labels (P,) and a description ``info`` (split, fraction, n_train, n_test)."""
+    outside the refit's runs, the variance (P,) of the refit's prediction over bootstrap resamples of its runs (its
+    parameter error, nats²), the run noise s (nats), their row labels (P,) and a description ``info``."""
 
     residual: np.ndarray
     distance: np.ndarray
+    param_var: np.ndarray
+    noise: float
     rows: np.ndarray
     info: dict
+
+
+@dataclass
+class _Lane:
+    """One refit: split ``plan`` index, family, training mask (n,)."""
+
+    split: int
+    family: str
+    train: np.ndarray
+
+
+def _lanes(data, law, families, directions, fractions):
+    """The splits (direction, fraction, held-out mask) and one lane per (split, family) with enough runs."""
+    fam = np.asarray(data.frame["family"], dtype=str)
+    plan, lanes = [], []
+    for direction in directions:
+        for f in fractions:
+            test = holdout_mask(data, direction, f)
+            plan.append((direction, float(f), test))
+            for g in families:
+                train = ~test & (fam == g)
+                if train.sum() >= RUNS_PER_PARAM * law.n_params and (test & (fam == g)).any():
+                    lanes.append(_Lane(len(plan) - 1, g, train))
+    return plan, lanes
+
+
+def _weights(lanes: list[_Lane], bootstrap: int, seed: int) -> np.ndarray:
+    """Run weights (lanes·(1 + bootstrap), n): each lane's training mask, then its bootstrap multiplicities."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lane in lanes:
+        idx = np.flatnonzero(lane.train)
+        rows.append(lane.train.astype(float))
+        for _ in range(bootstrap):
+            rows.append(np.bincount(rng.choice(idx, idx.size), minlength=lane.train.size).astype(float))
+    return np.stack(rows)
 
 
 def split_errors(
@@ -75,64 +118,65 @@ def split_errors(
     *,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     split: str | Sequence[str] = DEFAULT_SPLITS,
-) -> tuple[list[SplitErrors], float, dict]:
+    bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[list[SplitErrors], dict]:
     """The inner splits of ``data``'s runs (module docstring) for ``law`` (a :class:`~scalebayes.laws.Law`), each
-    family's refits started at ``starts[family]`` (published parameters, e.g. its posterior medians). Returns the
-    splits with held-out runs, the run noise s (nats of log loss) and a report (lanes used, lanes left out and
-    why)."""
-    fam = np.asarray(data.frame["family"], dtype=str)
+    family's refits started at ``starts[family]`` (published parameters, e.g. its posterior medians) and repeated on
+    ``bootstrap`` resamples of its runs (``seed``) for their parameter error. Returns the splits with held-out runs
+    and a report (lanes used, lanes left out and why)."""
     directions = [s for s in ((split,) if isinstance(split, str) else split) if SPLIT_COLUMN[s] in data.frame]
-    plan, masks, lanes = [], [], []
-    for direction in directions or ["compute"]:
-        for f in fractions:
-            test = holdout_mask(data, direction, f)
-            plan.append((direction, float(f), test))
-            for g in starts:
-                train = ~test & (fam == g)
-                if train.sum() >= RUNS_PER_PARAM * law.n_params and (test & (fam == g)).any():
-                    masks.append(train)
-                    lanes.append((len(plan) - 1, g))
-    if not masks:
-        return [], np.nan, {"lanes": 0, "left_out": [], "reason": "no family has enough runs for an inner refit"}
-    params, ok = refit_subsets(data, law, np.stack(masks), [starts[g] for _, g in lanes])
-    out, train_r, left_out = [], [], []
+    plan, lanes = _lanes(data, law, list(starts), directions or ["compute"], fractions)
+    if not lanes:
+        return [], {"lanes": 0, "left_out": [], "reason": "no family has enough runs for an inner refit"}
+    B = int(bootstrap)
+    params, ok = refit_subsets(
+        data, law, _weights(lanes, B, seed), [starts[ln.family] for ln in lanes for _ in range(B + 1)]
+    )
+    fam = np.asarray(data.frame["family"], dtype=str)
     log_y = np.log(data.loss)
-    for p, (direction, f, test) in enumerate(plan):
-        r, d, rows = [], [], []
-        for (i, g), theta, good in zip(lanes, params, ok, strict=True):
-            if i != p:
-                continue
-            if not good:
-                left_out.append({"split": direction, "fraction": f, "family": g, "why": "refit did not converge"})
-                continue
-            m = fam == g
-            pred = np.log(_predict(law, theta, data.frame.loc[m]))
-            train = ~test[m]
-            train_r.append(log_y[m][train] - pred[train])
-            sub = data.frame.loc[m & test]
-            r.append(log_y[m & test] - pred[~train])
-            rows.append(sub.index.to_numpy())
-            d.append(distances(fitted_regions(data.subset(~test & m), law), sub, law))
-        if r:
-            info = {"split": direction, "fraction": f, "n_train": int((~test).sum()), "n_test": int(test.sum())}
-            out.append(SplitErrors(np.concatenate(r), np.concatenate(d), np.concatenate(rows), info))
+    parts: dict[int, list] = {}
+    train_r, left_out = [], []
+    for j, lane in enumerate(lanes):
+        direction, f, test = plan[lane.split]
+        k = j * (B + 1)
+        boots = [params[i] for i in range(k + 1, k + B + 1) if ok[i]]
+        if not ok[k] or len(boots) < 2:
+            left_out.append({"split": direction, "fraction": f, "family": lane.family, "why": "refit did not converge"})
+            continue
+        m = fam == lane.family
+        pred = _log_predict(law, [params[k], *boots], data.frame.loc[m])  # (1 + B', runs of the family)
+        train_r.append(log_y[m & lane.train] - pred[0, lane.train[m]])
+        held = test[m]
+        sub = data.frame.loc[m & test]
+        d = distances(fitted_regions(data.subset(lane.train), law), sub, law)
+        parts.setdefault(lane.split, []).append(
+            (log_y[m & test] - pred[0, held], d, pred[1:, held].var(axis=0, ddof=1), sub.index.to_numpy())
+        )
     s = float(np.sqrt(np.mean(np.concatenate(train_r) ** 2))) if train_r else np.nan
-    return out, s, {"lanes": len(lanes), "left_out": left_out}
+    out = []
+    for p, items in parts.items():
+        direction, f, test = plan[p]
+        r, d, v, rows = (np.concatenate(x) for x in zip(*items, strict=True))
+        info = {"split": direction, "fraction": f, "n_train": int((~test).sum()), "n_test": int(test.sum())}
+        out.append(SplitErrors(r, d, v, s, rows, info))
+    return out, {"lanes": len(lanes), "left_out": left_out, "noise": s}
 
 
-def _predict(law, params: dict, frame: pd.DataFrame) -> np.ndarray:
-    """The law's mean loss (nats) at the rows of ``frame`` for one set of published parameters."""
-    log_x = {k: jnp.log(jnp.asarray(frame[k].to_numpy(dtype=float))) for k in law.inputs}
-    return np.exp(np.asarray(law.log_mean({k: jnp.asarray(v) for k, v in params.items()}, log_x)))
+def _log_predict(law, params: list[dict], frame: pd.DataFrame) -> np.ndarray:
+    """The law's log mean loss at the rows of ``frame`` for each of L sets of published parameters, (L, rows)."""
+    log_x = {k: jnp.log(jnp.asarray(frame[k].to_numpy(dtype=float)))[None, :] for k in law.inputs}
+    p = {k: jnp.asarray([q[k] for q in params])[:, None] for k in params[0]}
+    return np.asarray(law.log_mean(p, log_x))
 
 
-def split_loglik(e: SplitErrors, s: float) -> np.ndarray:
+def split_loglik(e: SplitErrors) -> np.ndarray:
     """log N(r; 0, Σ(κ, γ, ρ)) of one split over the grid, shape (len(LOG_KAPPA), len(GAMMAS), len(RHOS))."""
     r = e.residual
     k2 = np.exp(2 * LOG_KAPPA)[:, None, None, None]
     v = e.distance[None, None, None, :] ** np.asarray(GAMMAS)[None, :, None, None]
     rho = np.asarray(RHOS)[None, None, :, None]
-    dg = s**2 + k2 * (1 - rho) * v**2  # diagonal part
+    dg = e.noise**2 + e.param_var + k2 * (1 - rho) * v**2  # diagonal part
     u2 = k2 * rho  # rank-one part: Σ = diag(dg) + u2·v vᵀ
     a = 1 + np.sum(u2 * v**2 / dg, axis=-1)
     b = np.sum(v * r / dg, axis=-1)
@@ -148,15 +192,16 @@ class KappaPosterior:
     log_weight: np.ndarray
 
     @classmethod
-    def learn(cls, splits: Sequence[SplitErrors], s: float, prior: tuple[float, float] = KAPPA_PRIOR):
+    def learn(cls, splits: Sequence[SplitErrors], prior: tuple[float, float] = KAPPA_PRIOR):
         """Prior × tempered likelihood of ``splits`` (module docstring); the prior alone without splits."""
         m, sd = prior
         prior_lw = -0.5 * ((LOG_KAPPA - m) / sd) ** 2
         lw = np.broadcast_to(prior_lw[:, None, None], (len(LOG_KAPPA), len(GAMMAS), len(RHOS))).copy()
-        if splits and np.isfinite(s) and s > 0:
+        splits = [e for e in splits if np.isfinite(e.noise) and e.noise > 0]
+        if splits:
             entries = sum(len(e.residual) for e in splits)
             distinct = len(set().union(*(map(str, e.rows) for e in splits)))
-            lw = lw + (distinct / entries) * sum(split_loglik(e, s) for e in splits)
+            lw = lw + (distinct / entries) * sum(split_loglik(e) for e in splits)
         return cls(lw - logsumexp(lw))
 
     def draws(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ import pandas as pd
 
 from . import laws as _laws
 from .data import C_RTOL
-from .discrepancy import Discrepancy, facet_distance, facets
+from .discrepancy import Discrepancy, facet_distance, facets, grown
 from .errors import DataError, ModelError
 from .predict import qcol
 from .predictive import delta_normals, label, resolve
@@ -364,8 +364,8 @@ def _required_log_compute(
 ) -> Array:
     """Smallest log C (FLOP) per ray r (R,) at which a fraction ≥ prob of the draws has log L ≤ its target, with
     (N, D) on the ray at training cost C. ``log_target`` is (S, 1): the target, less each draw's noise shift when
-    run-to-run noise is included. ``disc`` = (normals (H, k), offsets (H,), κ·z (S, 1)): the discrepancy, δ_s =
-    κ·z_s·d(x) at the ray's point x (zeros for none).
+    run-to-run noise is included. ``disc`` = (normals (H, k), offsets (H,), κ·z (S, 1), γ (S, 1)): the
+    discrepancy, δ_s = κ_s·z_s·d(x)^γ_s at the ray's point x (zeros for none).
 
     Each draw's own crossing c_s(r) (log L_s + δ_s = target_s) is found by Newton along the ray; the fraction below
     target then jumps by 1/S at each crossing, so the requirement is the ⌈prob·S⌉-th smallest c_s, nudged up by 1e-9
@@ -376,13 +376,13 @@ def _required_log_compute(
     zero = jnp.asarray(0.0)
     S = log_target.shape[0]
     shape = (S, r.shape[0])
-    normals, offsets, kz = disc
+    normals, offsets, kz, gamma = disc
 
     def g(lc):
         logN, logD = _ray(lc, r[None, :], zero)
         x = _law_inputs(law, logN, logD, logU)
         X = jnp.stack(jnp.broadcast_arrays(*x.values()), axis=-1)
-        return law.log_mean(p, x) + kz * facet_distance(normals, offsets, X) - log_target
+        return law.log_mean(p, x) + kz * grown(facet_distance(normals, offsets, X), gamma) - log_target
 
     # each draw's first crossing is bracketed on a grid of log C (step 2 nats): with the discrepancy, g need not be
     # monotone (δ grows with distance both below and beyond the fitted runs), so g(LOGC_HI) alone cannot tell
@@ -419,23 +419,25 @@ def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int
 
 
 def _discrepancy(post: Posterior, family: str | None, extrapolation, n_draws: int, seed: int):
-    """(Discrepancy or None, (normals (H, k), offsets (H,), κ·z (S, 1))) for ``family``'s distance; zeros without
-    a discrepancy. z is the predictive's own δ normals (:func:`scalebayes.predictive.delta_normals`)."""
+    """(Discrepancy or None, (normals (H, k), offsets (H,), κ·z (S, 1), γ (S, 1))) for ``family``'s distance; zeros
+    without a discrepancy. z is the predictive's own δ normals (:func:`scalebayes.predictive.delta_normals`), (κ_s,
+    γ_s) the discrepancy's draws (:meth:`scalebayes.discrepancy.Discrepancy.scales`)."""
     disc = resolve(post.discrepancy, extrapolation)
     if disc is None:
         k = len(post.law.inputs)
-        return None, (jnp.zeros((1, k)), jnp.zeros(1), jnp.zeros((n_draws, 1)))
+        return None, (jnp.zeros((1, k)), jnp.zeros(1), jnp.zeros((n_draws, 1)), jnp.ones((n_draws, 1)))
     A, b = facets(disc.regions, post.resolve_family(family))
-    kz = disc.kappa * delta_normals(seed, n_draws)[:, None]
-    return disc, (jnp.asarray(A), jnp.asarray(b), jnp.asarray(kz))
+    kappa, gamma = disc.scales(n_draws)
+    kz = kappa * delta_normals(seed, n_draws)
+    return disc, (jnp.asarray(A), jnp.asarray(b), jnp.asarray(kz)[:, None], jnp.asarray(gamma)[:, None])
 
 
 def _delta(law: _laws.Law, geometry: tuple, logN: Array, logD: Array, logU: Array) -> np.ndarray:
-    """δ = κ·z_s·d(x) at the points (log N, log D) (broadcasting against (S, 1)), as numpy."""
-    normals, offsets, kz = geometry
+    """δ = κ_s·z_s·d(x)^γ_s at the points (log N, log D) (broadcasting against (S, 1)), as numpy."""
+    normals, offsets, kz, gamma = geometry
     x = _law_inputs(law, jnp.asarray(logN), jnp.asarray(logD), logU)
     X = jnp.stack(jnp.broadcast_arrays(*x.values()), axis=-1)
-    return np.asarray(kz * facet_distance(normals, offsets, X))
+    return np.asarray(kz * grown(facet_distance(normals, offsets, X), gamma))
 
 
 # ---------------------------------------------------------------------------------------------------- posterior API

@@ -8,8 +8,9 @@ nothing here fits; a discrepancy is used only when one was learned beforehand
 
 Log loss of a new run at query p under posterior draw s (all in nats of log loss):
 
-    log L_sp = log_mu_sp + σ_sp·t_sp + extra_sd_p·z_s,   t_sp ~ StudentT(ν_s) (ε, through :mod:`scalebayes.likelihood`),
-    z_s ~ Normal(0, 1) one per draw (the discrepancy δ, jointly drawn: see :mod:`scalebayes.discrepancy`).
+    log L_sp = log_mu_sp + σ_sp·t_sp + extra_sd_sp·z_s,   t_sp ~ StudentT(ν_s) (ε, :mod:`scalebayes.likelihood`),
+    z_s ~ Normal(0, 1) one per draw (the discrepancy δ, jointly drawn: see :mod:`scalebayes.discrepancy`;
+    extra_sd_sp = κ_s·d_p^γ_s).
 
 Random streams: with ``seed``, the noise uses ``fold_in(key(seed), 1)`` and δ ``fold_in(key(seed), 13)``, so two
 questions with the same seed and shape see the same numbers (``prob_loss_below`` at a point agrees with the draws of
@@ -53,7 +54,7 @@ def noise_draws(seed: int, sigma, nu, n_points: int) -> np.ndarray:
 
 
 def delta_normals(seed: int, n_draws: int) -> np.ndarray:
-    """The discrepancy's standard normals z (S,), one per posterior draw (δ_sp = extra_sd_p·z_s)."""
+    """The discrepancy's standard normals z (S,), one per posterior draw (δ_sp = extra_sd_sp·z_s)."""
     key = jax.random.fold_in(jax.random.key(int(seed)), _DELTA_STREAM)
     return np.asarray(jax.random.normal(key, (n_draws,)))
 
@@ -64,7 +65,8 @@ class LogPredictive:
     """Predictive distribution of log loss (nats) at P query runs, as a mixture over S parameter draws.
 
     ``log_mu`` (S, P): the law's log mean per draw; ``sigma`` (S, P): noise scale; ``nu`` (S,): Student-t degrees
-    of freedom (inf = Normal); ``extra_sd`` (P,): s.d. of the discrepancy δ (0 = none).
+    of freedom (inf = Normal); ``extra_sd`` (S, P) (or anything that broadcasts to it): s.d. of the discrepancy δ
+    per draw (0 = none; its scale κ_s and growth γ_s vary by draw).
     """
 
     log_mu: np.ndarray
@@ -72,19 +74,22 @@ class LogPredictive:
     nu: np.ndarray
     extra_sd: np.ndarray
 
+    def __post_init__(self):
+        self.extra_sd = np.broadcast_to(np.asarray(self.extra_sd, float), np.shape(self.log_mu)).copy()
+
     @property
     def n_points(self) -> int:
         return self.log_mu.shape[1]
 
     def with_extra_sd(self, extra_sd) -> LogPredictive:
-        sd = np.broadcast_to(np.asarray(extra_sd, float), (self.n_points,)).copy()
-        return LogPredictive(self.log_mu, self.sigma, self.nu, sd)
+        """The same predictive with the discrepancy's s.d. ``extra_sd`` ((S, P), (P,) or a scalar)."""
+        return LogPredictive(self.log_mu, self.sigma, self.nu, extra_sd)
 
     def law_draws(self, seed: int = 0) -> np.ndarray:
         """Log of the law's mean loss with the discrepancy, log_mu + δ, (S, P): the loss a well-run training reaches
         (no run noise)."""
         z = delta_normals(seed, self.log_mu.shape[0])
-        return self.log_mu + z[:, None] * self.extra_sd[None, :]
+        return self.log_mu + z[:, None] * self.extra_sd
 
     def draws(self, seed: int = 0, *, include_noise: bool = True) -> np.ndarray:
         """Log-loss draws (S, P): :meth:`law_draws` plus, with ``include_noise``, the run noise ε."""
@@ -116,7 +121,7 @@ class LogPredictive:
         S = self.log_mu.shape[0]
         lp = np.asarray(likelihood.logpdf(y[None, :], self.log_mu, self.sigma, self.nu[:, None]))
         out = logsumexp(lp, axis=0) - np.log(S)
-        wide = self.extra_sd > 0
+        wide = (self.extra_sd > 0).any(axis=0)
         if wide.any():
             out[wide] = np.asarray(
                 _conv_logpdf(
@@ -124,7 +129,7 @@ class LogPredictive:
                     jnp.asarray(self.log_mu[:, wide]),
                     jnp.asarray(self.sigma[:, wide]),
                     jnp.asarray(gamma_nodes(self.nu) if nodes is None else nodes),
-                    jnp.asarray(self.extra_sd[wide]),
+                    jnp.asarray(self.extra_sd[:, wide]),
                 )
             )
         return out
@@ -149,8 +154,8 @@ def gamma_nodes(nu: np.ndarray) -> np.ndarray:
 
 @jax.jit
 def _conv_logpdf(y, log_mu, sigma, g, extra):
-    """log (1/S) Σ_s Σ_j w_j N(y_p; μ_sp, e_p² + σ_sp²/g_sj): the t ⊕ Normal convolution by quadrature, (P,)."""
-    var = extra[None, :, None] ** 2 + sigma[:, :, None] ** 2 / g[:, None, :]
+    """log (1/S) Σ_s Σ_j w_j N(y_p; μ_sp, e_sp² + σ_sp²/g_sj): the t ⊕ Normal convolution by quadrature, (P,)."""
+    var = extra[:, :, None] ** 2 + sigma[:, :, None] ** 2 / g[:, None, :]
     r2 = (y[None, :, None] - log_mu[:, :, None]) ** 2
     lq = -0.5 * (jnp.log(2 * jnp.pi * var) + r2 / var) + jnp.asarray(_NODE_LOGW)[None, None, :]
     lq = jax.scipy.special.logsumexp(lq, axis=2)
@@ -256,7 +261,7 @@ def _build(post, frame: pd.DataFrame, fams: list, seed: int, disc: Discrepancy |
     """:class:`LogPredictive` at the rows of ``frame`` for per-row families ``fams`` (fitted names, None = new)."""
     law = post.law
     S, P = post.n_samples, len(frame)
-    log_mu, sigma, nu, extra = np.empty((S, P)), np.empty((S, P)), None, np.zeros(P)
+    log_mu, sigma, nu, extra = np.empty((S, P)), np.empty((S, P)), None, np.zeros((S, P))
     centre = {k: jnp.asarray(v) for k, v in post.centre.items()}
     for f in dict.fromkeys(fams):  # each family once, in order of appearance (None: a new family)
         m = np.array([g == f for g in fams])
@@ -265,7 +270,7 @@ def _build(post, frame: pd.DataFrame, fams: list, seed: int, disc: Discrepancy |
         sigma[:, m] = np.asarray(sig)[:, None]
         nu = np.asarray(nu_f)
         if disc is not None:
-            extra[m] = disc.sd({k: np.log(frame.loc[m, k].to_numpy(dtype=float)) for k in law.inputs}, f)
+            extra[:, m] = disc.sd({k: np.log(frame.loc[m, k].to_numpy(dtype=float)) for k in law.inputs}, S, f)
     return LogPredictive(log_mu=log_mu, sigma=sigma, nu=nu, extra_sd=extra)
 
 

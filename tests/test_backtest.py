@@ -14,8 +14,8 @@ from conftest import FULL, QUICK
 
 import scalebayes as sb
 from scalebayes.backtesting import results_table, score, to_markdown
-from scalebayes.calibration import InnerSplit, estimate_kappa
 from scalebayes.discrepancy import ATTR, Discrepancy, distance, fitted_regions, region
+from scalebayes.formerror import KappaPosterior, SplitErrors
 from scalebayes.holdout import holdout_mask
 from scalebayes.predictive import LogPredictive
 
@@ -100,19 +100,23 @@ def test_predictive_density_and_draws_agree():
     assert draws.var() == pytest.approx(0.01**2 * 5 / 3 + 0.02**2, rel=0.05)
 
 
-def test_estimate_kappa_recovers_the_simulated_discrepancy():
-    # Held-out runs at distances 0-2 whose errors have s.d. κ·d (κ = 0.02) on top of noise 0.005: the LPD-maximising
-    # κ lands within the grid's resolution and the sampling error of 300 runs (±15%).
+def test_kappa_posterior_recovers_the_simulated_discrepancy():
+    # Held-out runs at distances 0-2 whose errors have s.d. κ·d (κ = 0.02, γ = 1) on top of noise 0.005, in 6
+    # independent splits of 50 runs (ρ = 0): the posterior mode lands within the grid's resolution (log κ steps of
+    # 0.13) and the sampling error of 300 runs. With no discrepancy in the data κ stays negligible next to the noise.
     rng = np.random.default_rng(2)
-    S, P = 50, 300  # the predictive has almost no parameter spread here: few draws suffice
-    d = rng.uniform(0, 2, P)
-    pred = LogPredictive(rng.normal(0, 1e-3, (S, P)), np.full((S, P), 0.005), np.full(S, np.inf), np.zeros(P))
-    y = rng.normal(0, np.sqrt(0.005**2 + (0.02 * d) ** 2))
-    k, table = estimate_kappa([InnerSplit(pred, d, y, {})])
-    assert 0.017 < k < 0.023
-    assert table["lpd"].max() > table.loc[table["kappa"] == 0.0, "lpd"].iloc[0]
-    # and with no discrepancy in the data, κ̂ is negligible next to the noise
-    k0, _ = estimate_kappa([InnerSplit(pred, d, rng.normal(0, 0.005, P), {})])
+
+    def splits(kappa):
+        out = []
+        for i in range(6):
+            d = rng.uniform(0, 2, 50)
+            r = rng.normal(0, np.sqrt(0.005**2 + (kappa * d) ** 2))
+            out.append(SplitErrors(r, d, np.zeros(50), 0.005, np.arange(50) + 50 * i, {}))
+        return out
+
+    k, g = KappaPosterior.learn(splits(0.02), prior=(0.0, 1e3)).mode()
+    assert 0.016 < k < 0.025 and g == 1.0
+    k0, _ = KappaPosterior.learn(splits(0.0), prior=(0.0, 1e3)).mode()
     assert k0 < 0.002
 
 
@@ -130,11 +134,9 @@ def test_score_columns_and_coverage():
 # ----------------------------------------------------------------------------------------------- one real backtest
 @pytest.fixture(scope="module")
 def bt(chinchilla_data):
-    # Bayes backtest with the discrepancy: one outer fit on the FULL settings + two inner calibration refits
-    # (fraction 0.25 by compute and by params) of 135 runs each. Those small refits sit on the E-A-alpha ridge: at
-    # the defaults they show a few divergences (and an R-hat of 1.036 on alpha by params), and a refit that fails its
-    # diagnostics is left out by design, so they run with 1000 draws at target_accept 0.95 (both pass there).
-    inner = {"fractions": (0.25,), "fit_kwargs": {"draws": 1000}}  # target_accept 0.95 is calibrate's default
+    # Bayes backtest with the discrepancy: one outer fit on the FULL settings + inner calibration point refits
+    # (fraction 0.25 by compute and by params, each with its bootstrap resamples) of the outer fit's runs.
+    inner = {"fractions": (0.25,)}
     return sb.backtest(chinchilla_data, "chinchilla", extrapolation="discrepancy", calibration=inner, **FULL)
 
 
@@ -157,10 +159,11 @@ def test_backtest_scores_the_largest_runs(bt, chinchilla_data):
 def test_discrepancy_only_widens_beyond_the_fitted_runs(bt):
     before, after = bt.uncalibrated, bt
     assert before is not None and before.config["extrapolation"] == "none"
-    kappa = bt.details["kappa"]["all"]
-    assert kappa >= 0.0
-    d = after.runs["distance"].to_numpy()
-    assert np.allclose(after.runs["extra_sd"], kappa * d)
+    assert bt.details["kappa"]["all"] > 0.0
+    # δ's s.d. (median over draws of κ_s·d^γ_s) is 0 inside the fitted runs and grows with the distance
+    order = np.argsort(after.runs["distance"].to_numpy())
+    d, sd = after.runs["distance"].to_numpy()[order], after.runs["extra_sd"].to_numpy()[order]
+    assert (sd[d == 0] == 0).all() and (sd[d > 0] > 0).all() and (np.diff(sd) >= -1e-12).all()
     # same point predictions; intervals at least as wide (up to Monte Carlo noise of the quantiles)
     assert np.allclose(after.runs["pred"], before.runs["pred"])
     assert (after.runs["width"] >= before.runs["width"] * 0.97).all()
@@ -199,15 +202,14 @@ def test_backtest_rejects_bad_options(chinchilla_data):
 
 
 def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path):
-    # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler),
-    # with 1000 draws: at 500 the R-hat of nu of a refit sits near the 1.01 threshold (1.012 seen): it would be
-    # left out.
+    # Two inner point refits (fraction 0.25 along each default direction, compute and params), with their bootstrap
+    # resamples; nothing is sampled.
     post = chinchilla_post
-    cal = sb.calibrate(post, fractions=(0.25,), fit_kwargs={"draws": 1000})
+    cal = sb.calibrate(post, fractions=(0.25,))
     assert ATTR not in post.idata.attrs and not post.calibrated  # the input posterior is left alone
     disc = cal.discrepancy
     assert cal.calibrated and disc.kappa >= 0.0
-    assert [sp["split"] for sp in disc.info["splits"]] + [e["split"] for e in disc.info["excluded"]] == [
+    assert [sp["split"] for sp in disc.info["splits"]] + [e["split"] for e in disc.info["left_out"]] == [
         "compute",
         "params",
     ]
@@ -218,6 +220,7 @@ def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_
     assert far.attrs["predictive"] == "calibrated"
     loaded = sb.load(cal.save(tmp_path / "post.nc"))
     assert loaded.discrepancy.kappa == pytest.approx(disc.kappa)
+    assert loaded.discrepancy.kappa_draws == disc.kappa_draws and loaded.discrepancy.gamma == disc.gamma
     again = loaded.predict(1e12, 2e13, extrapolation="discrepancy", quantiles=(0.05, 0.95))
     assert again.loc[0, "q0.95"] == pytest.approx(far.loc[0, "q0.95"])
 

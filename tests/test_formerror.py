@@ -24,7 +24,7 @@ def test_refit_subsets_recovers_each_subset():
     # Noiseless runs: every subset's optimum is the truth, whatever runs it holds. 1e-3 relative: BFGS on the
     # Huber objective stops on its relative-decrease tolerance, well inside that on 5-parameter problems.
     data = _data(simulate_chinchilla(TRUTH, n=80, sigma=0.0, seed=1))
-    masks = np.stack([np.arange(80) < 50, np.arange(80) >= 20, np.arange(80) % 2 == 0])
+    masks = np.stack([np.arange(80) < 50, np.arange(80) >= 20, np.arange(80) % 2 == 0]).astype(float)
     params, ok = refit_subsets(data, "chinchilla", masks, [START] * 3)
     assert ok.all()
     for p in params:
@@ -35,21 +35,22 @@ def test_refit_subsets_recovers_each_subset():
 def test_split_loglik_is_the_multivariate_normal_density():
     # The closed-form rank-one update must equal the dense density at every grid point (exact up to rounding).
     rng = np.random.default_rng(0)
-    e = formerror.SplitErrors(rng.normal(0, 0.02, 6), rng.uniform(0, 3, 6), np.arange(6), {})
     s = 0.01
-    ll = formerror.split_loglik(e, s)
+    b = rng.uniform(0, 1e-4, 6)
+    e = formerror.SplitErrors(rng.normal(0, 0.02, 6), rng.uniform(0, 3, 6), b, s, np.arange(6), {})
+    ll = formerror.split_loglik(e)
     for ik in (0, 30, 72):
         for ig, g in enumerate(formerror.GAMMAS):
             for ir, rho in enumerate(formerror.RHOS):
                 k2 = np.exp(2 * formerror.LOG_KAPPA[ik])
                 v = e.distance**g
-                cov = s**2 * np.eye(6) + k2 * (rho * np.outer(v, v) + (1 - rho) * np.diag(v**2))
+                cov = s**2 * np.eye(6) + np.diag(b) + k2 * (rho * np.outer(v, v) + (1 - rho) * np.diag(v**2))
                 want = multivariate_normal(np.zeros(6), cov).logpdf(e.residual)
                 assert ll[ik, ig, ir] == pytest.approx(want, rel=1e-10, abs=1e-10)
 
 
 def test_no_splits_leaves_the_prior():
-    post = formerror.KappaPosterior.learn([], np.nan, prior=(-3.0, 0.5))
+    post = formerror.KappaPosterior.learn([], prior=(-3.0, 0.5))
     k, _ = post.draws(4000, seed=0)
     # 4000 draws: the mean of log κ is within 5 standard errors (5 · 0.5/√4000 ≈ 0.04) of the prior's, with the
     # grid's within-cell spread adding a little variance
@@ -58,8 +59,8 @@ def test_no_splits_leaves_the_prior():
 
 def _kappa_mode(df) -> tuple[float, dict]:
     data = _data(df)
-    splits, s, rep = formerror.split_errors(data, sb.laws.get("chinchilla"), {"all": TRUTH})
-    return formerror.KappaPosterior.learn(splits, s, prior=(-4.0, 100.0)).mode()[0], rep
+    splits, rep = formerror.split_errors(data, sb.laws.get("chinchilla"), {"all": TRUTH})
+    return formerror.KappaPosterior.learn(splits, prior=(-4.0, 100.0)).mode()[0], rep
 
 
 def test_misspecified_law_gets_a_larger_discrepancy():

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 import scalebayes as sb
-from scalebayes import calibration, holdout
+from scalebayes import formerror, holdout
 from scalebayes.discrepancy import ATTR, Discrepancy, attached, distances, fitted_regions, region
-from scalebayes.errors import CalibrationError, CalibrationWarning, DataError, NotCalibratedError, UnknownNameError
+from scalebayes.errors import CalibrationWarning, DataError, NotCalibratedError, UnknownNameError
 from scalebayes.posterior import Posterior
 from scalebayes.predictive import LogPredictive, for_frame
 
@@ -37,7 +37,7 @@ def _no_fitting(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a query fitted")
 
-    for mod, name in ((holdout, "fit_padded"), (calibration, "fit_padded"), (fit_module, "fit"), (sb, "fit")):
+    for mod, name in ((holdout, "fit_padded"), (fit_module, "fit"), (sb, "fit")):
         monkeypatch.setattr(mod, name, refuse)
     monkeypatch.setattr(holdout, "fit", refuse)
     monkeypatch.setattr(fit_module, "factory_for", refuse)
@@ -63,34 +63,32 @@ def test_predict_never_fits(chinchilla_post, monkeypatch):
 
 
 def test_calibrate_leaves_out_failed_inner_refits(chinchilla_post, monkeypatch):
-    # Inner "refits" are the fixture's own draws (no sampling); the first one is marked as failing its diagnostics.
-    calls = []
+    # The inner point refits run for real; the first split's main refit is then marked as not converged.
+    real = formerror.refit_subsets
+    seen = {}
 
-    class Refit(Posterior):
-        ok = True
+    def first_fails(data, law, weights, starts):
+        params, ok = real(data, law, weights, starts)
+        seen["lanes"] = len(ok)
+        ok = ok.copy()
+        ok[0] = False
+        return params, ok
 
-    class Failed(Posterior):
-        ok = False
-
-    def fake_refit(data, **kwargs):
-        calls.append(len(data))
-        cls = Failed if len(calls) == 1 else Refit
-        return cls(chinchilla_post.idata, data=data)
-
-    monkeypatch.setattr(calibration, "fit_padded", fake_refit)
-    with pytest.warns(CalibrationWarning, match="1 of 2 inner refits failed"):
-        cal = sb.calibrate(chinchilla_post, fractions=(0.25, 0.35), split="compute")
+    monkeypatch.setattr(formerror, "refit_subsets", first_fails)
+    with pytest.warns(CalibrationWarning, match="1 of 2 inner refits did not converge"):
+        cal = sb.calibrate(chinchilla_post, fractions=(0.25, 0.35), split="compute", bootstrap=4)
     info = cal.discrepancy.info
-    assert len(calls) == 2 and [e["fraction"] for e in info["excluded"]] == [0.25]
+    assert seen["lanes"] == 2 * (1 + 4)  # two splits, each a refit and 4 bootstrap resamples
+    assert [e["fraction"] for e in info["left_out"]] == [0.25]
     assert [s["fraction"] for s in info["splits"]] == [0.35] and info["n_heldout"] == 84  # 35% of 240 runs
     assert not chinchilla_post.calibrated and cal.calibrated
-    # too few usable refits: an error, never a κ learned from failed fits
-    calls.clear()
-    with pytest.raises(CalibrationError, match="passed their diagnostics"):
-        sb.calibrate(chinchilla_post, fractions=(0.25, 0.35), split="compute", min_splits=2)
-    monkeypatch.setattr(calibration, "fit_padded", lambda data, **kw: Failed(chinchilla_post.idata, data=data))
-    with pytest.raises(CalibrationError):
-        sb.calibrate(chinchilla_post, fractions=(0.25,), split="compute")
+    # no usable refit at all: the prior alone, said loudly, never errors learned from failed fits
+    monkeypatch.setattr(formerror, "refit_subsets", lambda d, lw, w, s: (real(d, lw, w, s)[0], np.zeros(len(w), bool)))
+    with pytest.warns(CalibrationWarning) as record:
+        cal = sb.calibrate(chinchilla_post, fractions=(0.25,), split="compute", bootstrap=4)
+    said = " ".join(str(w.message) for w in record)
+    assert "1 of 1 inner refits did not converge" in said and "prior's alone" in said
+    assert cal.discrepancy.info["prior_only"] and cal.discrepancy.info["splits"] == []
 
 
 # ----------------------------------------------------------------------------------------------- the discrepancy
@@ -101,7 +99,7 @@ def test_discrepancy_draws_are_joint(chinchilla_post):
     cal = _calibrated(chinchilla_post)
     plain = np.log(chinchilla_post.predictive_draws(**FAR, include_noise=False, seed=3))
     joint = np.log(cal.predictive_draws(**FAR, include_noise=False, seed=3))
-    sd = cal.discrepancy.sd({k: np.log(v) for k, v in {"N": FAR["N"], "D": FAR["D"]}.items()}, "all")
+    sd = cal.discrepancy.sd({k: np.log(v) for k, v in {"N": FAR["N"], "D": FAR["D"]}.items()}, 1, "all")[0]
     assert sd.min() > 0.1  # far outside the fitted runs
     spurious = sd[0] ** 2 + sd[1] ** 2
     extra = np.var(joint[:, 0] - joint[:, 1]) - np.var(plain[:, 0] - plain[:, 1])
@@ -119,15 +117,15 @@ def test_new_family_is_never_closer_than_a_fitted_family():
     large = {"N": rng.uniform(-2, 3, 30), "D": rng.uniform(-2, 3, 30)}
     disc = Discrepancy(0.1, {"a": region(small, ("N", "D")), "b": region(large, ("N", "D"))})
     pts = {"N": rng.uniform(-4, 5, 200), "D": rng.uniform(-4, 5, 200)}
-    new = disc.sd(pts, None)
-    assert (new >= disc.sd(pts, "a") - 1e-12).all() and (new >= disc.sd(pts, "b") - 1e-12).all()
+    new = disc.sd(pts, 1, None)
+    assert (new >= disc.sd(pts, 1, "a") - 1e-12).all() and (new >= disc.sd(pts, 1, "b") - 1e-12).all()
     inside_union = {"N": [2.0], "D": [2.0]}  # inside b's hull, outside a's
-    assert disc.sd(inside_union, None)[0] >= disc.sd(inside_union, "a")[0] > 0
+    assert disc.sd(inside_union, 1, None)[0, 0] >= disc.sd(inside_union, 1, "a")[0, 0] > 0
     # the held-out runs κ is learned from are measured the same way (an unfitted family: the largest distance)
     frame = pd.DataFrame({"N": np.exp([2.0, 2.0]), "D": np.exp([2.0, 2.0]), "family": ["a", "zz"]})
     law = sb.laws.get("chinchilla")
     d = distances(disc.regions, frame, law)
-    assert d[1] >= d[0] and d[1] * 0.1 == pytest.approx(disc.sd(inside_union, None)[0])
+    assert d[1] >= d[0] and d[1] * 0.1 == pytest.approx(disc.sd(inside_union, 1, None)[0, 0])
 
 
 # ----------------------------------------------------------------------------------------------- mean and noise

@@ -5,7 +5,8 @@ A method is one function ``method(ctx, other_datasets) -> log_draws`` registered
 - ``ctx`` (:class:`Context`) holds the task, the sampler settings, the seed and a per-task cache (the plain
   posterior of the fit set is fitted once and shared by every method that needs it);
 - ``other_datasets`` are the tasks of every *other* dataset loaded in the run (leave-one-dataset-out): anything a
-  method learns across datasets must come from these, never from the task's own dataset. No method uses them yet;
+  method learns across datasets must come from these, never from the task's own dataset (``discrepancy``'s prior
+  of log κ does);
 - the return value is an array (S, P) of draws of the log loss (log of nats/token) of a new run at each of the P
   held-out runs (``ctx.task.heldout``), scored by :mod:`score` the same way for every method.
 
@@ -24,8 +25,7 @@ from tasks import Task
 import scalebayes as sb
 from scalebayes import formerror
 from scalebayes.backtesting import huber_predictive
-from scalebayes.discrepancy import distances, fitted_regions
-from scalebayes.errors import CalibrationError, CalibrationWarning
+from scalebayes.errors import CalibrationWarning
 
 
 @dataclass(frozen=True)
@@ -100,33 +100,6 @@ def posterior(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
     return np.log(ctx.posterior().predictive_draws(**ctx.query(), seed=ctx.seed))
 
 
-def discrepancy(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
-    """Today's discrepancy method: κ learned by ``sb.calibrate`` from four leave-largest-out refits of the fit set
-    (inner refits that fail their diagnostics are left out), δ = κ·d·z with one z per posterior draw.
-
-    At --quick settings many inner refits fail their diagnostics; when fewer than calibrate's default minimum pass,
-    the method retries with one usable refit, and when none passes it falls back to the plain posterior. Both are
-    recorded in the task's info (``calibration``), never silent.
-    """
-    post = ctx.posterior()
-    with warnings.catch_warnings():  # failed inner refits are recorded below; the warning would only repeat it
-        warnings.simplefilter("ignore", CalibrationWarning)
-        try:
-            cal = sb.calibrate(post)
-        except CalibrationError:
-            try:
-                cal = sb.calibrate(post, min_splits=1)
-                ctx.info["calibration"] = "fewer than half of the inner refits passed; kappa from the passing ones"
-            except CalibrationError:
-                ctx.info["calibration"] = "failed: no inner refit passed its diagnostics; plain posterior used"
-                return posterior(ctx, other_datasets)
-    disc = cal.discrepancy
-    ctx.info["kappa"] = float(disc.kappa)
-    ctx.info["inner_used"] = len(disc.info.get("splits", []))
-    ctx.info["inner_excluded"] = len(disc.info.get("excluded", []))
-    return np.log(cal.predictive_draws(**ctx.query(), seed=ctx.seed))
-
-
 _LOG_KAPPA_MODE: dict[str, float] = {}
 
 
@@ -143,8 +116,8 @@ def dataset_log_kappa(t: Task) -> float:
     one dataset's evidence for the leave-one-dataset-out prior."""
     if t.dataset not in _LOG_KAPPA_MODE:
         start = _pooled_start(t)
-        splits, s, _ = formerror.split_errors(t.train, sb.laws.get(t.law), dict.fromkeys(t.train.families, start))
-        post = formerror.KappaPosterior.learn(splits, s, prior=(0.0, 1e3))
+        splits, _ = formerror.split_errors(t.train, sb.laws.get(t.law), dict.fromkeys(t.train.families, start))
+        post = formerror.KappaPosterior.learn(splits, prior=(0.0, 1e3))
         _LOG_KAPPA_MODE[t.dataset] = float(np.log(post.mode()[0]))
     return _LOG_KAPPA_MODE[t.dataset]
 
@@ -156,30 +129,29 @@ def lodo_prior(other_datasets: Sequence[Task]) -> tuple[float, float]:
     return float(modes.mean()), float(max(modes.std(ddof=1) if len(modes) > 1 else 1.0, 1.0))
 
 
-def form_error(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
-    """The learned-growth discrepancy (:mod:`scalebayes.formerror`): inner Huber point refits of the fit set
-    measure the law's own extrapolation errors; (κ, γ) get a grid posterior under a log-κ prior learned from the
-    *other* datasets (leave-one-dataset-out), and δ_s = κ_s·d^γ_s·z_s is added to the plain posterior's draws."""
+def discrepancy(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
+    """The package's calibrated predictive: ``sb.calibrate`` learns the discrepancy's scale κ and growth γ from inner
+    Huber point refits of the fit set (:mod:`scalebayes.formerror`), under a log-κ prior learned from the *other*
+    datasets (:func:`lodo_prior`, leave-one-dataset-out), and δ_s = κ_s·d^γ_s·z_s joins the posterior's draws."""
     post = ctx.posterior()
-    t = ctx.task
-    law = sb.laws.get(t.law)
     prior = lodo_prior(other_datasets)
-    starts = {f: {k: float(np.median(v)) for k, v in post.param_draws(f).items()} for f in post.families}
-    splits, s, rep = formerror.split_errors(t.train, law, starts)
-    kp = formerror.KappaPosterior.learn(splits, s, prior=prior)
-    log_draws = np.log(post.predictive_draws(**ctx.query(), seed=ctx.seed))
-    S = log_draws.shape[0]
-    kappa, gamma = kp.draws(S, seed=ctx.seed)
-    d = distances(fitted_regions(t.train, law), t.heldout.frame, law)
-    z = np.random.default_rng(ctx.seed + 1).standard_normal(S)
-    k_mode, g_mode = kp.mode()
-    ctx.info["form_error"] = {"prior": prior, "kappa_mode": k_mode, "gamma_mode": g_mode, "noise": s, **rep}
-    return log_draws + (kappa * z)[:, None] * d[None, :] ** gamma[:, None]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", CalibrationWarning)
+        cal = sb.calibrate(post, prior=prior)
+    disc = cal.discrepancy
+    ctx.info["calibration"] = {
+        "prior": prior,
+        "kappa_median": disc.kappa,
+        "gamma_mode": disc.gamma,
+        "lanes": disc.info.get("lanes"),
+        "left_out": disc.info.get("left_out"),
+        "warnings": [str(w.message) for w in said],
+    }
+    return np.log(cal.predictive_draws(**ctx.query(), seed=ctx.seed))
 
 
 METHODS: dict[str, Method] = {
     "huber_bootstrap": huber_bootstrap,
     "posterior": posterior,
     "discrepancy": discrepancy,
-    "form_error": form_error,
 }

@@ -122,12 +122,10 @@ def task_table(payload: dict) -> pd.DataFrame:
                 row["seconds"] = r["seconds"]
                 ok = t["info"].get("posterior_ok")  # the shared posterior's diagnostics (not the Huber fit's)
                 row["fit_ok"] = "" if ok is None or m == "huber_bootstrap" else ("yes" if ok else "no")
-                info = t["info"]
-                if m == "discrepancy" and "inner_ok" in info:  # results written before sb.calibrate existed
-                    row["fit_ok"] += f", inner {sum(info['inner_ok'])}/{len(info['inner_ok'])}"
-                elif m == "discrepancy" and "inner_used" in info:  # inner refits that passed and were used
-                    used = info["inner_used"]
-                    row["fit_ok"] += f", inner {used}/{used + info['inner_excluded']}"
+                cal = t["info"].get("calibration")
+                if m == "discrepancy" and isinstance(cal, dict):  # inner point refits that converged and were used
+                    lanes = cal.get("lanes") or 0
+                    row["fit_ok"] += f", inner {lanes - len(cal.get('left_out') or [])}/{lanes}"
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -207,7 +205,7 @@ def markdown(payload: dict) -> str:
         "## Per task",
         "",
         "`fit_ok`: the task's posterior passed the package's sampler diagnostics (for",
-        "`discrepancy`, also how many of its inner leave-largest-out refits passed them).",
+        "`discrepancy`, also how many of its inner point refits converged and were used).",
         "",
     ]
     lines += [_fmt(tt[cols].set_index("task")), ""]
