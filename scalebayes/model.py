@@ -27,9 +27,8 @@ Likelihood: log L_obs ~ StudentT(ν, log L_law, σ) (or Normal), σ shared or on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -223,14 +222,17 @@ def tau_grid(n_families: int) -> tuple[jnp.ndarray, float]:
 
 
 def _grid_terms(theta, loc, scale, tau_median):
-    """Per quadrature node: log prior weight + log N(θ; loc·1, τ²I + scale²·11ᵀ) (…, n), and log τ (n,).
+    """Per quadrature node: log prior weight + log N(θ; loc·1, τ²I + scale²·11ᵀ) (…, n), and log τ (…, n).
 
-    θ (…, F). μ ~ Normal(loc, scale) is integrated out exactly: with a = τ², b = scale², d = θ − loc,
-    log N = −F/2·log 2π − (F−1)/2·log a − ½·log(a + F·b) − ½·SS/a − ½·F·d̄²/(a + F·b), SS = Σ(d_f − d̄)², written
-    with SS (not Σd² − (Σd)²/F) so a τ much smaller than the prior scale loses no digits."""
+    θ (…, F); ``loc``, ``scale``, ``tau_median`` broadcast against θ's leading axes (…), so several latents go
+    through in one batched computation. μ ~ Normal(loc, scale) is integrated out exactly: with a = τ², b = scale²,
+    d = θ − loc, log N = −F/2·log 2π − (F−1)/2·log a − ½·log(a + F·b) − ½·SS/a − ½·F·d̄²/(a + F·b),
+    SS = Σ(d_f − d̄)², written with SS (not Σd² − (Σd)²/F) so a τ much smaller than the prior scale loses no
+    digits."""
     F = theta.shape[-1]
     g, h = tau_grid(F)
-    log_tau = jnp.log(tau_median) + TAU_LOG_SD * g
+    loc, scale = jnp.asarray(loc)[..., None], jnp.asarray(scale)[..., None]
+    log_tau = jnp.log(jnp.asarray(tau_median))[..., None] + TAU_LOG_SD * g
     a = jnp.exp(2.0 * log_tau)
     ab = a + F * scale * scale
     d = theta - loc
@@ -249,7 +251,8 @@ def _grid_terms(theta, loc, scale, tau_median):
 
 def population_logpdf(theta, loc, scale, tau_median):
     """log p(θ) (…,) of family values θ (…, F) under θ_f ~ Normal(μ, τ), μ ~ Normal(loc, scale),
-    τ ~ LogNormal(log tau_median, TAU_LOG_SD), with μ and τ integrated out (:func:`tau_grid`)."""
+    τ ~ LogNormal(log tau_median, TAU_LOG_SD), with μ and τ integrated out (:func:`tau_grid`); ``loc``, ``scale``
+    and ``tau_median`` broadcast against (…)."""
     terms, _ = _grid_terms(theta, loc, scale, tau_median)
     return logsumexp(terms, axis=-1)
 
@@ -280,7 +283,8 @@ class PopulationMarginal(dist.Distribution):
 def population_draws(spec: Spec, site: dict, hyper: dict, key) -> dict[str, jnp.ndarray]:
     """``mu_<latent>`` and ``tau_<latent>`` (…) of the ``"marginal"`` latents, one exact draw from their
     conditional given each draw's family values ``site[latent]`` (…, F): log τ from the quadrature's posterior
-    weights (uniform within its grid cell), then μ | τ, θ ~ Normal (conjugate)."""
+    weights, spread uniformly over the chosen node's cell (cells are ≤ 1/1.5 of the conditional SD of log τ wide),
+    then μ | τ, θ ~ Normal (conjugate)."""
     out = {}
     keys = jax.random.split(key, len(spec.latents))
     for k, (z, mode) in enumerate(zip(spec.latents, spec.modes, strict=True)):
