@@ -211,12 +211,14 @@ def tau_grid(n_families: int) -> tuple[jnp.ndarray, float]:
     """Quadrature nodes g (n,) in prior SDs of log τ, and their spacing, for ``n_families`` families.
 
     Given the family values, log τ has a conditional SD of about 1/√(2(F−1)) (from the (F−1)·log τ + SS/(2τ²)
-    term); the trapezoid rule on a smooth integrand of width w with spacing h errs by ~2·exp(−2π²w²/h²), so
-    h = w/1.5 (capped at 0.3 prior SDs, for the prior's own width) keeps the error below 1e-18 relative: the
-    quadrature is the model to rounding, not an approximation of it that shows in the draws.
+    term), so the spacing is a third of that, and at most 0.15 prior SDs for the prior's own width. The integrand
+    is analytic in a strip of half-width π/4 around real log τ (the exp(−SS/(2τ²)) factor), so the trapezoid
+    rule's error falls like exp(−π²/(2h)): ~1e-12 relative at h = 0.15 (at h = 0.29 the test against brute-force
+    integration measured 5e-6), i.e. the quadrature is the model to rounding, not an approximation that shows.
+    Nodes: 95 for 2-3 families, 159 for 8, 417 for 50.
     """
     width = 1.0 / (TAU_LOG_SD * math.sqrt(2.0 * max(n_families - 1, 1)))
-    h = min(0.3, width / 1.5)
+    h = min(0.15, width / 3.0)
     n = 2 * math.ceil(TAU_GRID_HALF_WIDTH / h) + 1
     return jnp.linspace(-TAU_GRID_HALF_WIDTH, TAU_GRID_HALF_WIDTH, n), 2.0 * TAU_GRID_HALF_WIDTH / (n - 1)
 
@@ -281,10 +283,10 @@ class PopulationMarginal(dist.Distribution):
 
 
 def population_draws(spec: Spec, site: dict, hyper: dict, key) -> dict[str, jnp.ndarray]:
-    """``mu_<latent>`` and ``tau_<latent>`` (…) of the ``"marginal"`` latents, one exact draw from their
+    """``mu_<latent>`` and ``tau_<latent>`` (…) of the ``"marginal"`` latents, one draw from their
     conditional given each draw's family values ``site[latent]`` (…, F): log τ from the quadrature's posterior
-    weights, spread uniformly over the chosen node's cell (cells are ≤ 1/1.5 of the conditional SD of log τ wide),
-    then μ | τ, θ ~ Normal (conjugate)."""
+    weights, spread uniformly over the chosen node's cell (at most a third of log τ's conditional SD wide), then
+    μ | τ, θ ~ Normal (conjugate)."""
     out = {}
     keys = jax.random.split(key, len(spec.latents))
     for k, (z, mode) in enumerate(zip(spec.latents, spec.modes, strict=True)):
