@@ -202,14 +202,19 @@ def fit(
         **options: FitSpec fields. ``likelihood``: ``"student_t"`` or ``"normal"``. ``priors``: overrides, see
             :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
             or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
-            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family. ``centred``: sample
-            partially pooled parameters in centred form, θ_f ~ Normal(μ, τ), instead of the default non-centred
-            θ_f = μ + τ·z_f: ``True`` for all of them, or parameter names (e.g. ``("alpha", "beta")``). Same model,
-            different geometry: centred suits parameters that every family's runs pin well, non-centred those that
-            few-run families leave to the population. Measured on porian_isoflop's 565 valley runs (8 families of
-            65-78 runs; 4 chains × 500 + 500, target_accept 0.9): non-centred 228 leapfrog steps per iteration and
-            1 divergent transition; α, β, E centred 84 steps and 23 divergences; all centred 78 steps and 84
-            divergences. Shorter trees, more divergences: check the diagnostics either way.
+            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family.
+            ``marginal`` (default True): sample each partially pooled parameter as its family values alone, with the
+            population mean and spread integrated out (μ exactly, τ by quadrature) and drawn afterwards from their
+            conditional: no funnel and no (μ, τ, z) ridge for NUTS (:mod:`scalebayes.model`). On
+            benchmarks/hierarchy.py's cases (2-20 families) this takes partial pooling from 127-1023 leapfrog steps
+            per iteration to ~15, the same as fitting the families separately. ``marginal=False`` samples θ_f = μ +
+            τ·z_f (non-centred); ``centred``: sample θ_f ~ Normal(μ, τ) with μ, τ as coordinates, ``True`` for all of
+            them or parameter names (e.g. ``("alpha", "beta")``). Same model, different geometry: with the sampled (μ,
+            τ), centred suits parameters that every family's runs pin well, non-centred those that few-run families
+            leave to the population. Measured (before the marginal form) on porian_isoflop's 565 valley runs (8
+            families of 65-78 runs; 4 chains × 500 + 500, target_accept 0.9): non-centred 228 leapfrog steps per
+            iteration and 1 divergent transition; α, β, E centred 84 steps and 23 divergences; all centred 78 steps
+            and 84 divergences. Shorter trees, more divergences: check the diagnostics either way.
     """
     fit_spec = resolve(spec, law, options)
     config = sampler_config(
