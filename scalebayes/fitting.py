@@ -24,7 +24,7 @@ from . import priors as _priors
 from .data import ScalingData
 from .diagnostics import warn_if_failed
 from .errors import DataError, LargeFitWarning, ModelError
-from .model import Spec, family_latents, noise_params, pooling_modes, population_sites
+from .model import Spec, family_latents, noise_params, pooling_modes, population_draws, population_sites
 from .padding import pad, pad_size
 from .pointwise import pointwise_groups, want_pointwise
 from .posterior import Posterior
@@ -63,7 +63,9 @@ def model_spec(fit_spec: FitSpec, data: ScalingData) -> Spec:
         )
     F = len(data.families)
     pooling = fit_spec.pooling or ("partial" if F > 1 else "complete")
-    modes = pooling_modes(law, pooling, F, fit_spec.shared, fit_spec.free, centred=fit_spec.centred)
+    modes = pooling_modes(
+        law, pooling, F, fit_spec.shared, fit_spec.free, centred=fit_spec.centred, marginal=fit_spec.marginal
+    )
     noise = fit_spec.noise if F > 1 else "shared"
     spec = Spec(law=law, modes=modes, n_families=F, likelihood=fit_spec.likelihood, noise=noise)
     data.check_enough_rows(sum(F if m != "shared" else 1 for m in modes), law.name)
@@ -200,14 +202,19 @@ def fit(
         **options: FitSpec fields. ``likelihood``: ``"student_t"`` or ``"normal"``. ``priors``: overrides, see
             :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
             or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
-            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family. ``centred``: sample
-            partially pooled parameters in centred form, θ_f ~ Normal(μ, τ), instead of the default non-centred
-            θ_f = μ + τ·z_f: ``True`` for all of them, or parameter names (e.g. ``("alpha", "beta")``). Same model,
-            different geometry: centred suits parameters that every family's runs pin well, non-centred those that
-            few-run families leave to the population. Measured on porian_isoflop's 565 valley runs (8 families of
-            65-78 runs; 4 chains × 500 + 500, target_accept 0.9): non-centred 228 leapfrog steps per iteration and
-            1 divergent transition; α, β, E centred 84 steps and 23 divergences; all centred 78 steps and 84
-            divergences. Shorter trees, more divergences: check the diagnostics either way.
+            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family.
+            ``marginal`` (default True): sample each partially pooled parameter as its family values alone, with the
+            population mean and spread integrated out (μ exactly, τ by quadrature) and drawn afterwards from their
+            conditional: no funnel and no (μ, τ, z) ridge for NUTS (:mod:`scalebayes.model`). On
+            benchmarks/hierarchy.py's cases (2-20 families) this takes partial pooling from 127-1023 leapfrog steps
+            per iteration to ~15, the same as fitting the families separately. ``marginal=False`` samples θ_f = μ +
+            τ·z_f (non-centred); ``centred``: sample θ_f ~ Normal(μ, τ) with μ, τ as coordinates, ``True`` for all of
+            them or parameter names (e.g. ``("alpha", "beta")``). Same model, different geometry: with the sampled (μ,
+            τ), centred suits parameters that every family's runs pin well, non-centred those that few-run families
+            leave to the population. Measured (before the marginal form) on porian_isoflop's 565 valley runs (8
+            families of 65-78 runs; 4 chains × 500 + 500, target_accept 0.9): non-centred 228 leapfrog steps per
+            iteration and 1 divergent transition; α, β, E centred 84 steps and 23 divergences; all centred 78 steps
+            and 84 divergences. Shorter trees, more divergences: check the diagnostics either way.
     """
     fit_spec = resolve(spec, law, options)
     config = sampler_config(
@@ -258,7 +265,7 @@ def posterior_group(spec: Spec, centre: Mapping[str, float], site: Mapping[str, 
     posterior["sigma"] = sig if spec.noise == "family" else sig[..., 0]
     if spec.likelihood == "student_t":
         posterior["nu"] = out["noise"]["nu"]
-    posterior.update({name: site[name] for name in population_sites(spec)})
+    posterior.update({name: site[name] for name in population_sites(spec) if name in site})
     dims = {}
     if multi:
         dims = {name: ["family"] for name in (*spec.law.params, *out["derived"])}
@@ -327,6 +334,10 @@ def build_datatree(
     latent_posterior (sampler coordinates per family) and, when ``pointwise``, log_likelihood and
     posterior_predictive (dims chain, draw, obs). The root attributes store the FitSpec and sampler settings."""
     spec = prep.spec
+    # μ, τ of "marginal" latents are not sampler coordinates: one conditional draw per posterior draw, from a key
+    # of its own (folded from the seed) so the sampler's draws stay what they were
+    key = jax.random.fold_in(jax.random.key(seed), 14)
+    site = {**site, **to_numpy(population_draws(spec, site, prep.args[4], key))}
     posterior, dims, latent = posterior_group(spec, prep.centre, site)
     groups = {
         "posterior": posterior,

@@ -10,13 +10,33 @@ Around the law sit three more choices, documented here:
 ``nu`` (Student-t degrees of freedom, Gamma(2, 0.1))
     Juárez & Steel (2010)'s weakly informative choice: mean 20 (close to Gaussian), with enough mass below 5 that
     a few outlying runs (extraction error, a diverged run) widen the tails instead of dragging the law.
-``tau_<latent>`` (family spread under partial pooling, HalfNormal)
-    Half the latent's own prior scale: families of one model type rarely differ by more than a factor e^0.5 in a
-    loss term, or ±30% in an exponent; the scale is wide enough that 8 well-measured families can show more.
+``tau_<latent>`` (family spread under partial pooling, LogNormal(log m, 1) with median m = 0.2 × the latent's
+    prior scale)
+    Grounded in how much real families of one study differ (benchmarks/TAU_EVIDENCE.md: REML between-family SDs
+    over porian's 8 setups, each half of them and misfitting's three learning rates). Measured vs the median m:
+
+    ========== ===================== ======== ==============
+    latent     τ̂ within a study     median m  95% prior range
+    ========== ===================== ======== ==============
+    log_E      0.07-0.15             0.20     0.03-1.4
+    log_A_c    0.19-0.31             0.30     0.04-2.1
+    log_B_c    0.14-0.49             0.30     0.04-2.1
+    log_alpha  0-0.14                0.12     0.017-0.85
+    log_beta   0.07-0.21             0.12     0.017-0.85
+    ========== ===================== ======== ==============
+
+    (Chinchilla's latent prior scales 1.0/1.5/1.5/0.6/0.6; other laws get the same rule.) Every measured spread
+    lies within a factor 3 of the median, and the log-SD of 1 lets the data move τ a factor 7 either way at 95%.
+    A LogNormal rather than the HalfNormal used before: it has no mass piled at τ = 0, which is what lets the
+    default ``"marginal"`` form integrate τ out into a smooth density of the family values (a HalfNormal makes that
+    density infinite where all families are equal, with 3 or more families); and the evidence is that families of
+    one study *do* differ (no within-study τ̂ of log_E, log_B_c or log_beta is below 0.07). Families from different
+    studies (other data, tokenizer or metric) differ far more (TAU_EVIDENCE.md "studies" row: log_E 3.4, log_B_c
+    1.7, log_beta 1.0): pass wider medians, e.g. ``priors={"tau_log_E": 2.0}``.
 
 Override any of them with ``fit(..., priors={...})``: keys are latent names (``"log_alpha"``), a published
 parameter name (``"alpha"``, meaning its latent), ``"sigma"``, ``"nu"`` (a (shape, rate) pair) or ``"tau_<latent>"``;
-values are ``(loc, scale)`` pairs for latents and a positive scale for ``sigma``/``tau_*``.
+values are ``(loc, scale)`` pairs for latents, a positive scale for ``sigma`` and a positive median for ``tau_*``.
 """
 
 from __future__ import annotations
@@ -31,14 +51,16 @@ from .laws import Law
 
 SIGMA_SCALE = 0.1
 NU_SHAPE_RATE = (2.0, 0.1)
-TAU_FRACTION = 0.5
+#: Median of τ's LogNormal prior as a fraction of the latent's prior scale (evidence in the module docstring).
+TAU_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
 class Priors:
     """Resolved priors for one fit.
 
-    ``latent``: Normal(loc, scale) per latent; ``tau``: HalfNormal scale of the family spread per latent;
+    ``latent``: Normal(loc, scale) per latent; ``tau``: median of the LogNormal prior of the family spread per
+    latent (log-SD :data:`scalebayes.model.TAU_LOG_SD`);
     ``sigma``: HalfNormal scale of the log-loss noise; ``nu``: Gamma(shape, rate) of the Student-t dof.
     """
 

@@ -65,6 +65,8 @@ class FitSpec:
         pooling: ``"complete"``, ``"partial"``, ``"none"``, or None (partial with several families, else complete).
         shared, free: parameter names pooled exactly / left independent per family under partial pooling.
         centred: ``True``, ``False`` or parameter names sampled in centred form under partial pooling.
+        marginal: sample the other partially pooled parameters as family values with the population mean and
+            spread integrated out (``True``, the default; see :mod:`scalebayes.model`), or non-centred (``False``).
         noise: ``"shared"`` σ or ``"family"`` (one σ per family).
         priors: prior overrides (see :mod:`scalebayes.priors`) as sorted ``(key, value)`` pairs; pass a mapping.
     """
@@ -75,6 +77,7 @@ class FitSpec:
     shared: tuple[str, ...] = ()
     free: tuple[str, ...] = ()
     centred: bool | tuple[str, ...] = False
+    marginal: bool = True
     noise: str = "shared"
     priors: tuple[tuple[str, float | tuple[float, ...]], ...] = ()
 
@@ -93,6 +96,9 @@ class FitSpec:
         if self.noise not in NOISES:
             raise UnknownNameError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
         centred = self.centred if isinstance(self.centred, bool) else _names(self.centred, "centred")
+        if not isinstance(self.marginal, bool | np.bool_):
+            raise ModelError(f"marginal must be True or False, got {self.marginal!r}")
+        object.__setattr__(self, "marginal", bool(self.marginal))
         priors = self.priors.items() if isinstance(self.priors, Mapping) else (self.priors or ())
         if isinstance(priors, str):
             raise ModelError(f"priors must be a mapping of overrides, got {priors!r}")

@@ -223,7 +223,7 @@ def _quantities(spec, site: Mapping[str, np.ndarray], families: tuple[str, ...])
         if mode == "shared":
             out[z] = np.asarray(site[z])
         else:
-            if mode in POOLED:
+            if mode in POOLED and f"mu_{z}" in site:  # "marginal" latents: μ, τ are not sampled (family values are)
                 out[f"mu_{z}"] = np.asarray(site[f"mu_{z}"])
                 out[f"tau_{z}"] = np.log(np.asarray(site[f"tau_{z}"]))
             for j in range(F):

@@ -24,7 +24,7 @@ import scalebayes as sb
 from scalebayes import laws
 from scalebayes.errors import DataError, UnknownNameError
 from scalebayes.fitting import prepare
-from scalebayes.model import pooling_modes
+from scalebayes.model import pooling_modes, population_draws, population_logpdf
 
 LAW = laws.chinchilla
 #: Runs per family: four well-measured families and one with three runs.
@@ -98,14 +98,15 @@ def width(v: np.ndarray, level: float = 0.9) -> float:
 def test_pooling_options_set_the_modes(sim):
     data, _, _ = sim
     K = len(LAW.latents)
-    assert prepare(data).spec.modes == ("partial",) * K  # partial is the default with several families
+    assert prepare(data).spec.modes == ("marginal",) * K  # partial pooling, marginal form: the default
+    assert prepare(data, marginal=False).spec.modes == ("partial",) * K  # the non-centred form
     assert prepare(data, pooling="complete").spec.modes == ("shared",) * K
     assert prepare(data, pooling="none").spec.modes == ("free",) * K
     modes = prepare(data, pooling="partial", shared=("alpha", "beta"), free=("E",)).spec.modes
     assert dict(zip(LAW.latents, modes, strict=True)) == {
         "log_E": "free",
-        "log_A_c": "partial",
-        "log_B_c": "partial",
+        "log_A_c": "marginal",
+        "log_B_c": "marginal",
         "log_alpha": "shared",
         "log_beta": "shared",
     }
@@ -120,6 +121,59 @@ def test_pooling_options_set_the_modes(sim):
     lone = data.subset(np.r_[np.ones(len(data) - 2, bool), False, False])
     with pytest.raises(DataError, match="fewer than 2 runs"):
         prepare(lone, pooling="none")
+
+
+@pytest.mark.parametrize("F", [2, 3, 8, 50])
+def test_marginal_density_is_the_hierarchy_integrated(F):
+    # The quadrature over τ (μ is integrated exactly) against a brute-force double integral over μ and log τ, for
+    # spreads from much smaller than the prior's median τ to much larger. μ is integrated numerically on a window
+    # of ±12 SDs around its conditional mean for each τ node, so small and large τ are resolved alike.
+    # Tolerance 1e-6 in log density: the brute-force grids (1601 log τ x 801 μ trapezoid nodes) are good to ~1e-8
+    # here, and a wrong normalisation or a missing Jacobian is off by O(1).
+    rng = np.random.default_rng(F)
+    loc, scale, tau_med = 0.3, 0.8, 0.15
+    for spread in (0.003, 0.15, 2.0):
+        theta = loc + 0.5 + spread * rng.standard_normal(F)
+        lt = np.linspace(np.log(tau_med) - 9, np.log(tau_med) + 9, 1601)
+        tau = np.exp(lt)[:, None]
+        prec = F / tau**2 + 1 / scale**2  # μ's conditional given θ and τ: where the μ nodes go
+        mu = (theta.sum() / tau**2 + loc / scale**2) / prec + 12 / np.sqrt(prec) * np.linspace(-1, 1, 801)
+        r = (theta - mu[..., None]) / tau[..., None]
+        log_lik = (-0.5 * r**2 - np.log(tau[..., None]) - 0.5 * np.log(2 * np.pi)).sum(-1)
+        log_mu = -0.5 * ((mu - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
+        log_lt = -0.5 * (lt - np.log(tau_med)) ** 2 - 0.5 * np.log(2 * np.pi)  # log τ ~ Normal(log median, 1)
+        f = log_lik + log_mu + log_lt[:, None]
+        m = f.max()
+        inner = np.trapezoid(np.exp(f - m), mu, axis=1)
+        ref = m + np.log(np.trapezoid(inner, lt))
+        got = float(population_logpdf(jnp.asarray(theta), loc, scale, tau_med))
+        assert got == pytest.approx(ref, abs=1e-6), (F, spread)
+
+
+def test_population_draws_follow_the_conditional():
+    # Conditional draws of τ given θ from the quadrature's weights, against importance weights on the prior: with
+    # θ drawn from the hierarchy at τ = 0.4, the conditional median of τ must match the weighted median of 200,000
+    # prior draws of τ (each weighted by its marginal likelihood of θ) to 3%, far above the Monte Carlo error of
+    # either (~0.5%) and far below what a wrong weight (e.g. a missing (F-1)·log τ term) does.
+    from scalebayes.model import Spec
+
+    F = 5
+    rng = np.random.default_rng(0)
+    theta = 0.1 + 0.4 * rng.standard_normal(F)
+    spec = Spec(law=LAW, modes=("marginal", "shared", "shared", "shared", "shared"), n_families=F)
+    hyper = {"loc": jnp.zeros(5), "scale": jnp.ones(5), "tau": jnp.full(5, 0.2)}
+    site = {"log_E": jnp.broadcast_to(jnp.asarray(theta), (20000, F))}
+    out = population_draws(spec, site, hyper, __import__("jax").random.key(0))
+    assert set(out) == {"mu_log_E", "tau_log_E"}
+    tau_prior = 0.2 * np.exp(rng.standard_normal(200_000))
+    a, b = tau_prior**2, 1.0
+    ss = ((theta - theta.mean()) ** 2).sum()
+    logw = -(F - 1) / 2 * np.log(a) - 0.5 * np.log(a + F * b) - 0.5 * ss / a - 0.5 * F * theta.mean() ** 2 / (a + F * b)
+    w = np.exp(logw - logw.max())
+    order = np.argsort(tau_prior)
+    cdf = np.cumsum(w[order]) / w.sum()
+    ref = tau_prior[order][np.searchsorted(cdf, 0.5)]
+    assert np.median(np.asarray(out["tau_log_E"])) == pytest.approx(ref, rel=0.03)
 
 
 # ---------------------------------------------------------------------------------------------------- recovery

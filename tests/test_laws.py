@@ -218,8 +218,8 @@ def test_pooling_options_accept_published_parameter_names():
     # shared=/free= take published names even when the latent is centred or renamed.
     assert pooling_modes(laws.kaplan, "partial", 3, shared=("N_c", "alpha_D")) == (
         "shared",
-        "partial",
-        "partial",
+        "marginal",
+        "marginal",
         "shared",
     )
     assert pooling_modes(laws.overtrained, "partial", 3, free=("a",))[laws.overtrained.latents.index("log_a_c")] == (

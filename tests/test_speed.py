@@ -40,7 +40,9 @@ def _families(n_fam=3, n=30, seed=0):
 STRUCTURES = {
     "student_t": dict(),
     "normal": dict(likelihood="normal"),
-    "partial": dict(multi=True),
+    "partial": dict(multi=True),  # the default "marginal" form: μ, τ integrated out
+    "noncentred": dict(multi=True, marginal=False),
+    "marginal_mixed": dict(multi=True, shared=("alpha",), centred=("beta",), noise="family"),
     "partial_noise_family": dict(multi=True, noise="family"),
     "none": dict(multi=True, pooling="none"),
     "mixed": dict(multi=True, shared=("alpha",), free=("E",), likelihood="normal"),

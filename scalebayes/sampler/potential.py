@@ -17,7 +17,7 @@ import numpy as np
 from jax.scipy.special import gammaln
 
 from .. import likelihood
-from ..model import Spec, family_latents
+from ..model import TAU_LOG_SD, Spec, family_latents, population_logpdf
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -42,7 +42,7 @@ def site_layout(spec: Spec) -> tuple[Site, ...]:
     for z, mode in zip(spec.latents, spec.modes, strict=True):
         if mode == "shared":
             named.append((z, (), False))
-        elif mode == "free":
+        elif mode in ("free", "marginal"):
             named.append((z, (F,), False))
         elif mode == "centred":
             named += [(f"mu_{z}", (), False), (f"tau_{z}", (), True), (z, (F,), False)]
@@ -83,7 +83,8 @@ def _halfnormal_lpdf(x, scale):
 
 
 def _prior(spec: Spec, u: dict, hyper: dict):
-    """Log prior density of the law's latents (with the log-Jacobian of exp for τ) and the sites the law reads."""
+    """Log prior density of the law's latents (τ's LogNormal density as the Normal density of log τ, which includes
+    the log-Jacobian of exp) and the sites the law reads."""
     lp = 0.0
     site = {}
     for k, (z, mode) in enumerate(zip(spec.latents, spec.modes, strict=True)):
@@ -92,16 +93,24 @@ def _prior(spec: Spec, u: dict, hyper: dict):
             site[z] = u[z]
             lp = lp + jnp.sum(_normal_lpdf(u[z], loc, scale))
             continue
+        if mode == "marginal":  # its density is added below, all such latents in one batched computation
+            site[z] = u[z]
+            continue
         lt = u[f"tau_{z}"]
         tau = jnp.exp(lt)
         site[f"mu_{z}"], site[f"tau_{z}"] = u[f"mu_{z}"], tau
-        lp = lp + _normal_lpdf(u[f"mu_{z}"], loc, scale) + _halfnormal_lpdf(tau, hyper["tau"][k]) + lt
+        lp = lp + _normal_lpdf(u[f"mu_{z}"], loc, scale) + _normal_lpdf(lt, jnp.log(hyper["tau"][k]), TAU_LOG_SD)
         if mode == "centred":
             site[z] = u[z]
             lp = lp + jnp.sum(_normal_lpdf(u[z], u[f"mu_{z}"], tau))
         else:
             site[f"z_{z}"] = u[f"z_{z}"]
             lp = lp + jnp.sum(_normal_lpdf(u[f"z_{z}"], 0.0, 1.0))
+    ks = [k for k, m in enumerate(spec.modes) if m == "marginal"]
+    if ks:  # one (K_marginal, nodes) computation instead of one small one per latent: a cheaper gradient on CPU
+        theta = jnp.stack([u[spec.latents[k]] for k in ks])
+        idx = jnp.asarray(ks)
+        lp = lp + jnp.sum(population_logpdf(theta, hyper["loc"][idx], hyper["scale"][idx], hyper["tau"][idx]))
     return lp, site
 
 
@@ -152,7 +161,7 @@ def init_position(spec: Spec, hyper: dict, normals: jnp.ndarray, jitter: float, 
             i = idx[n if n in idx else n[3:]]
             v = hyper["loc"][i] + hyper["scale"][i] * eps
         elif n.startswith("tau_"):
-            v = jnp.log(0.3 * hyper["tau"][idx[n[4:]]]) + eps
+            v = jnp.log(hyper["tau"][idx[n[4:]]]) + eps
         elif n == "sigma":
             v = jnp.log(0.3 * hyper["sigma"]) + eps
         elif n == "nu":
