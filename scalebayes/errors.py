@@ -65,6 +65,11 @@ class NotCalibratedError(ModelError):
     call ``scalebayes.calibrate(post)`` first. Predicting never fits."""
 
 
+class MisfitWarning(UserWarning):
+    """The fitted law leaves structure in its residuals (trends with N, D, C or family): see
+    :mod:`scalebayes.misfit`."""
+
+
 class CalibrationWarning(UserWarning):
     """Some inner refits of a calibration did not converge and were left out of it, or none could be made and the
     discrepancy is its prior's."""

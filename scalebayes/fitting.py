@@ -24,6 +24,7 @@ from . import priors as _priors
 from .data import ScalingData
 from .diagnostics import warn_if_failed
 from .errors import DataError, LargeFitWarning, ModelError
+from .misfit import warn_if_misfit
 from .model import Spec, family_latents, noise_params, pooling_modes, population_draws, population_sites
 from .padding import pad, pad_size
 from .pointwise import pointwise_groups, want_pointwise
@@ -240,6 +241,7 @@ def fit(
     post = Posterior(idata, data=data)
     if warn:
         warn_if_failed(post.diagnostics, what)
+        warn_if_misfit(post.misfit, what)
     return post
 
 

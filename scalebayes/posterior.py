@@ -26,6 +26,8 @@ from .diagnostics import Diagnostics
 from .diagnostics import compute as compute_diagnostics
 from .discrepancy import Discrepancy, stored
 from .errors import DataError, ModelError, UnknownNameError
+from .misfit import Misfit
+from .misfit import check as misfit_check
 from .model import Spec
 from .pointwise import pointwise_groups
 from .precision import ensure_float64
@@ -85,6 +87,11 @@ class Posterior:
     def n_samples(self) -> int:
         p = self.idata["posterior"]
         return int(p.sizes["chain"] * p.sizes["draw"])
+
+    @functools.cached_property
+    def misfit(self) -> Misfit:
+        """Residual trends against N, D, C and family at the posterior medians (:mod:`scalebayes.misfit`)."""
+        return misfit_check(self)
 
     @functools.cached_property
     def diagnostics(self) -> Diagnostics:
