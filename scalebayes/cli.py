@@ -49,6 +49,7 @@ from .laws import get as get_law
 from .posterior import load
 from .precision import ensure_float64
 from .predict import qcol
+from .progress import enabled as progress_enabled
 from .report import REPORT_NAME, write_report
 from .store import output_folder, require_zarr, staged_outputs
 
@@ -457,15 +458,6 @@ def _text_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def show_progress(quiet: bool, stream=None) -> bool:
-    """Whether to show progress: on a terminal (``stream``, default stderr, is a TTY) and not ``--quiet``."""
-    stream = sys.stderr if stream is None else stream
-    try:
-        return not quiet and bool(stream.isatty())
-    except (AttributeError, ValueError):  # closed or replaced stream
-        return False
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 def _check_input_file(path: Path, what: str) -> None:
     if not path.exists():
@@ -592,7 +584,7 @@ def _status_runs(con: _Console, data: ScalingData, csv: Path) -> None:
 
 def _sample(args, con: _Console, data: ScalingData):
     """The posterior of ``scalebayes fit``'s options; a diagnostics failure is a warning with advice."""
-    progress = show_progress(con.quiet)
+    progress = progress_enabled(False if con.quiet else None)
     con.status(
         f"fitting the {args.law!r} law with NUTS: {args.chains} chain{'s' if args.chains > 1 else ''} × "
         f"({args.warmup} warm-up + {args.draws} draws); compiling the sampler takes a while the first time"

@@ -20,7 +20,7 @@ import pytest
 from test_report import check_report_html
 
 import scalebayes as sb
-from scalebayes import cli
+from scalebayes import cli, progress
 from scalebayes.predict import qcol
 
 FIT_ARGS = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "0"]
@@ -318,9 +318,12 @@ class _FakeTTY(io.StringIO):
 
 
 def test_progress_only_on_a_terminal_and_not_quiet():
-    assert cli.show_progress(False, _FakeTTY()) is True
-    assert cli.show_progress(True, _FakeTTY()) is False  # --quiet
-    assert cli.show_progress(False, io.StringIO()) is False  # a pipe or file
+    """The command line and the Python API share one rule (progress.enabled): auto is on for a terminal only;
+    --quiet passes False."""
+    assert progress.enabled(None, _FakeTTY()) is True
+    assert progress.enabled(False, _FakeTTY()) is False  # --quiet
+    assert progress.enabled(None, io.StringIO()) is False  # a pipe or file
+    assert not hasattr(cli, "show_progress")
 
 
 def test_quiet_silences_status_lines(capsys):

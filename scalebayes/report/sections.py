@@ -292,13 +292,20 @@ def _data_table(ctx: Context) -> Table:
     return Table(["family", "runs", "N (params)", "D (tokens)", "D/N", "C (FLOP)", "loss (nats)"], rows, "data")
 
 
+def _text(v) -> Html:
+    """A text cell, a missing value as a dash."""
+    return Html("–") if v is None or (isinstance(v, float) and np.isnan(v)) else esc(v)
+
+
 def _excluded_blocks(ctx: Context, limit: int = 50) -> list:
     ex = ctx.post.data.excluded
     if ex is None or not len(ex):
         return [Para("No rows were excluded.")]
     shown = ex.head(limit)
     cols = [c for c in shown.columns if c not in ("index", "row")]
-    rows = [[r["row"] if "row" in shown.columns else i] + [fmt(r[c], 4) for c in cols] for i, r in shown.iterrows()]
+    # numbers to 4 figures; text (family labels such as "01", reasons) exactly as written
+    cell = {c: (lambda v: fmt(v, 4)) if getattr(shown[c].dtype, "kind", "O") in "iuf" else _text for c in cols}
+    rows = [[r["row"] if "row" in shown.columns else i] + [cell[c](r[c]) for c in cols] for i, r in shown.iterrows()]
     blocks = [
         Para(h("<b>{} row(s) of the input were excluded</b> before fitting (never silently):", len(ex))),
         Table(["row", *cols], rows, "small"),
