@@ -38,7 +38,7 @@ import pandas as pd
 
 from . import laws as _laws
 from .baselines import fit_huber
-from .calibration import DEFAULT_SPLITS, inner_splits, learn
+from .calibration import DEFAULT_FRACTIONS, DEFAULT_SPLITS, inner_splits, learn, split_directions
 from .data import ScalingData
 from .discrepancy import distances, fitted_regions
 from .errors import ModelError, UnknownNameError
@@ -46,6 +46,7 @@ from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
 from .padding import pad_size
 from .predict import log_mean_draws
 from .predictive import LogPredictive, for_frame
+from .progress import Steps
 from .spec import FIELDS, FitSpec, resolve
 
 METHODS = ("bayes", "huber_bootstrap")
@@ -220,6 +221,7 @@ def backtest(
     seed: int = 0,
     bootstrap: int = 200,
     huber: Mapping | None = None,
+    progress: bool | None = None,
     **fit_kwargs,
 ) -> BacktestResult:
     """Fit on the smaller runs and score the held-out larger ones.
@@ -247,6 +249,9 @@ def backtest(
         bootstrap: Huber bootstrap resamples B.
         huber: extra keyword arguments of :func:`scalebayes.baselines.fit_huber` (``delta``, ``objective``,
             ``init``).
+        progress: a line per finished Bayes fit (outer fits and inner refits: done / total, which fit, elapsed,
+            ETA) and each fit's sampler bar on stderr; ``None`` (default) when stderr is a terminal or in a notebook,
+            ``False`` off. The Huber baseline runs no sampler and reports nothing.
         **fit_kwargs: :func:`scalebayes.fit` options for the Bayes fits (chains, warmup, draws, pooling, priors,
             likelihood, noise, ...).
 
@@ -274,12 +279,15 @@ def backtest(
         runs, plain, details, predictives = score(pred, frame, quantiles=quantiles, point=point, seed=seed), [], {}, {}
         details["huber"] = info
     else:
-        fitted, details = _bayes_fits(data, train, frame, per_family=per_family, seed=seed, **fit_kwargs)
+        steps = _steps(data, frame, per_family, extrapolation, calibration, progress)
+        fitted, details = _bayes_fits(data, train, frame, per_family=per_family, seed=seed, steps=steps, **fit_kwargs)
         plain = [score(pred, fr, quantiles=quantiles, seed=seed) for _, fr, _, pred in fitted]
         predictives = {key: {"outer": pred, "frame": fr} for key, fr, _, pred in fitted}
         if extrapolation == "discrepancy":
             n_pad = _pad_for(data, per_family)
-            parts = _calibrated(fitted, calibration, details, predictives, quantiles=quantiles, seed=seed, n_pad=n_pad)
+            parts = _calibrated(
+                fitted, calibration, details, predictives, quantiles=quantiles, seed=seed, n_pad=n_pad, steps=steps
+            )
         else:
             parts, plain = plain, []
         runs = pd.concat(parts)
@@ -307,29 +315,47 @@ def _pad_for(data: ScalingData, per_family: bool) -> int:
     return pad_size(int(data.family_counts().max()) if per_family else len(data))
 
 
-def _bayes_fits(data, train, frame, *, per_family: bool, seed: int, **fit_kwargs):
+def _outer_keys(data, frame, per_family: bool) -> list:
+    """The families with held-out runs (``None``: one fit of all families)."""
+    if not per_family:
+        return [None] if len(frame) else []
+    held = set(frame["family"].astype(str))
+    return [f for f in data.families if f in held]
+
+
+def _steps(data, frame, per_family: bool, extrapolation: str, calibration, progress) -> Steps:
+    """The progress of a Bayes backtest: its outer fits, and with the discrepancy every outer fit's inner refits."""
+    cal = dict(calibration or {})
+    n_outer = len(_outer_keys(data, frame, per_family))
+    inner = 0
+    if extrapolation == "discrepancy":
+        split = cal.get("split", DEFAULT_SPLITS)
+        inner = len(split_directions(data, split)) * len(cal.get("fractions", DEFAULT_FRACTIONS))
+    return Steps("backtest", n_outer * (1 + inner), progress)
+
+
+def _bayes_fits(data, train, frame, *, per_family: bool, seed: int, steps: Steps, **fit_kwargs):
     """The outer fits: [(key, held-out frame, posterior, predictive without discrepancy)], details (diagnostics)."""
-    groups = [(f, train.select_families([f])) for f in data.families] if per_family else [(None, train)]
     n_pad = _pad_for(data, per_family)
     fitted, details = [], {}
-    for f, tr in groups:
+    for f in _outer_keys(data, frame, per_family):
+        tr = train if f is None else train.select_families([f])
         fr = frame if f is None else frame[frame["family"].astype(str) == f]
-        if len(fr) == 0:
-            continue
-        post = fit_padded(tr, n_pad=n_pad, seed=seed, **fit_kwargs)
+        post = fit_padded(tr, n_pad=n_pad, seed=seed, progress=steps.on, **fit_kwargs)
+        steps.advance("outer fit" + ("" if f is None else f" of family {f}"))
         key = "all" if f is None else f
         details.setdefault("diagnostics", {})[key] = post.diagnostics.to_dict()
         fitted.append((key, fr, post, for_frame(post, fr, seed=seed)))
     return fitted, details
 
 
-def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: int, n_pad: int) -> list:
+def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: int, n_pad: int, steps: Steps) -> list:
     """Scores of the outer fits with the discrepancy learned from their training runs' inner splits (pooled over
     fits unless ``calibration["pool"]`` is False); κ and the calibration info go into ``details``."""
     cal = dict(calibration or {})
     pool = bool(cal.pop("pool", True))
     min_splits = cal.pop("min_splits", None)
-    inner = {key: inner_splits(post, seed=seed, n_pad=n_pad, **cal) for key, _, post, _ in fitted}
+    inner = {key: inner_splits(post, seed=seed, n_pad=n_pad, progress=steps, **cal) for key, _, post, _ in fitted}
     pooled = [s for splits in inner.values() for s in splits]
     parts = []
     for key, fr, post, pred in fitted:

@@ -39,6 +39,7 @@ from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask, refit_settings
 from .padding import pad_size
 from .posterior import Posterior
 from .predictive import LogPredictive, for_frame, gamma_nodes
+from .progress import Steps, enabled
 
 #: Least NUTS target acceptance of the inner refits (see :func:`inner_splits`).
 INNER_TARGET_ACCEPT = 0.95
@@ -126,21 +127,27 @@ def inner_splits(
     seed: int | None = None,
     n_pad: int | None = None,
     fit_kwargs: Mapping | None = None,
+    progress: bool | None | Steps = None,
 ) -> list[InnerSplit]:
     """Leave-largest-out refits of ``post``'s own runs: for each split direction (``"compute"``: largest C,
     ``"params"``: largest N) and each fraction f, refit on all but the largest f of the runs and predict those.
-    A direction whose column the data lack (N for loss-vs-compute data) is skipped."""
+    A direction whose column the data lack (N for loss-vs-compute data) is skipped. ``progress``: as for
+    :func:`calibrate`, or a :class:`~scalebayes.progress.Steps` of a larger job that counts these refits."""
     data = post.data
+    directions = split_directions(data, split)
+    steps = progress if isinstance(progress, Steps) else Steps("calibrate", len(directions) * len(fractions), progress)
     kw = refit_settings(post)
     # Same model and settings, but a step size tuned for the harder geometry: a refit on the smaller runs spans a
     # narrower range of N and D, so the E-A-alpha ridge is more curved and divergences more frequent (a refit that
     # fails its diagnostics is left out).
     kw["target_accept"] = max(float(kw["target_accept"]), INNER_TARGET_ACCEPT)
+    # Each refit's sampler bar only where the fit itself had one: the refits then run the fit's own compiled program
+    # (progress is compiled in or not), so asking for progress here never costs a compilation.
+    kw["progress"] = steps.on and enabled(post.sampler_config.progress)
     kw.update(fit_kwargs or {})
     seed = int(post.meta.get("seed", 0)) if seed is None else int(seed)
     n_pad = pad_size(len(data)) if n_pad is None else int(n_pad)
     out = []
-    directions = [s for s in _as_splits(split) if SPLIT_COLUMN.get(s, s) in data.frame.columns] or ["compute"]
     for direction in directions:
         for f in fractions:
             test = holdout_mask(data, direction, f)
@@ -160,7 +167,14 @@ def inner_splits(
             }
             pred = for_frame(inner, test_frame, seed=seed)
             out.append(InnerSplit(pred, d, np.log(test_frame["loss"].to_numpy()), info))
+            steps.advance(f"inner refit without the largest {f:.0%} by {direction}")
     return out
+
+
+def split_directions(data, split: str | Sequence[str] = DEFAULT_SPLITS) -> list[str]:
+    """The inner split directions that apply to ``data`` (a direction whose column the data lack is skipped;
+    ``"compute"`` when none applies)."""
+    return [s for s in _as_splits(split) if SPLIT_COLUMN.get(s, s) in data.frame.columns] or ["compute"]
 
 
 def learn(post: Posterior, splits: Sequence[InnerSplit], *, min_splits: int | None = None) -> Discrepancy:
@@ -207,6 +221,7 @@ def calibrate(
     n_pad: int | None = None,
     min_splits: int | None = None,
     fit_kwargs: Mapping | None = None,
+    progress: bool | None = None,
 ) -> Posterior:
     """A calibrated copy of ``post``: κ learned from leave-largest-out refits of its own runs (module docstring),
     stored in the copy's DataTree (saved and loaded with it). ``post`` itself is left unchanged.
@@ -221,11 +236,16 @@ def calibrate(
             sampler).
         min_splits: usable inner refits required (see :func:`learn`).
         fit_kwargs: overrides of the refit settings (default :func:`scalebayes.holdout.refit_settings`).
+        progress: a line per finished refit (refits done / total, which refit, elapsed, ETA) on stderr, and each
+            refit's sampler bar where ``post``'s own fit had one; ``None`` (default) when stderr is a terminal or in
+            a notebook, ``False`` off.
 
     Returns:
         The calibrated :class:`~scalebayes.posterior.Posterior`; ``.discrepancy`` holds κ and how it was learned.
         Its ``predict``, ``plan``, ``prob_loss_below`` and ``compute_for_loss`` then use the calibrated predictive.
     """
-    splits = inner_splits(post, fractions=fractions, split=split, seed=seed, n_pad=n_pad, fit_kwargs=fit_kwargs)
+    splits = inner_splits(
+        post, fractions=fractions, split=split, seed=seed, n_pad=n_pad, fit_kwargs=fit_kwargs, progress=progress
+    )
     disc = learn(post, splits, min_splits=min_splits)
     return Posterior(attached(post.idata, disc), data=post.data)

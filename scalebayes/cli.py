@@ -41,9 +41,10 @@ import numpy as np
 import pandas as pd
 
 from .cache import enable_compilation_cache
+from .calibration import calibrate
 from .data import ScalingData
 from .diagnostics import advice
-from .errors import DataError, SamplingWarning, ScaleBayesError, UnknownNameError
+from .errors import DataError, ModelError, SamplingWarning, ScaleBayesError, UnknownNameError
 from .fitting import fit
 from .laws import get as get_law
 from .posterior import load
@@ -287,6 +288,13 @@ def _add_fit_sampler(samp) -> None:
         metavar="DEPTH",
         help="NUTS maximum tree depth, at most 2^DEPTH leapfrog steps per iteration (default 10; raise it when "
         "the diagnostics report saturation)",
+    )
+    samp.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip the calibration step (by default the fit is followed by leave-largest-out refits that learn how "
+        "far to widen predictions beyond the data, scalebayes.calibrate; predict, plan and the report then show "
+        "the calibrated predictive); without it they show the parameters' uncertainty only",
     )
 
 
@@ -563,6 +571,8 @@ def cmd_fit(args, con: _Console) -> int:
         require_zarr()
     with output_folder(args.out) as out:
         post = _sample(args, con, data)
+        if not args.no_calibrate:
+            post = _calibrate(con, post)
         summary = post.summary()
         con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
         with staged_outputs(out) as stage:
@@ -613,6 +623,29 @@ def _sample(args, con: _Console, data: ScalingData):
             f"(the report says so). Try: {advice(diag)}."
         )
     return post
+
+
+def _calibrate(con: _Console, post):
+    """``post`` calibrated (:func:`scalebayes.calibrate`), or ``post`` itself with a warning when it cannot be."""
+    con.status("calibrating: leave-largest-out refits learn how far predictions beyond the data must widen")
+    t0 = time.perf_counter()
+    try:
+        cal = calibrate(post, progress=progress_enabled(False if con.quiet else None))
+    except ModelError as e:  # too few usable inner refits, or data too small to split
+        con.warn(
+            f"not calibrated ({_error_line(e)}); predict, plan and the report show the parameters' uncertainty only"
+        )
+        return post
+    kappa = f" (κ = {_fmt(cal.discrepancy.kappa, 3)})" if cal.calibrated else ""
+    con.status(f"calibrated in {time.perf_counter() - t0:.1f} s{kappa}")
+    return cal
+
+
+def _predictive_words(df: pd.DataFrame) -> str:
+    """Which predictive a table shows, from its ``attrs["predictive"]``."""
+    if df.attrs.get("predictive") == "calibrated":
+        return "calibrated predictive: parameters, run noise and the learned model discrepancy beyond the data"
+    return "parameters only: no model discrepancy beyond the data (the posterior is not calibrated)"
 
 
 def _write_outputs(args, post, summary: pd.DataFrame, folder: Path) -> None:
@@ -686,7 +719,7 @@ def cmd_plan(args, con: _Console) -> int:
     print(
         f"{what} plans{_family_words(post, args.family)} ({post.law.name} law; "
         f"{'median' if mid == 0.5 else f'{mid:g} quantile'} [{lo:g}, {hi:g} quantiles] over {post.n_samples} "
-        f"posterior draws)"
+        f"posterior draws; {_predictive_words(df)})"
     )
     if args.inference_tokens > 0:
         print(
@@ -717,7 +750,7 @@ def cmd_predict(args, con: _Console) -> int:
     what = "law's mean loss (credible band, no run-to-run noise)" if args.no_noise else "loss of a new run"
     print(
         f"posterior predictive {what} in nats/token{_family_words(post, args.family)} "
-        f"({post.law.name} law, {post.n_samples} draws)"
+        f"({post.law.name} law, {post.n_samples} draws; {_predictive_words(df)})"
     )
     print(_text_table(rows, header))
     return 0

@@ -65,3 +65,28 @@ def _emit(line: str, decile: int, last: bool) -> None:
         _STATE["printed"] = decile
         stream.write(line + "\n")
     stream.flush()
+
+
+class Steps:
+    """Progress of a job made of several fits (``calibrate``, ``backtest``, ``sbc``): one line per finished step
+    (``what: [###   ] 40% 2/5 fits, <phase> 12s, ETA 18s``), on stderr when :func:`enabled`; each fit inside may
+    draw its own sampler bar (its iterations) between these lines. ``total`` counts the steps planned."""
+
+    def __init__(self, what: str, total: int, progress: bool | None, unit: str = "fits"):
+        self.what, self.total, self.unit = what, int(total), unit
+        self.on = enabled(progress)
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def advance(self, phase: str = "", n: int = 1) -> str:
+        """``n`` more steps finished (``phase`` says which); returns the line (written to stderr when on)."""
+        self.done += int(n)
+        elapsed = time.perf_counter() - self.start
+        line = f"{self.what}: " + format_line(
+            self.done, self.total, f"{self.unit}{', ' + phase if phase else ''}", elapsed
+        )
+        if self.on:
+            with _LOCK:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+        return line

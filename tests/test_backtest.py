@@ -13,6 +13,7 @@ import pytest
 from conftest import FULL, QUICK
 
 import scalebayes as sb
+from scalebayes import backtesting, progress
 from scalebayes.backtesting import results_table, score, to_markdown
 from scalebayes.calibration import InnerSplit, estimate_kappa
 from scalebayes.discrepancy import ATTR, Discrepancy, distance, fitted_regions, region
@@ -198,12 +199,17 @@ def test_backtest_rejects_bad_options(chinchilla_data):
         sb.backtest(chinchilla_data, holdout_fraction=1.5)
 
 
-def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path):
+def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path, capsys):
     # Two inner refits (fraction 0.25 along each default direction, compute and params; same compiled sampler),
     # with 1000 draws: at 500 the R-hat of nu of a refit sits near the 1.01 threshold (1.012 seen): it would be
-    # left out.
+    # left out. progress=True: a line per refit (the fit had no sampler bar, so neither have the refits: same
+    # compiled program).
     post = chinchilla_post
-    cal = sb.calibrate(post, fractions=(0.25,), fit_kwargs={"draws": 1000})
+    capsys.readouterr()
+    cal = sb.calibrate(post, fractions=(0.25,), fit_kwargs={"draws": 1000}, progress=True)
+    err = capsys.readouterr().err
+    assert "calibrate: " in err and "1/2 fits, inner refit without the largest 25% by compute" in err, err
+    assert "2/2 fits" in err and "ETA 0s" in err and "warm-up" not in err, err
     assert ATTR not in post.idata.attrs and not post.calibrated  # the input posterior is left alone
     disc = cal.discrepancy
     assert cal.calibrated and disc.kappa >= 0.0
@@ -232,3 +238,37 @@ def test_backtest_takes_a_fitspec(chinchilla_data):
     assert np.allclose(kw.runs["lpd"], r.runs["lpd"])  # same model, same seed: same numbers
     with pytest.raises(sb.errors.ModelError, match="not both"):
         sb.backtest(chinchilla_data, "kaplan", spec=spec, **QUICK)
+
+
+def test_backtest_progress_counts_outer_fits_and_inner_refits(chinchilla_data):
+    """The backtest's progress total: one outer fit (or one per family with held-out runs), plus each one's inner
+    refits with the discrepancy (directions that apply × fractions); off with progress=False."""
+    frame = chinchilla_data.frame.tail(5)
+    assert backtesting._steps(chinchilla_data, frame, False, "none", None, False).total == 1
+    steps = backtesting._steps(chinchilla_data, frame, False, "discrepancy", {"fractions": (0.1, 0.2)}, False)
+    assert steps.total == 1 + 2 * 2 and not steps.on
+    two = sb.ScalingData.from_frame(
+        pd.DataFrame(
+            {
+                "N": [1e8, 2e8, 3e8, 4e8],
+                "D": [2e9, 4e9, 6e9, 8e9],
+                "loss": [3.0, 2.9, 2.8, 2.7],
+                "f": ["a", "a", "b", "b"],
+            }
+        ),
+        N="N",
+        D="D",
+        loss="loss",
+        family="f",
+    )
+    held = two.frame.loc[two.frame["family"] == "b"]
+    assert backtesting._steps(two, held, True, "none", None, False).total == 1  # family "a" has nothing held out
+
+
+def test_steps_lines_and_off(capsys):
+    steps = progress.Steps("sbc", 40, True, unit="datasets")
+    line = steps.advance("fitted and ranked", n=20)
+    assert line.startswith("sbc: [") and "50% 20/40 datasets, fitted and ranked" in line
+    assert capsys.readouterr().err == line + "\n"
+    progress.Steps("calibrate", 2, False).advance("x")
+    assert capsys.readouterr().err == ""

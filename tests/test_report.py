@@ -299,3 +299,11 @@ def test_excluded_rows_keep_text_family_labels_after_a_reload(tmp_path):
         html_text = "".join(page.render_block(b) for b in sections._excluded_blocks(ctx))
         assert "<td>007</td>" in html_text and "<td>01</td>" in html_text, html_text
         assert "2.000e8" in html_text or "2e8" in html_text or "2.00e8" in html_text, html_text
+
+
+def test_report_says_which_predictive_it_shows():
+    plain = types.SimpleNamespace(calibrated=False)
+    cal = types.SimpleNamespace(calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.0123))
+    assert numbers.predictive_words(plain).startswith("parameters only")
+    words = numbers.predictive_words(cal)
+    assert words.startswith("calibrated predictive") and "0.0123" in words
