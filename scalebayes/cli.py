@@ -12,9 +12,12 @@ Usage (also ``python -m scalebayes ...``)::
 :func:`scalebayes.report.write_report`) into ``--out``, as one set: the folder is checked writable and locked
 before sampling, and the files replace any old ones together or not at all (:mod:`scalebayes.store`); Ctrl-C exits
 with 130 leaving the old files. Compiled programs are kept in a user cache folder (:mod:`scalebayes.cache`), so a
-second run of the same shape starts without compiling. Results go to stdout; progress and status lines go to
-stderr (``--quiet`` silences them). On a terminal ``fit`` shows an elapsed-time line while sampling (the compiled
-sampler cannot report how far it has got; ``progress=True`` is passed to :func:`scalebayes.fit` for when it can).
+second run of the same shape skips XLA's compilation (not the Python tracing). After sampling, ``fit`` calibrates
+the posterior (:func:`scalebayes.calibrate`: leave-largest-out refits learn how far predictions must widen beyond
+the data; stored in the posterior file) unless ``--no-calibrate``; a calibration that cannot be learned is a warning
+and the uncalibrated posterior is kept. ``plan``, ``predict`` and the report say which predictive they show.
+Results go to stdout; progress and status lines go to stderr (``--quiet`` silences them); on a terminal the
+sampler's progress bar (:mod:`scalebayes.progress`) shows iterations done, the phase and an ETA.
 Any error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback
 instead); command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail
 (the files are written anyway), 130 means interrupted.
