@@ -5,11 +5,14 @@
 Runs, each as a fresh ``python -m scalebayes`` process with a fresh, empty cache folder (``XDG_CACHE_HOME`` in a
 temporary folder; ``JAX_COMPILATION_CACHE_DIR`` unset so the command line picks its own folder):
 
-- ``fit`` of ~60 runs of the bundled Chinchilla CSV, 2 chains × (100 warm-up + 100 draws), twice with the same
-  shape (the second reads the compiled sampler from the cache), then once more with the cache switched off
+- ``fit --no-calibrate`` of ~60 runs of the bundled Chinchilla CSV, 2 chains × (100 warm-up + 100 draws), twice with
+  the same shape (the second reads the compiled sampler from the cache), then once more with the cache switched off
   (``SCALEBAYES_COMPILATION_CACHE=0``) to show the same call uncached;
+- the same ``fit`` with calibration (the default: four leave-largest-out refits, same compiled program), warm cache;
 - ``predict`` at three points from the posterior the first fit wrote, twice (same query);
-- ``python -c "import scalebayes"``: the floor every command pays before doing anything.
+- ``python -c "import scalebayes"``: the floor every command pays before doing anything;
+- a breakdown of a warm-cache ``fit --no-calibrate`` and ``predict`` in one instrumented process (``--breakdown``):
+  import, the sampler's tracing and lowering (Python), its compilation (read from the cache), sampling, the report.
 
 Wall seconds of the whole process (``time.perf_counter`` around ``subprocess.run``), including writing the report;
 "cpu" is the child's user+system CPU seconds (a wall far above cpu means it waited for a core held by others).
@@ -18,6 +21,7 @@ Prints a Markdown table.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -29,9 +33,10 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "scalebayes" / "data" / "chinchilla_epoch" / "svg_extracted_data.csv"
+BUNDLED = ROOT / "scalebayes" / "bundled" / "chinchilla_epoch" / "svg_extracted_data.csv"
 FIT = ["--N", "Model Size", "--C", "Training FLOP", "--loss", "loss", "--chains", "2", "--warmup", "100"]
 FIT += ["--draws", "100", "--seed", "0", "--quiet"]
+NO_CAL = ["--no-calibrate"]
 
 
 def _timed(argv: list[str], env: dict) -> tuple[float, float]:
@@ -60,24 +65,99 @@ def main() -> None:
         predict = [*py, "predict", str(post), "--N", "1e9", "7e10", "1e11", "--D", "2e10", "1.4e12", "2e12"]
         rows = [
             ("import scalebayes", _timed([sys.executable, "-c", "import scalebayes"], env)),
-            ("fit, first call (empty cache)", _timed([*py, "fit", str(csv), *FIT, "--out", str(tmp / "out1")], env)),
-            ("fit, second call (same shape)", _timed([*py, "fit", str(csv), *FIT, "--out", str(tmp / "out2")], env)),
             (
-                "fit, cache off",
+                "fit --no-calibrate, first call (empty cache)",
+                _timed([*py, "fit", str(csv), *FIT, *NO_CAL, "--out", str(tmp / "out1")], env),
+            ),
+            (
+                "fit --no-calibrate, second call (same shape)",
+                _timed([*py, "fit", str(csv), *FIT, *NO_CAL, "--out", str(tmp / "out2")], env),
+            ),
+            (
+                "fit --no-calibrate, cache off",
                 _timed(
-                    [*py, "fit", str(csv), *FIT, "--out", str(tmp / "out3")],
+                    [*py, "fit", str(csv), *FIT, *NO_CAL, "--out", str(tmp / "out3")],
                     {**env, "SCALEBAYES_COMPILATION_CACHE": "0"},
                 ),
+            ),
+            (
+                "fit (calibrating, the default), warm cache",
+                _timed([*py, "fit", str(csv), *FIT, "--out", str(tmp / "o4")], env),
             ),
             ("predict, first call", _timed(predict, env)),
             ("predict, second call (same query)", _timed(predict, env)),
         ]
+        me = [sys.executable, str(Path(__file__).resolve()), "--breakdown"]
+        parts = {
+            "fit": _breakdown([*me, "fit", str(csv), *FIT, *NO_CAL, "--out", str(tmp / "out5")], env),
+            "predict": _breakdown([*me, *predict[3:]], env),
+        }
         size = sum(f.stat().st_size for f in (tmp / "cache").rglob("*") if f.is_file())
     print(f"CLI start-up, {os.cpu_count()} CPU cores; compilation cache {size / 1e6:.1f} MB after these runs\n")
     print("| command | wall (s) | cpu (s) |\n|---|---|---|")
     for name, (wall, cpu) in rows:
         print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
+    print("\nWarm-cache breakdown (one instrumented process each, wall seconds):\n")
+    for name, t in parts.items():
+        print(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
+
+
+def _breakdown(argv: list[str], env: dict) -> dict:
+    """The ``--breakdown`` child's timings (a JSON line on stderr)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr}")
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("BREAKDOWN ")][-1]
+    return json.loads(line[len("BREAKDOWN ") :])
+
+
+def breakdown(argv: list[str]) -> None:
+    """Run ``scalebayes argv`` in this process, timing the import, the sampler's trace+lower / compile / run (the
+    compiled program split into JAX's ahead-of-time stages), the report and the whole command."""
+    t0 = time.perf_counter()
+    import jax
+
+    import scalebayes.cli as cli
+    import scalebayes.sampler.compiled as comp
+
+    times = {"import": time.perf_counter() - t0}
+    cached = comp._sampler
+
+    def staged(*key):
+        run = cached(*key)
+
+        def go(*args):
+            t = time.perf_counter()
+            lowered = run.lower(*args)
+            times["sampler trace+lower"] = time.perf_counter() - t
+            t = time.perf_counter()
+            compiled = lowered.compile()
+            times["sampler compile (from cache)"] = time.perf_counter() - t
+            t = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))
+            times["sampling"] = time.perf_counter() - t
+            return out
+
+        return go
+
+    comp._sampler = staged
+    write_report = cli.write_report
+
+    def timed_report(*a, **k):
+        t = time.perf_counter()
+        out = write_report(*a, **k)
+        times["report"] = time.perf_counter() - t
+        return out
+
+    cli.write_report = timed_report
+    t1 = time.perf_counter()
+    cli.main(argv)
+    times["command after import"] = time.perf_counter() - t1
+    print("BREAKDOWN " + json.dumps(times), file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--breakdown"]:
+        breakdown(sys.argv[2:])
+    else:
+        main()

@@ -725,7 +725,7 @@ def markdown(results: dict) -> str:
             f"`fit(..., progress=True)` vs `progress=False`, {po['settings']}, alternated in one process (median of "
             f"{len(po['on']['warm_walls'])} warm calls): wall {po['on']['wall']:.2f} s vs {po['off']['wall']:.2f} s, "
             f"overhead **{100 * po['overhead']:+.1f}%** ({100 * po['overhead_cpu']:+.1f}% cpu: "
-            f"{po['on']['cpu'] - po['off']['cpu']:+.2f} s for the fit's 25 reports); target < 2%.",
+            f"{po['on']['cpu'] - po['off']['cpu']:+.2f} s for the fit's reports); target < 2%.",
         ]
     lines += ["", "## Targets (issue #7)", ""] + _targets(c)
     return "\n".join(lines) + "\n"

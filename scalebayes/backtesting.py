@@ -47,6 +47,7 @@ from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
 from .padding import pad_size
 from .predict import log_mean_draws
 from .predictive import LogPredictive, for_frame
+from .progress import Steps
 from .spec import FIELDS, FitSpec, resolve
 
 METHODS = ("bayes", "huber_bootstrap")
@@ -221,6 +222,7 @@ def backtest(
     seed: int = 0,
     bootstrap: int = 200,
     huber: Mapping | None = None,
+    progress: bool | None = None,
     **fit_kwargs,
 ) -> BacktestResult:
     """Fit on the smaller runs and score the held-out larger ones.
@@ -248,6 +250,9 @@ def backtest(
         bootstrap: Huber bootstrap resamples B.
         huber: extra keyword arguments of :func:`scalebayes.baselines.fit_huber` (``delta``, ``objective``,
             ``init``).
+        progress: a line per finished Bayes fit (outer fits and inner refits: done / total, which fit, elapsed,
+            ETA) and each fit's sampler bar on stderr; ``None`` (default) when stderr is a terminal or in a notebook,
+            ``False`` off. The Huber baseline runs no sampler and reports nothing.
         **fit_kwargs: :func:`scalebayes.fit` options for the Bayes fits (chains, warmup, draws, pooling, priors,
             likelihood, noise, ...).
 
@@ -275,12 +280,15 @@ def backtest(
         runs, plain, details, predictives = score(pred, frame, quantiles=quantiles, point=point, seed=seed), [], {}, {}
         details["huber"] = info
     else:
-        fitted, details = _bayes_fits(data, train, frame, per_family=per_family, seed=seed, **fit_kwargs)
+        steps = _steps(data, frame, per_family, extrapolation, progress)
+        fitted, details = _bayes_fits(data, train, frame, per_family=per_family, seed=seed, steps=steps, **fit_kwargs)
         plain = [score(pred, fr, quantiles=quantiles, seed=seed) for _, fr, _, pred in fitted]
         predictives = {key: {"outer": pred, "frame": fr} for key, fr, _, pred in fitted}
         if extrapolation == "discrepancy":
             n_pad = _pad_for(data, per_family)
-            parts = _calibrated(fitted, calibration, details, predictives, quantiles=quantiles, seed=seed, n_pad=n_pad)
+            parts = _calibrated(
+                fitted, calibration, details, predictives, quantiles=quantiles, seed=seed, n_pad=n_pad, steps=steps
+            )
         else:
             parts, plain = plain, []
         runs = pd.concat(parts)
@@ -308,30 +316,47 @@ def _pad_for(data: ScalingData, per_family: bool) -> int:
     return pad_size(int(data.family_counts().max()) if per_family else len(data))
 
 
-def _bayes_fits(data, train, frame, *, per_family: bool, seed: int, **fit_kwargs):
+def _outer_keys(data, frame, per_family: bool) -> list:
+    """The families with held-out runs (``None``: one fit of all families)."""
+    if not per_family:
+        return [None] if len(frame) else []
+    held = set(frame["family"].astype(str))
+    return [f for f in data.families if f in held]
+
+
+def _steps(data, frame, per_family: bool, extrapolation: str, progress) -> Steps:
+    """The progress of a Bayes backtest: its outer fits, and with the discrepancy every outer fit's inner refits
+    (one step: they run in one vmapped optimisation)."""
+    n_outer = len(_outer_keys(data, frame, per_family))
+    return Steps("backtest", n_outer * (2 if extrapolation == "discrepancy" else 1), progress)
+
+
+def _bayes_fits(data, train, frame, *, per_family: bool, seed: int, steps: Steps, **fit_kwargs):
     """The outer fits: [(key, held-out frame, posterior, predictive without discrepancy)], details (diagnostics)."""
-    groups = [(f, train.select_families([f])) for f in data.families] if per_family else [(None, train)]
     n_pad = _pad_for(data, per_family)
     fitted, details = [], {}
-    for f, tr in groups:
+    for f in _outer_keys(data, frame, per_family):
+        tr = train if f is None else train.select_families([f])
         fr = frame if f is None else frame[frame["family"].astype(str) == f]
-        if len(fr) == 0:
-            continue
-        post = fit_padded(tr, n_pad=n_pad, seed=seed, **fit_kwargs)
+        post = fit_padded(tr, n_pad=n_pad, seed=seed, progress=steps.on, **fit_kwargs)
+        steps.advance("outer fit" + ("" if f is None else f" of family {f}"))
         key = "all" if f is None else f
         details.setdefault("diagnostics", {})[key] = post.diagnostics.to_dict()
         fitted.append((key, fr, post, for_frame(post, fr, seed=seed)))
     return fitted, details
 
 
-def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: int, n_pad: int) -> list:
+def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: int, n_pad: int, steps: Steps) -> list:
     """Scores of the outer fits with the discrepancy learned from their training runs' inner splits (pooled over
     fits unless ``calibration["pool"]`` is False); κ and the calibration info go into ``details``."""
     del n_pad  # the inner refits are point fits (scalebayes.formerror): no sampler to share
     cal = dict(calibration or {})
     pool = bool(cal.pop("pool", True))
     prior = cal.pop("prior", KAPPA_PRIOR)
-    inner = {key: inner_errors(post, seed=seed, **cal) for key, _, post, _ in fitted}
+    inner = {}
+    for key, _, post, _ in fitted:
+        inner[key] = inner_errors(post, seed=seed, **cal)
+        steps.advance(f"inner refits of {key}")
     pooled = [e for splits, _ in inner.values() for e in splits]
     merged = {"lanes": sum(r["lanes"] for _, r in inner.values()), "left_out": []}
     for _, r in inner.values():

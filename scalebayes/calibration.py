@@ -34,6 +34,7 @@ from .formerror import (
     split_errors,
 )
 from .posterior import Posterior
+from .progress import Steps
 
 #: (κ, γ) draws stored with a calibrated posterior; posterior draw s uses pair s mod this.
 N_SCALE_DRAWS = 4000
@@ -100,6 +101,7 @@ def calibrate(
     prior: tuple[float, float] = KAPPA_PRIOR,
     bootstrap: int = BOOTSTRAP,
     seed: int | None = None,
+    progress: bool | None = None,
 ) -> Posterior:
     """A calibrated copy of ``post``: the discrepancy learned from its own larger runs (module docstring), stored in
     the copy's DataTree (saved and loaded with it). ``post`` itself is left unchanged; nothing is refitted by NUTS.
@@ -111,6 +113,8 @@ def calibrate(
         prior: (mean, s.d.) of log κ (default :data:`scalebayes.formerror.KAPPA_PRIOR`).
         bootstrap: resamples per inner refit, for its parameter error (≥ 2).
         seed: of the bootstrap resamples and the (κ, γ) draws (default: the posterior's own seed).
+        progress: a line per finished stage (inner refits, the posterior of κ and γ) on stderr; ``None`` (default)
+            when stderr is a terminal or in a notebook, ``False`` off.
 
     Returns:
         The calibrated :class:`~scalebayes.posterior.Posterior`; ``.discrepancy`` holds (κ, γ) and how they were
@@ -122,6 +126,9 @@ def calibrate(
     if int(bootstrap) < 2:
         raise ModelError(f"bootstrap must be >= 2, got {bootstrap!r}")
     seed = int(post.meta.get("seed", 0)) if seed is None else int(seed)
+    steps = Steps("calibrate", 2, progress, unit="stages")
     splits, report = inner_errors(post, fractions=fractions, split=split, bootstrap=bootstrap, seed=seed)
+    steps.advance(f"{report['lanes']} inner refits x {1 + int(bootstrap)}")
     disc = learn(post, splits, report, prior=prior, seed=seed)
+    steps.advance(f"kappa ~ {disc.kappa:.3g}, gamma ~ {disc.gamma:g}")
     return Posterior(attached(post.idata, disc), data=post.data)

@@ -12,9 +12,12 @@ Usage (also ``python -m scalebayes ...``)::
 :func:`scalebayes.report.write_report`) into ``--out``, as one set: the folder is checked writable and locked
 before sampling, and the files replace any old ones together or not at all (:mod:`scalebayes.store`); Ctrl-C exits
 with 130 leaving the old files. Compiled programs are kept in a user cache folder (:mod:`scalebayes.cache`), so a
-second run of the same shape starts without compiling. Results go to stdout; progress and status lines go to
-stderr (``--quiet`` silences them). On a terminal ``fit`` shows an elapsed-time line while sampling (the compiled
-sampler cannot report how far it has got; ``progress=True`` is passed to :func:`scalebayes.fit` for when it can).
+second run of the same shape skips XLA's compilation (not the Python tracing). After sampling, ``fit`` calibrates
+the posterior (:func:`scalebayes.calibrate`: leave-largest-out refits learn how far predictions must widen beyond
+the data; stored in the posterior file) unless ``--no-calibrate``; a calibration that cannot be learned is a warning
+and the uncalibrated posterior is kept. ``plan``, ``predict`` and the report say which predictive they show.
+Results go to stdout; progress and status lines go to stderr (``--quiet`` silences them); on a terminal the
+sampler's progress bar (:mod:`scalebayes.progress`) shows iterations done, the phase and an ETA.
 Any error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback
 instead); command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail
 (the files are written anyway), 130 means interrupted.
@@ -41,14 +44,16 @@ import numpy as np
 import pandas as pd
 
 from .cache import enable_compilation_cache
+from .calibration import calibrate
 from .data import ScalingData
 from .diagnostics import advice
-from .errors import DataError, SamplingWarning, ScaleBayesError, UnknownNameError
+from .errors import DataError, ModelError, SamplingWarning, ScaleBayesError, UnknownNameError
 from .fitting import fit
 from .laws import get as get_law
 from .posterior import load
 from .precision import ensure_float64
 from .predict import qcol
+from .progress import enabled as progress_enabled
 from .report import REPORT_NAME, write_report
 from .store import output_folder, require_zarr, staged_outputs
 
@@ -287,6 +292,13 @@ def _add_fit_sampler(samp) -> None:
         help="NUTS maximum tree depth, at most 2^DEPTH leapfrog steps per iteration (default 10; raise it when "
         "the diagnostics report saturation)",
     )
+    samp.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip the calibration step (by default the fit is followed by leave-largest-out refits that learn how "
+        "far to widen predictions beyond the data, scalebayes.calibrate; predict, plan and the report then show "
+        "the calibrated predictive); without it they show the parameters' uncertainty only",
+    )
 
 
 def _add_report_options(group) -> None:
@@ -457,15 +469,6 @@ def _text_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def show_progress(quiet: bool, stream=None) -> bool:
-    """Whether to show progress: on a terminal (``stream``, default stderr, is a TTY) and not ``--quiet``."""
-    stream = sys.stderr if stream is None else stream
-    try:
-        return not quiet and bool(stream.isatty())
-    except (AttributeError, ValueError):  # closed or replaced stream
-        return False
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 def _check_input_file(path: Path, what: str) -> None:
     if not path.exists():
@@ -571,6 +574,8 @@ def cmd_fit(args, con: _Console) -> int:
         require_zarr()
     with output_folder(args.out) as out:
         post = _sample(args, con, data)
+        if not args.no_calibrate:
+            post = _calibrate(con, post)
         summary = post.summary()
         con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
         with staged_outputs(out) as stage:
@@ -592,7 +597,7 @@ def _status_runs(con: _Console, data: ScalingData, csv: Path) -> None:
 
 def _sample(args, con: _Console, data: ScalingData):
     """The posterior of ``scalebayes fit``'s options; a diagnostics failure is a warning with advice."""
-    progress = show_progress(con.quiet)
+    progress = progress_enabled(False if con.quiet else None)
     con.status(
         f"fitting the {args.law!r} law with NUTS: {args.chains} chain{'s' if args.chains > 1 else ''} × "
         f"({args.warmup} warm-up + {args.draws} draws); compiling the sampler takes a while the first time"
@@ -621,6 +626,29 @@ def _sample(args, con: _Console, data: ScalingData):
             f"(the report says so). Try: {advice(diag)}."
         )
     return post
+
+
+def _calibrate(con: _Console, post):
+    """``post`` calibrated (:func:`scalebayes.calibrate`), or ``post`` itself with a warning when it cannot be."""
+    con.status("calibrating: leave-largest-out refits learn how far predictions beyond the data must widen")
+    t0 = time.perf_counter()
+    try:
+        cal = calibrate(post, progress=progress_enabled(False if con.quiet else None))
+    except ModelError as e:  # too few usable inner refits, or data too small to split
+        con.warn(
+            f"not calibrated ({_error_line(e)}); predict, plan and the report show the parameters' uncertainty only"
+        )
+        return post
+    kappa = f" (κ ≈ {_fmt(cal.discrepancy.kappa, 3)}, γ ≈ {_fmt(cal.discrepancy.gamma, 2)})" if cal.calibrated else ""
+    con.status(f"calibrated in {time.perf_counter() - t0:.1f} s{kappa}")
+    return cal
+
+
+def _predictive_words(df: pd.DataFrame) -> str:
+    """Which predictive a table shows, from its ``attrs["predictive"]``."""
+    if df.attrs.get("predictive") == "calibrated":
+        return "calibrated predictive: parameters, run noise and the learned model discrepancy beyond the data"
+    return "parameters only: no model discrepancy beyond the data (the posterior is not calibrated)"
 
 
 def _write_outputs(args, post, summary: pd.DataFrame, folder: Path) -> None:
@@ -694,7 +722,7 @@ def cmd_plan(args, con: _Console) -> int:
     print(
         f"{what} plans{_family_words(post, args.family)} ({post.law.name} law; "
         f"{'median' if mid == 0.5 else f'{mid:g} quantile'} [{lo:g}, {hi:g} quantiles] over {post.n_samples} "
-        f"posterior draws)"
+        f"posterior draws; {_predictive_words(df)})"
     )
     if args.inference_tokens > 0:
         print(
@@ -725,7 +753,7 @@ def cmd_predict(args, con: _Console) -> int:
     what = "law's mean loss (credible band, no run-to-run noise)" if args.no_noise else "loss of a new run"
     print(
         f"posterior predictive {what} in nats/token{_family_words(post, args.family)} "
-        f"({post.law.name} law, {post.n_samples} draws)"
+        f"({post.law.name} law, {post.n_samples} draws; {_predictive_words(df)})"
     )
     print(_text_table(rows, header))
     return 0

@@ -297,6 +297,14 @@ def _constant_data(data: ScalingData) -> dict:
     return const
 
 
+def excluded_meta(excluded) -> dict:
+    """The excluded rows for the file's metadata: every cell as text (``excluded``), and the columns that were
+    numbers (``excluded_numeric``), so that loading turns only those back into numbers and family labels such as
+    ``01`` stay text."""
+    numeric = [str(c) for c, t in excluded.dtypes.items() if c != "reason" and getattr(t, "kind", "O") in "iuf"]
+    return {"excluded": excluded.reset_index().astype(str).to_dict(orient="list"), "excluded_numeric": numeric}
+
+
 def _meta(data: ScalingData, prep: Prepared, seed: int, config: SamplerConfig, dtype: str) -> str:
     """The root attribute ``scalebayes`` (JSON): the FitSpec, sampler settings and what undoes the padding and
     centring."""
@@ -316,7 +324,7 @@ def _meta(data: ScalingData, prep: Prepared, seed: int, config: SamplerConfig, d
             "fit_spec": prep.fit_spec.to_dict(),
             "sampler": asdict(config),
             "dtype": dtype,
-            "excluded": data.excluded.reset_index().astype(str).to_dict(orient="list"),
+            **excluded_meta(data.excluded),
         }
     )
 

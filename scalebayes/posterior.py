@@ -534,12 +534,18 @@ def _data_from_tree(dt, meta) -> ScalingData:
     if "U" in cd.data_vars:
         frame["U"] = np.asarray(cd["U"].values, float)
     frame["family"] = np.asarray(cd["family"].values).astype(str)
+    return ScalingData(frame=frame, excluded=excluded_from_meta(meta), name=meta.get("data_name", "data"))
+
+
+def excluded_from_meta(meta: dict) -> pd.DataFrame:
+    """The excluded rows stored by :func:`scalebayes.fitting.excluded_meta` (all text): the columns that were
+    numbers come back as numbers (in files written before ``excluded_numeric`` was recorded, every column whose
+    values all read as numbers), text columns such as family labels stay text."""
     excl = pd.DataFrame(meta.get("excluded") or {"reason": []})
-    for col in excl.columns:  # stored as text in the attrs; numbers come back as numbers
-        if col != "reason":
+    numeric = meta.get("excluded_numeric")
+    for col in excl.columns:
+        if col != "reason" and (numeric is None or col in numeric or col == "row"):
             conv = pd.to_numeric(excl[col], errors="coerce")
             if conv.notna().all():
                 excl[col] = conv
-    if "row" in excl.columns:
-        excl = excl.set_index("row")
-    return ScalingData(frame=frame, excluded=excl, name=meta.get("data_name", "data"))
+    return excl.set_index("row") if "row" in excl.columns else excl

@@ -1,9 +1,9 @@
 """Progress of a running fit: one bar on stderr (a terminal), plain lines elsewhere (notebooks, logs).
 
-The compiled sampler reports from inside its loop through a host callback (:func:`update`), about every 1% of
-its iterations and never per leapfrog step; ``SamplerConfig.progress`` decides at compile time whether the
-callback is in the program at all. A fit's bar starts at its first report and ends at its last; concurrent fits
-(``fit_many``'s worker threads) share one line.
+The compiled sampler reports from inside its loop through a host callback (:func:`update`), every 10% of its
+iterations (where the slowest chain passes each 10%; no chain waits for it); ``SamplerConfig.progress`` decides at
+compile time whether the callback is in the program at all. A fit's bar starts at its first report and ends at its
+last; concurrent fits (``fit_many``'s worker threads) share one line.
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ _STATE: dict = {}
 _WIDTH = 30
 
 
-def enabled(progress: bool | None) -> bool:
-    """``progress`` resolved: ``None`` (auto) is on when stderr is a terminal or the process is a notebook kernel."""
+def enabled(progress: bool | None, stream=None) -> bool:
+    """``progress`` resolved: ``None`` (auto) is on when ``stream`` (default stderr) is a terminal or the process is
+    a notebook kernel; a closed or replaced stream without ``isatty`` counts as no terminal."""
     if progress is not None:
         return bool(progress)
-    isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    stream = sys.stderr if stream is None else stream
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        tty = False
+    return tty or "ipykernel" in sys.modules
 
 
 def format_line(done: int, total: int, phase: str, elapsed: float, datasets: tuple[int, int] | None = None) -> str:
@@ -60,3 +65,28 @@ def _emit(line: str, decile: int, last: bool) -> None:
         _STATE["printed"] = decile
         stream.write(line + "\n")
     stream.flush()
+
+
+class Steps:
+    """Progress of a job made of several fits (``calibrate``, ``backtest``, ``sbc``): one line per finished step
+    (``what: [###   ] 40% 2/5 fits, <phase> 12s, ETA 18s``), on stderr when :func:`enabled`; each fit inside may
+    draw its own sampler bar (its iterations) between these lines. ``total`` counts the steps planned."""
+
+    def __init__(self, what: str, total: int, progress: bool | None, unit: str = "fits"):
+        self.what, self.total, self.unit = what, int(total), unit
+        self.on = enabled(progress)
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def advance(self, phase: str = "", n: int = 1) -> str:
+        """``n`` more steps finished (``phase`` says which); returns the line (written to stderr when on)."""
+        self.done += int(n)
+        elapsed = time.perf_counter() - self.start
+        line = f"{self.what}: " + format_line(
+            self.done, self.total, f"{self.unit}{', ' + phase if phase else ''}", elapsed
+        )
+        if self.on:
+            with _LOCK:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+        return line

@@ -53,6 +53,7 @@ from .errors import DataError, ModelError
 from .fitting import Prepared, prepare
 from .model import POOLED, family_latents, model
 from .precision import ensure_float64
+from .progress import Steps
 from .sampler import SamplerConfig, batch_sampler, to_numpy
 from .spec import FitSpec, check_seed, resolve, sampler_config, whole_number
 
@@ -254,6 +255,7 @@ def sbc(
     max_tree_depth: int = 8,
     batch_size: int = 50,
     corrupt: str | None = None,
+    progress: bool | None = None,
     **options,
 ) -> SBCResult:
     """Simulation-based calibration of a model (``law`` and FitSpec keyword ``options``, or ``spec=``) on ``design``.
@@ -278,14 +280,18 @@ def sbc(
             with 1.5× the noise σ that the fitted model assumes (the sampler's noise scale is wrong);
             ``"prior"`` fits with the prior of the last exponent latent shifted by one prior s.d. (prior
             mismatch); ``"tempered"`` fits the likelihood raised to the power 1/2 (a tempered posterior, too wide).
+        progress: a line per finished batch (simulated datasets fitted / n_sims, elapsed, ETA) and each batch's
+            sampler bar on stderr; ``None`` (default) when stderr is a terminal or in a notebook, ``False`` off.
 
     Returns:
         :class:`SBCResult` with ranks, the uniformity tests (``.tests()``, ``.passed()``) and ``.plot()``.
     """
     fit_spec = resolve(spec, law, options)
-    config = sampler_config(chains=chains, warmup=warmup, draws=draws, max_tree_depth=max_tree_depth)
+    steps = Steps("sbc", 0, progress, unit="datasets")
+    config = sampler_config(chains=chains, warmup=warmup, draws=draws, max_tree_depth=max_tree_depth, progress=steps.on)
     seed = check_seed(seed)
     n_sims, n_rank, batch_size = _check_sbc_options(n_sims, n_rank, batch_size, corrupt, config)
+    steps.total = n_sims
     ensure_float64("sbc")
     data = _design_data(design, loss_scale)
     prep = prepare(data, spec=fit_spec)
@@ -302,6 +308,7 @@ def sbc(
         sl = np.arange(start, min(start + B, n_sims))
         draws_, stats = _fit_batch(run, prep, keys, log_y, sl, B, corrupt)
         rows += _rank_rows(prep, families, draws_, stats, truth, log_y, sl, idx, config)
+        steps.advance("fitted and ranked", n=len(sl))
     seconds = time.perf_counter() - t0
     ranks, truths, sims = (pd.DataFrame([r[k] for r in rows]) for k in range(3))
     pooling = fit_spec.pooling or ("partial" if len(families) > 1 else "complete")

@@ -13,6 +13,7 @@ import pytest
 from conftest import FULL, QUICK
 
 import scalebayes as sb
+from scalebayes import backtesting, progress
 from scalebayes.backtesting import results_table, score, to_markdown
 from scalebayes.discrepancy import ATTR, Discrepancy, distance, fitted_regions, region
 from scalebayes.formerror import KappaPosterior, SplitErrors
@@ -201,11 +202,14 @@ def test_backtest_rejects_bad_options(chinchilla_data):
         sb.backtest(chinchilla_data, holdout_fraction=1.5)
 
 
-def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path):
+def test_calibrate_returns_a_calibrated_copy_that_survives_save_load(chinchilla_post, tmp_path, capsys):
     # Two inner point refits (fraction 0.25 along each default direction, compute and params), with their bootstrap
-    # resamples; nothing is sampled.
+    # resamples; nothing is sampled. progress=True: a line per stage.
     post = chinchilla_post
-    cal = sb.calibrate(post, fractions=(0.25,))
+    capsys.readouterr()
+    cal = sb.calibrate(post, fractions=(0.25,), progress=True)
+    err = capsys.readouterr().err
+    assert "calibrate: " in err and "1/2 stages, 2 inner refits x 17" in err and "2/2 stages" in err, err
     assert ATTR not in post.idata.attrs and not post.calibrated  # the input posterior is left alone
     disc = cal.discrepancy
     assert cal.calibrated and disc.kappa >= 0.0
@@ -235,3 +239,37 @@ def test_backtest_takes_a_fitspec(chinchilla_data):
     assert np.allclose(kw.runs["lpd"], r.runs["lpd"])  # same model, same seed: same numbers
     with pytest.raises(sb.errors.ModelError, match="not both"):
         sb.backtest(chinchilla_data, "kaplan", spec=spec, **QUICK)
+
+
+def test_backtest_progress_counts_outer_fits_and_inner_refits(chinchilla_data):
+    """The backtest's progress total: one outer fit (or one per family with held-out runs), plus, with the
+    discrepancy, one step per outer fit for its inner refits (one vmapped optimisation); off with progress=False."""
+    frame = chinchilla_data.frame.tail(5)
+    assert backtesting._steps(chinchilla_data, frame, False, "none", False).total == 1
+    steps = backtesting._steps(chinchilla_data, frame, False, "discrepancy", False)
+    assert steps.total == 2 and not steps.on
+    two = sb.ScalingData.from_frame(
+        pd.DataFrame(
+            {
+                "N": [1e8, 2e8, 3e8, 4e8],
+                "D": [2e9, 4e9, 6e9, 8e9],
+                "loss": [3.0, 2.9, 2.8, 2.7],
+                "f": ["a", "a", "b", "b"],
+            }
+        ),
+        N="N",
+        D="D",
+        loss="loss",
+        family="f",
+    )
+    held = two.frame.loc[two.frame["family"] == "b"]
+    assert backtesting._steps(two, held, True, "none", False).total == 1  # family "a" has nothing held out
+
+
+def test_steps_lines_and_off(capsys):
+    steps = progress.Steps("sbc", 40, True, unit="datasets")
+    line = steps.advance("fitted and ranked", n=20)
+    assert line.startswith("sbc: [") and "50% 20/40 datasets, fitted and ranked" in line
+    assert capsys.readouterr().err == line + "\n"
+    progress.Steps("calibrate", 2, False).advance("x")
+    assert capsys.readouterr().err == ""

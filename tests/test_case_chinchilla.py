@@ -54,3 +54,16 @@ def test_report_numbers_are_computed_not_quoted(report):
     assert 0.0 <= cb["prob_hoffmann_allocation_within_1pct"] <= 1.0
     e = res["extrapolation"]["405B, 15.6T tokens"]
     assert e["x_largest_C"] > 1000 and e["predictive_90"][0] < e["predictive_median"] < e["predictive_90"][1]
+
+
+def test_headline_extrapolations_use_the_calibrated_predictive(report):
+    out, res = report
+    assert "kappa" in res["calibration"], res["calibration"]  # learned, not fallen back
+    md = (out / "report.md").read_text()
+    assert "90% interval (calibrated)" in md and "*calibrated* predictive" in md
+    for e in res["extrapolation"].values():
+        assert e["predictive"] == "calibrated"
+        lo, hi = e["predictive_90"]
+        plo, phi = e["parameters_only_90"]
+        # the discrepancy only widens (1% slack: the two intervals come from different Monte Carlo draws)
+        assert hi - lo >= 0.99 * (phi - plo)

@@ -52,8 +52,13 @@ def _capture_fit(monkeypatch, post) -> dict:
         seen.update(kwargs)
         return post
 
+    def fake_calibrate(post, **kwargs):
+        seen["calibrated"] = kwargs
+        return post
+
     monkeypatch.setattr(sys.modules["scalebayes.fitting"], "fit", fake_fit)
     monkeypatch.setattr(cli, "fit", fake_fit, raising=False)
+    monkeypatch.setattr(cli, "calibrate", fake_calibrate)
     return seen
 
 
@@ -118,3 +123,13 @@ def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved,
     argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--quiet"]
     assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert cli.main([*argv, "--out", str(tmp_path / "b"), "--strict"]) == cli.EXIT_DIAGNOSTICS == 3
+
+
+def test_fit_calibrates_unless_no_calibrate(monkeypatch, saved, runs_csv, tmp_path):
+    post, _ = saved
+    seen = _capture_fit(monkeypatch, post)
+    argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert seen.pop("calibrated") == {"progress": False}  # --quiet: no progress lines for the refits either
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--no-calibrate"]) == 0
+    assert "calibrated" not in seen

@@ -50,6 +50,7 @@ def _stand_in_for_fit(monkeypatch, result):
 
     monkeypatch.setattr(sys.modules["scalebayes.fitting"], "fit", fake_fit)
     monkeypatch.setattr(cli, "fit", fake_fit, raising=False)
+    monkeypatch.setattr(cli, "calibrate", lambda post, **kw: post)  # no refits of the stand-in
 
 
 def _interrupt_netcdf_writes(monkeypatch):

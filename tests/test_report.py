@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html.parser
+import json
 import re
 import types
 import warnings
@@ -23,7 +24,7 @@ import xarray as xr
 from conftest import QUICK, simulate_chinchilla
 
 import scalebayes as sb
-from scalebayes import cli, laws, plots, report
+from scalebayes import cli, fitting, laws, plots, posterior, report
 from scalebayes.diagnostics import Diagnostics
 from scalebayes.report import numbers, page, sections
 
@@ -280,3 +281,29 @@ def test_a_registered_law_without_report_words_gets_a_full_report(tmp_path):
     params_text = "".join(parser.sections["parameters"]["text"])
     assert "parameter of the user_compute_law law" in params_text and "irreducible loss" in params_text
     assert parser.sections["fit"]["images"] and parser.sections["extrapolation"]["images"]
+
+
+def test_excluded_rows_keep_text_family_labels_after_a_reload(tmp_path):
+    """Family labels such as ``01`` and ``007`` are text: the excluded-rows table shows them as written, both for a
+    fresh fit and after the metadata's round trip through a saved file (where every cell is stored as text)."""
+    csv = tmp_path / "runs.csv"
+    csv.write_text("N,D,loss,fam\n1e8,2e9,3.1,01\n2e8,4e9,,007\n4e8,8e9,2.9,1\n8e8,1.6e10,,01\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = sb.ScalingData.from_csv(csv, N="N", D="D", loss="loss", family="fam", dropna=True)
+    stored = json.loads(json.dumps(fitting.excluded_meta(data.excluded)))
+    reloaded = posterior.excluded_from_meta(stored)
+    assert list(reloaded["fam"]) == ["007", "01"] and list(reloaded["N"]) == [2e8, 8e8]
+    for excluded in (data.excluded, reloaded):
+        ctx = types.SimpleNamespace(post=types.SimpleNamespace(data=dataclasses.replace(data, excluded=excluded)))
+        html_text = "".join(page.render_block(b) for b in sections._excluded_blocks(ctx))
+        assert "<td>007</td>" in html_text and "<td>01</td>" in html_text, html_text
+        assert "2.000e8" in html_text or "2e8" in html_text or "2.00e8" in html_text, html_text
+
+
+def test_report_says_which_predictive_it_shows():
+    plain = types.SimpleNamespace(calibrated=False)
+    cal = types.SimpleNamespace(calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.0123))
+    assert numbers.predictive_words(plain).startswith("parameters only")
+    words = numbers.predictive_words(cal)
+    assert words.startswith("calibrated predictive") and "0.0123" in words

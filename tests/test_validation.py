@@ -6,6 +6,9 @@ The full SBC (200 simulations per law and pooling) is ``case_studies/validation/
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +18,8 @@ from scalebayes.validation import SBCResult, sbc
 
 #: Small-SBC sampler settings: short chains (2 × 100 kept draws thinned to L = 49) are enough for ranks, because
 #: SBC only needs the posterior draws to be (nearly) independent draws of the right distribution, not many of them.
-SMALL = dict(chains=2, warmup=150, draws=100, n_rank=49, batch_size=20)
+#: progress=True in every SBC here, so that they share one compiled program (progress is compiled in or not).
+SMALL = dict(chains=2, warmup=150, draws=100, n_rank=49, batch_size=20, progress=True)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,20 @@ def design(chinchilla_data):
 
 @pytest.fixture(scope="module")
 def sbc_ok(design):
-    return sbc("chinchilla", design, n_sims=40, seed=0, **SMALL)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        out = sbc("chinchilla", design, n_sims=40, seed=0, **SMALL)
+    PROGRESS_TEXT["sbc_ok"] = err.getvalue()  # for test_sbc_reports_progress
+    return out
+
+
+PROGRESS_TEXT: dict[str, str] = {}
+
+
+def test_sbc_reports_progress(sbc_ok):
+    text = PROGRESS_TEXT["sbc_ok"]
+    assert "sbc: " in text and "20/40 datasets" in text and "40/40 datasets" in text, text
+    assert "250/250 sampling" in text, text  # each batch's sampler bar (150 warm-up + 100 draws)
 
 
 def test_correct_sampler_passes_small_sbc(sbc_ok):

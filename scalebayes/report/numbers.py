@@ -31,6 +31,33 @@ def optimal_draws(post, C, family: str | None) -> dict[str, np.ndarray]:
         return _plan.plan_draws(post, np.asarray(C, float), family=family)
 
 
+def loss_band(post, C, family: str | None, d: dict | None = None) -> np.ndarray:
+    """L* at budgets C (B,) in FLOP as (3, B) quantiles (LO, MID, HI) in nats: on a calibrated posterior from
+    ``Posterior.plan`` (the law's loss plus the learned model discrepancy beyond the fitted runs), otherwise from
+    the per-draw plans ``d`` (:func:`optimal_draws`, computed when not given)."""
+    if post.calibrated:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # edge warnings are reported from the per-draw plans
+            df = post.plan(np.asarray(C, float), family=family, quantiles=(LO, MID, HI))
+        return np.stack([df[f"L_{qcol(q)}"].to_numpy() for q in (LO, MID, HI)])
+    d = optimal_draws(post, C, family) if d is None else d
+    return np.quantile(d["L"], (LO, MID, HI), axis=0)
+
+
+def predictive_words(post) -> str:
+    """Which predictive the report's loss numbers show, in words."""
+    if post.calibrated:
+        kappa = post.discrepancy.kappa
+        return (
+            f"calibrated predictive: L* carries the model discrepancy learned from leave-largest-out refits "
+            f"(κ = {kappa:.3g} per unit of log distance beyond the fitted runs), as scalebayes predict/plan show it"
+        )
+    return (
+        "parameters only: the posterior is not calibrated, so L* shows the parameters' uncertainty and no model "
+        "discrepancy beyond the data (run scalebayes fit without --no-calibrate, or scalebayes.calibrate)"
+    )
+
+
 def plan_frame(post, compute: Sequence[float]) -> pd.DataFrame:
     """The compute-plan table behind the report, every family: columns ``family``, ``C``, then ``<k>_q0.05``,
     ``<k>_q0.5``, ``<k>_q0.95`` for k in N, D, D_per_N, L, and ``at_edge`` (share of draws whose optimum hit the
@@ -41,7 +68,7 @@ def plan_frame(post, compute: Sequence[float]) -> pd.DataFrame:
         d = optimal_draws(post, compute, f)
         df = pd.DataFrame({"family": f, "C": np.asarray(compute, float)})
         for k in ("N", "D", "D_per_N", "L"):
-            qs = np.quantile(d[k], (LO, MID, HI), axis=0)
+            qs = loss_band(post, compute, f, d) if k == "L" else np.quantile(d[k], (LO, MID, HI), axis=0)
             for q, row in zip((LO, MID, HI), qs, strict=True):
                 df[f"{k}_{qcol(q)}"] = row
         df["at_edge"] = np.asarray(d["at_edge"], float).mean(axis=0)

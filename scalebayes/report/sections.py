@@ -186,7 +186,8 @@ def _headline(ctx: Context) -> Box:
     lines = []
     for f in ctx.drawn:
         d = numbers.optimal_draws(post, [c_max, c_max * fac], f)
-        q = {k: np.quantile(d[k], [LO, MID, HI], axis=0) for k in ("N", "D", "L", "D_per_N")}
+        q = {k: np.quantile(d[k], [LO, MID, HI], axis=0) for k in ("N", "D", "D_per_N")}
+        q["L"] = numbers.loss_band(post, [c_max, c_max * fac], f, d)
         lines.append(
             (h("<b>{}</b>: ", f) if ctx.multi else Html(""))
             + h(
@@ -206,14 +207,15 @@ def _headline(ctx: Context) -> Box:
         fmt(c_max * fac, 3),
         fmt(c_max, 3),
     )
+    which = Para(h("Loss intervals: {}.", numbers.predictive_words(post)), "note")
     if len(lines) == 1:
-        return Box("key", [Para(head + Html(", ") + lines[0])])
+        return Box("key", [Para(head + Html(", ") + lines[0]), which])
     more = (
         h(" (the first {} of {} families; section 6 has all)", len(lines), len(ctx.fams))
         if ctx.multi and len(ctx.fams) > len(lines)
         else Html("")
     )
-    return Box("key", [Para(head + more + Html(":")), Items(lines)])
+    return Box("key", [Para(head + more + Html(":")), Items(lines), which])
 
 
 def _failed_headline(ctx: Context) -> Box:
@@ -292,13 +294,20 @@ def _data_table(ctx: Context) -> Table:
     return Table(["family", "runs", "N (params)", "D (tokens)", "D/N", "C (FLOP)", "loss (nats)"], rows, "data")
 
 
+def _text(v) -> Html:
+    """A text cell, a missing value as a dash."""
+    return Html("–") if v is None or (isinstance(v, float) and np.isnan(v)) else esc(v)
+
+
 def _excluded_blocks(ctx: Context, limit: int = 50) -> list:
     ex = ctx.post.data.excluded
     if ex is None or not len(ex):
         return [Para("No rows were excluded.")]
     shown = ex.head(limit)
     cols = [c for c in shown.columns if c not in ("index", "row")]
-    rows = [[r["row"] if "row" in shown.columns else i] + [fmt(r[c], 4) for c in cols] for i, r in shown.iterrows()]
+    # numbers to 4 figures; text (family labels such as "01", reasons) exactly as written
+    cell = {c: (lambda v: fmt(v, 4)) if getattr(shown[c].dtype, "kind", "O") in "iuf" else _text for c in cols}
+    rows = [[r["row"] if "row" in shown.columns else i] + [cell[c](r[c]) for c in cols] for i, r in shown.iterrows()]
     blocks = [
         Para(h("<b>{} row(s) of the input were excluded</b> before fitting (never silently):", len(ex))),
         Table(["row", *cols], rows, "small"),
@@ -651,7 +660,22 @@ def extrapolation(ctx: Context) -> Section:
         "How fast the uncertainty grows: the width of the 90% credible band as a percentage of its median, from the "
         "smallest run in the data to the furthest target (grey: the data's range; dashed: targets).",
     )
-    blocks = [Para(intro), *_extrapolation_figures(ctx), width]
+    which = Para(
+        Html(
+            "These bands and the table below show the parameters' uncertainty only (the law's form taken as right "
+            "out there). "
+        )
+        + (
+            h(
+                "The headline and the plan table use the calibrated predictive, wider beyond the data (κ = {}).",
+                f"{ctx.post.discrepancy.kappa:.3g}",
+            )
+            if ctx.post.calibrated
+            else Html("The posterior is not calibrated: nothing here allows for the law's error beyond the data.")
+        ),
+        "note",
+    )
+    blocks = [Para(intro), which, *_extrapolation_figures(ctx), width]
     blocks += ctx.guarded("extrapolation table", lambda: [_extrapolation_table(ctx)])
     return Section("extrapolation", "5. Extrapolation", "Extrapolation", blocks)
 
@@ -738,7 +762,11 @@ def plan(ctx: Context) -> Section:
         "One block per fitted family. " if ctx.multi else "",
         " ".join(fmt(c, 2) for c in ctx.compute),
     )
-    blocks = [Para(intro), *ctx.guarded("plan table", lambda: [plan_table(ctx)])]
+    which = Para(
+        h("L* in the table: {}; the figures show the parameters' uncertainty.", numbers.predictive_words(ctx.post)),
+        "note",
+    )
+    blocks = [Para(intro), which, *ctx.guarded("plan table", lambda: [plan_table(ctx)])]
     blocks += _plan_figures(ctx)
     return Section("plan", "6. Compute plan", "Compute plan", blocks)
 

@@ -35,9 +35,10 @@ from .kernel import Chain, ChainState
 from .potential import make_potential, n_dim, unflatten
 from .start import newton_start
 
-#: Progress reports per fit (with ``SamplerConfig.progress``): each one is a point where the chains wait for each
-#: other, so a few dozen, not one per iteration.
-PROGRESS_REPORTS = 25
+#: Progress reports per fit (with ``SamplerConfig.progress``): each is a host callback, which inside this program
+#: costs about a millisecond (far more than the callback's own work), so ten (every 10% of the iterations), not one
+#: per iteration.
+PROGRESS_REPORTS = 10
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def side_by_side(parts: Parts):
     chain, C, S, D = parts.chain, parts.C, parts.chain.n_rows, parts.chain.D
     on = bool(parts.config.progress)
     total = int(parts.config.warmup) + int(parts.config.draws)
-    chunk = max(1, total // PROGRESS_REPORTS)
+    every = max(1, total // PROGRESS_REPORTS)
     starts = np.cumsum(parts.table.n_iter) - parts.table.n_iter  # iterations before each window
 
     def step(st, buf, win, args):
@@ -139,18 +140,23 @@ def side_by_side(parts: Parts):
         return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), lambda c: v_step(c[0], c[1], win, args), carry)
 
     def steps_reporting(carry, win, start, args):
-        """:func:`steps_until` in chunks of ``chunk`` iterations with a progress report after each. A chain that
-        finished the chunk idles (its state and random counter unchanged) until all have: same numbers, and the
-        callback stays out of the per-step loop, where its conditional would cost every step."""
+        """:func:`steps_until` with a progress report each time the slowest chain passes a multiple of ``every``
+        iterations (and at the last iteration). The inner loop stops there, but no chain is held back: each keeps
+        stepping to the window's end as in :func:`steps_until` (holding the chains at each report until all had
+        arrived cost more than the reports themselves, and a conditional report inside the step loop cost every
+        step), so the numbers are the same with and without progress."""
         sampling = win.record & ~win.adapt & (win.n_iter > 0)
 
-        def body(c):
-            lim = jnp.minimum(jnp.min(c[0].it) + chunk, win.n_iter)
-            c = steps_until(c, win._replace(n_iter=lim), args)
-            jax.debug.callback(progress.update, start + jnp.min(c[0].it), total, sampling)
+        def until_next_report(c):
+            lim = ((start + jnp.min(c[0].it)) // every + 1) * every - start
+            more = lambda c: jnp.any(c[0].it < win.n_iter) & (jnp.min(c[0].it) < lim)  # noqa: E731
+            c = lax.while_loop(more, lambda c: v_step(c[0], c[1], win, args), c)
+            done = start + jnp.min(c[0].it)
+            report = lambda: jax.debug.callback(progress.update, done, total, sampling)  # noqa: E731
+            lax.cond((done >= start + lim) | (done >= total), report, lambda: None)  # not at every window's end
             return c
 
-        return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), body, carry)
+        return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), until_next_report, carry)
 
     def run_batch(keys, x, log_y, fam, mask, hyper):
         COMPILE_COUNT["n"] += 1  # runs only while tracing, i.e. once per compilation
