@@ -20,7 +20,8 @@ import pytest
 from test_report import check_report_html
 
 import scalebayes as sb
-from scalebayes import cli, progress
+from scalebayes import cli, misfit, progress
+from scalebayes.errors import MisfitWarning
 from scalebayes.predict import qcol
 
 #: 4 × 1000 kept draws (the CLI's default): the inner refits of the default calibration on 39-48 of these runs are
@@ -340,3 +341,10 @@ def test_quiet_silences_status_lines(capsys):
     cli._Console(quiet=False).status("world")
     err = capsys.readouterr().err
     assert "hello" not in err and "world" in err
+
+
+def test_misfit_warning_reaches_the_command_line(capsys):
+    # the package's warnings (a flagged misfit check among them) are shown as one line each, without --debug
+    show = cli._show_warning(debug=False)
+    show(MisfitWarning("residuals trend with log C"), MisfitWarning, misfit.__file__, 1)
+    assert "residuals trend with log C" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from conftest import QUICK, simulate_chinchilla
 import scalebayes as sb
 from scalebayes import cli, fitting, laws, plots, posterior, report
 from scalebayes.diagnostics import Diagnostics
+from scalebayes.misfit import Misfit
 from scalebayes.report import numbers, page, sections
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -307,3 +308,20 @@ def test_report_says_which_predictive_it_shows():
     assert numbers.predictive_words(plain).startswith("parameters only")
     words = numbers.predictive_words(cal)
     assert words.startswith("calibrated predictive") and "0.0123" in words
+
+
+def test_misfit_box_names_the_trends():
+    # A flagged check makes a red box naming the input and its binned medians; none flagged, a green one.
+    table = pd.DataFrame(
+        {
+            "against": ["log N", "log C"],
+            "p_value": [0.4, 1e-6],
+            "effect": [0.001, 0.02],
+            "medians": [[0.0, 0.001, -0.001], [-0.02, 0.0, 0.02]],
+            "flagged": [False, True],
+        }
+    )
+    bad = page.render_block(sections.misfit_box(Misfit(table, np.zeros(3))))
+    assert "Misfit: residual trends" in bad and "log C" in bad and "+2.00%" in bad and "flagged" in bad
+    good = page.render_block(sections.misfit_box(Misfit(table.assign(flagged=False), np.zeros(3))))
+    assert "No residual trend flagged" in good and "Misfit:" not in good

@@ -406,7 +406,37 @@ def fit(ctx: Context) -> Section:
                 )
             )
         ]
-    return Section("fit", "2. Fitted law", "Fitted law", blocks)
+    return Section("fit", "2. Fitted law", "Fitted law", [*blocks, misfit_box(ctx.post.misfit)])
+
+
+def misfit_box(m) -> Box:
+    """Whether the residuals trend with N, D, C or family (:mod:`scalebayes.misfit`): green when no check is
+    flagged, red naming the trends otherwise, with every check's p-value and binned medians either way."""
+    rows = [
+        [
+            esc(r["against"]),
+            fmt(r["p_value"], 2),
+            ", ".join(f"{100 * v:+.2f}%" for v in r["medians"]),
+            "flagged" if r["flagged"] else "",
+        ]
+        for _, r in m.table.iterrows()
+    ]
+    header = ["residuals against", "p-value", "median residual per bin (low to high) or family", ""]
+    table = Table(header, rows, "small")
+    if not m.flagged:
+        text = (
+            "<b>No residual trend flagged.</b> The runs' residuals (observed − fitted log loss) show no structure with "
+            "N, D, C or family beyond run-to-run noise (Kruskal-Wallis across quantile bins; flagged at p < 0.001 "
+            "with a median of at least half the scatter)."
+        )
+        return Box("ok", [Para(text), table])
+    text = (
+        "The fitted law leaves structure in its residuals: they trend with the inputs named below, beyond run-to-run "
+        "noise. The law's form misses something inside the fitted range, and extrapolations along that direction are "
+        "suspect beyond what any interval here says; consider another law, a per-family parameter, or fewer, more "
+        "comparable runs."
+    )
+    return Box("fail", [Para(text), table], head="⚠ Misfit: residual trends inside the data")
 
 
 # ---------------------------------------------------------------------------------------------------- parameters
