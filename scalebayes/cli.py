@@ -244,6 +244,12 @@ def _add_fit_columns(cols) -> None:
     )
     cols.add_argument("--U", metavar="COLUMN", help="column of unique training tokens (repeated-data laws)")
     cols.add_argument(
+        "--run",
+        metavar="COLUMN",
+        help="column of training-run labels when rows are checkpoints: checkpoints of one run are weighted so that "
+        "they do not count as independent runs",
+    )
+    cols.add_argument(
         "--dropna",
         action="store_true",
         help="drop rows with a missing value in a used column (they are listed in the report)",
@@ -510,6 +516,7 @@ def _read_runs(args, con: _Console):
             loss=args.loss,
             family=args.family,
             U=args.U,
+            run=args.run,
             dropna=args.dropna,
             c_rtol=args.c_rtol,
         )

@@ -64,6 +64,7 @@ class ScalingData:
         C: str | None = None,
         family: str | None = None,
         U: str | None = None,
+        run: str | None = None,
         dropna: bool = False,
         c_rtol: float | None = C_RTOL,
         name: str = "data",
@@ -73,7 +74,9 @@ class ScalingData:
         Exactly two of ``N``/``D``/``C`` are needed; the third follows from C = 6·N·D. When all three are given,
         C must agree with 6·N·D within ``c_rtol`` (relative; ``None`` skips the check for data whose C counts
         more than 6ND). ``family`` names a column of group labels, kept as text (whole-number floats such as
-        ``1.0`` read as ``"1"``); ``U`` a column of unique tokens (it may be the ``D`` column).
+        ``1.0`` read as ``"1"``); ``U`` a column of unique tokens (it may be the ``D`` column). ``run`` names a
+        column of training-run labels (text) when rows are *checkpoints*: rows sharing a label are checkpoints of one
+        run, which a fit does not count as independent runs (:mod:`scalebayes.checkpoints`).
         ``dropna=True`` drops rows with a missing value in a used column and records them in ``excluded``
         (a warning lists them); otherwise any missing value raises :class:`~scalebayes.errors.DataError`.
 
@@ -97,6 +100,8 @@ class ScalingData:
         if "U" in values:
             frame["U"] = values["U"]
         frame["family"] = fam.to_numpy()
+        if run is not None:
+            frame["run"] = _run_labels(df, run, frame.index)
         frame.index.name = "row"
         _check_duplicates(frame)
         parts = [(dropped, "missing value (dropna=True)")] if len(dropped) else []
@@ -107,18 +112,18 @@ class ScalingData:
     def from_csv(cls, path: str | Path, **kwargs) -> ScalingData:
         """Read a CSV of runs and validate it as :meth:`from_frame` does (same keyword arguments).
 
-        The ``family`` column is read as text exactly as written: ``01`` and ``1`` are different families and
-        ``NA`` or ``null`` are names; only an empty cell is a missing label.
+        The ``family`` and ``run`` columns are read as text exactly as written: ``01`` and ``1`` are different
+        labels and ``NA`` or ``null`` are names; only an empty cell is a missing label.
         """
         path = Path(path)
         if not path.exists():
             raise DataError(f"file not found: {path}")
-        family = kwargs.get("family")
         try:
             df = pd.read_csv(path)
-            if family is not None and family in df.columns:
-                labels = pd.read_csv(path, usecols=[family], dtype=str, keep_default_na=False, na_values=[""])
-                df[family] = labels[family].to_numpy()
+            for col in {kwargs.get("family"), kwargs.get("run")} - {None}:
+                if col in df.columns:
+                    labels = pd.read_csv(path, usecols=[col], dtype=str, keep_default_na=False, na_values=[""])
+                    df[col] = labels[col].to_numpy()
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
             raise DataError(f"could not read {path} as CSV: {e}") from e
         kwargs.setdefault("name", path.stem)
@@ -299,6 +304,17 @@ def _check_positive(values: dict, roles: dict) -> None:
         bad = v.index[v.to_numpy() <= 0]
         if len(bad):
             raise DataError(f"column {col!r} ({role}) must be > 0", column=col, rows=list(bad))
+
+
+def _run_labels(df: pd.DataFrame, run: str, index) -> np.ndarray:
+    """The training-run labels (text) of the kept rows; a missing column or label raises, naming it."""
+    if run not in df.columns:
+        raise DataError(f"run column {run!r} not found; columns: {list(df.columns)}", column=run)
+    labels = _family_labels(df.loc[index, run])
+    bad = labels.index[labels.isna() | (labels.astype(str).str.strip() == "")]
+    if len(bad):
+        raise DataError(f"column {run!r} (run) has missing labels", column=run, rows=list(bad))
+    return labels.astype(str).to_numpy()
 
 
 def _check_family(fam, family: str | None, index) -> pd.Series:

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import laws as _laws
 from . import priors as _priors
+from .checkpoints import weights as checkpoint_weights
 from .data import ScalingData
 from .diagnostics import warn_if_failed
 from .errors import DataError, LargeFitWarning, ModelError
@@ -50,8 +51,9 @@ class Prepared:
     centre: dict[str, float]
     n_obs: int
     n_pad: int
-    args: tuple  # (x, log_y, fam, mask, hyper) as JAX arrays
+    args: tuple  # (x, log_y, fam, mask, hyper) as JAX arrays; mask: each run's likelihood weight, 0 for padding
     fit_spec: FitSpec
+    checkpoints: dict | None = None  # how checkpoints of one run were weighted (scalebayes.checkpoints), if any
 
 
 def model_spec(fit_spec: FitSpec, data: ScalingData) -> Spec:
@@ -119,8 +121,9 @@ def prepare(
         "centre": {k: jnp.asarray(v, dt) for k, v in centre.items()},
     }
     fam = jnp.asarray(pad(data.family_index, n, 0, np.int32), jnp.int32)
-    args = (x, col(np.log(data.loss), 0.0), fam, col(np.ones(m), 0.0), hyper)
-    return Prepared(model, pri, centre, m, n, args, fit_spec)
+    w, ck = checkpoint_weights(data, law_)
+    args = (x, col(np.log(data.loss), 0.0), fam, col(w, 0.0), hyper)
+    return Prepared(model, pri, centre, m, n, args, fit_spec, ck)
 
 
 def warn_if_large(prep: Prepared, config: SamplerConfig, what: str, stacklevel: int = 3) -> None:
@@ -294,6 +297,8 @@ def _constant_data(data: ScalingData) -> dict:
     const["family"] = np.asarray(data.frame["family"], dtype=str)
     if data.U is not None:
         const["U"] = data.U
+    if "run" in data.frame.columns:
+        const["run"] = np.asarray(data.frame["run"], dtype=str)
     return const
 
 
@@ -324,6 +329,7 @@ def _meta(data: ScalingData, prep: Prepared, seed: int, config: SamplerConfig, d
             "fit_spec": prep.fit_spec.to_dict(),
             "sampler": asdict(config),
             "dtype": dtype,
+            "checkpoints": prep.checkpoints,
             **excluded_meta(data.excluded),
         }
     )

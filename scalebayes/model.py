@@ -159,7 +159,8 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
         x: dict of log inputs (natural log of N, D, C or U), each shape (n,).
         log_y: log observed loss, shape (n,); ``None`` samples from the prior predictive.
         fam: family index per run, int shape (n,).
-        mask: 1.0 for real runs, 0.0 for padding, shape (n,).
+        mask: each real run's likelihood weight (1, or less for checkpoints of one run: :mod:`scalebayes.checkpoints`),
+            0.0 for padding, shape (n,).
         hyper: dict with ``loc``, ``scale``, ``tau`` (each (K,), one per latent; ``tau`` is the median of τ's
             LogNormal prior), ``sigma`` and ``nu`` (2,) prior parameters, and ``centre`` (dict of mean log inputs).
     """
@@ -194,7 +195,7 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
         lik = dist.StudentT(nu, mu, sigma)
     else:
         lik = dist.Normal(mu, sigma)
-    with numpyro.handlers.mask(mask=mask > 0):
+    with numpyro.handlers.mask(mask=mask > 0), numpyro.handlers.scale(scale=jnp.where(mask > 0, mask, 1.0)):
         numpyro.sample("obs", lik, obs=log_y)
 
 

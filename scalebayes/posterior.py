@@ -534,6 +534,8 @@ def _data_from_tree(dt, meta) -> ScalingData:
     if "U" in cd.data_vars:
         frame["U"] = np.asarray(cd["U"].values, float)
     frame["family"] = np.asarray(cd["family"].values).astype(str)
+    if "run" in cd.data_vars:
+        frame["run"] = np.asarray(cd["run"].values).astype(str)
     return ScalingData(frame=frame, excluded=excluded_from_meta(meta), name=meta.get("data_name", "data"))
 
 
