@@ -246,9 +246,10 @@ def load_hitchhiker(root: Path) -> ScalingData:
 
     Rows flagged ``spike_or_artifact`` by the source, exact duplicates, and checkpoints in the first
     :data:`SKIP_FRACTION` of each run's tokens (warm-up transients) are excluded; the rest are thinned to
-    :data:`CHECKPOINTS_PER_RUN` log-spaced checkpoints per run, always keeping the final one. Thinning is a
-    choice: checkpoints of one run are not independent runs, and the package has no per-run effect yet (issue 13
-    item 4), so thousands of checkpoints would overstate the evidence. Excluded rows carry the reason.
+    :data:`CHECKPOINTS_PER_RUN` log-spaced checkpoints per run, always keeping the final one (to keep the fits
+    small). The rows are labelled with their run (``run=``), so a fit weights checkpoints of one run by the design
+    effect (:mod:`scalebayes.checkpoints`) instead of counting them as independent runs. Excluded rows carry the
+    reason.
     """
     df = pd.read_csv(root / "hitchhiker" / "hitchhiker_long.csv")
     df = df[df["family"].isin(list(HITCHHIKER_SPLITS))]
@@ -267,9 +268,8 @@ def load_hitchhiker(root: Path) -> ScalingData:
     ok = reasons == ""
     df = df.assign(run=df["model_name"].str.strip())
     data = ScalingData.from_frame(
-        df[ok], N="num_params", D="tokens_seen", loss="loss", family="family", name="hitchhiker"
+        df[ok], N="num_params", D="tokens_seen", loss="loss", family="family", run="run", name="hitchhiker"
     )
-    data = replace(data, frame=data.frame.assign(run=df.loc[ok, "run"].to_numpy()))
     for why in pd.unique(reasons[~ok]):
         data = with_excluded(data, df[reasons == why], why)
     return data
