@@ -31,6 +31,7 @@ Cases (``--only`` takes their names):
   sampler_vs_numpyro  fit(data, warmup=500, draws=500) with scalebayes's NUTS and with fit(..., sampler="numpyro")
                   (NumPyro's NUTS on the same model and parameterisation, scalebayes.sampler.reference), alternated
                   in one process: ESS/s ratio.
+  calibration_cost    warm fit(data) vs warm calibrate(post), alternated, on chinchilla_epoch and porian_isoflop.
   progress_overhead   fit(data, warmup=500, draws=500) with progress=False and progress=True (stderr not a
                   terminal: plain lines), alternated in one process: wall-time ratio.
 """
@@ -64,6 +65,7 @@ CASES = [
     "memory_100k",
     "sampler_vs_numpyro",
     "progress_overhead",
+    "calibration_cost",
 ]
 
 
@@ -475,6 +477,45 @@ def case_progress_overhead(args) -> dict:
     }
 
 
+def case_calibration_cost(args) -> dict:
+    """Warm ``fit`` (defaults) against warm ``calibrate`` of its posterior, alternated, on chinchilla_epoch
+    (complete pooling) and porian_isoflop (8 families, partial pooling): issue 13 asks for at most 3x one fit."""
+    import time
+
+    import numpy as np
+
+    import scalebayes as sb
+
+    out = {}
+    for name in ("chinchilla_epoch", "porian_isoflop"):
+        data = sb.datasets.load(name)
+        post = sb.fit(data, seed=0, progress=False, warn=False)  # compiles
+        t0, c0 = time.perf_counter(), time.process_time()
+        sb.calibrate(post, progress=False)  # compiles the inner refits' optimiser
+        first = (time.perf_counter() - t0, time.process_time() - c0)
+        fits, cals = [], []
+        for r in range(args.reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            sb.fit(data, seed=r + 1, progress=False, warn=False)
+            fits.append((time.perf_counter() - t0, time.process_time() - c0))
+            t0, c0 = time.perf_counter(), time.process_time()
+            cal = sb.calibrate(post, progress=False)
+            cals.append((time.perf_counter() - t0, time.process_time() - c0))
+        fit_w, fit_c = np.median(fits, axis=0)
+        cal_w, cal_c = np.median(cals, axis=0)
+        out[name] = {
+            "fit_wall": round(float(fit_w), 3),
+            "fit_cpu": round(float(fit_c), 3),
+            "calibrate_wall": round(float(cal_w), 3),
+            "calibrate_cpu": round(float(cal_c), 3),
+            "calibrate_first_wall": round(first[0], 2),
+            "ratio_wall": round(float(cal_w / fit_w), 3),
+            "ratio_cpu": round(float(cal_c / fit_c), 3),
+            "lanes": cal.discrepancy.info.get("lanes"),
+        }
+    return {**out, "settings": "fit(data) defaults vs calibrate(post) defaults, alternated, median of warm calls"}
+
+
 def _gradient_floor(data, workers: int) -> dict:
     """What no vectorised NUTS can beat on this machine: the leapfrog steps one fit takes (warm-up included, counted
     on ``data`` with the sampler's own program) times the cost of the potential's gradient alone, vectorised over
@@ -727,6 +768,17 @@ def markdown(results: dict) -> str:
             f"overhead **{100 * po['overhead']:+.1f}%** ({100 * po['overhead_cpu']:+.1f}% cpu: "
             f"{po['on']['cpu'] - po['off']['cpu']:+.2f} s for the fit's reports); target < 2%.",
         ]
+    cc = c.get("calibration_cost")
+    if cc and "error" not in cc:
+        lines += ["", "## Calibration cost (issue 13: at most 3x one fit)", "", f"{cc['settings']}:", ""]
+        head = "| data | fit wall (s) | fit cpu (s) | calibrate wall (s) | calibrate cpu (s) | ratio wall | ratio cpu |"
+        lines += [head, "|---|---|---|---|---|---|---|"]
+        for name in ("chinchilla_epoch", "porian_isoflop"):
+            r = cc[name]
+            lines.append(
+                f"| {name} | {r['fit_wall']:.2f} | {r['fit_cpu']:.2f} | {r['calibrate_wall']:.2f} | "
+                f"{r['calibrate_cpu']:.2f} | **{r['ratio_wall']:.2f}x** | {r['ratio_cpu']:.2f}x |"
+            )
     lines += ["", "## Targets (issue #7)", ""] + _targets(c)
     return "\n".join(lines) + "\n"
 
