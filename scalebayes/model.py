@@ -40,7 +40,6 @@ from numpyro.distributions import constraints
 from .errors import ModelError, UnknownNameError
 from .laws import Law
 from .likelihood import NAMES as LIKELIHOODS
-from .priors import NU_MIN
 
 MODES = ("shared", "marginal", "partial", "centred", "free")
 #: Modes with a population (μ, τ) over families.
@@ -191,33 +190,12 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
     else:
         sigma = numpyro.sample("sigma", dist.HalfNormal(hyper["sigma"]))
     if spec.likelihood == "student_t":
-        nu = numpyro.sample("nu", ShiftedGamma(hyper["nu"][0], hyper["nu"][1]))
+        nu = numpyro.sample("nu", dist.Gamma(hyper["nu"][0], hyper["nu"][1]))
         lik = dist.StudentT(nu, mu, sigma)
     else:
         lik = dist.Normal(mu, sigma)
     with numpyro.handlers.mask(mask=mask > 0), numpyro.handlers.scale(scale=jnp.where(mask > 0, mask, 1.0)):
         numpyro.sample("obs", lik, obs=log_y)
-
-
-class ShiftedGamma(dist.Distribution):
-    """ν with ν − NU_MIN ~ Gamma(concentration, rate): the Student-t degrees of freedom (:mod:`scalebayes.priors`).
-    Written out because NumPyro infers a real support for an affinely shifted Gamma, which would let NUTS step to
-    ν ≤ 0."""
-
-    arg_constraints = {"concentration": constraints.positive, "rate": constraints.positive}
-    support = constraints.greater_than(NU_MIN)
-    reparametrized_params = ["concentration", "rate"]
-
-    def __init__(self, concentration, rate, *, validate_args=None):
-        self._gamma = dist.Gamma(concentration, rate)
-        self.concentration, self.rate = concentration, rate
-        super().__init__(batch_shape=self._gamma.batch_shape, validate_args=validate_args)
-
-    def sample(self, key, sample_shape=()):
-        return NU_MIN + self._gamma.sample(key, sample_shape)
-
-    def log_prob(self, value):
-        return self._gamma.log_prob(value - NU_MIN)
 
 
 def noise_params(spec: Spec, site: dict) -> dict[str, jnp.ndarray]:

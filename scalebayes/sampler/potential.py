@@ -18,7 +18,6 @@ from jax.scipy.special import gammaln
 
 from .. import likelihood
 from ..model import TAU_LOG_SD, Spec, family_latents, population_logpdf
-from ..priors import NU_MIN
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -29,8 +28,7 @@ class Site(NamedTuple):
     name: str
     shape: tuple[int, ...]
     offset: int
-    positive: bool  # sampled as log(value − lower) (HalfNormal/Gamma sites), else as the value itself
-    lower: float = 0.0  # lower bound of a positive site (ν's is NU_MIN)
+    positive: bool  # sampled as log(value) (HalfNormal/Gamma sites), else as the value itself
 
     @property
     def size(self) -> int:
@@ -55,7 +53,7 @@ def site_layout(spec: Spec) -> tuple[Site, ...]:
         named.append(("nu", (), True))
     out, off = [], 0
     for name, shape, pos in named:
-        s = Site(name, shape, off, pos, NU_MIN if name == "nu" else 0.0)
+        s = Site(name, shape, off, pos)
         out.append(s)
         off += s.size
     return tuple(out)
@@ -67,12 +65,11 @@ def n_dim(spec: Spec) -> int:
 
 
 def unflatten(spec: Spec, q: jnp.ndarray, constrain: bool = False) -> dict[str, jnp.ndarray]:
-    """Flat unconstrained vectors (..., D) → ``{site: (..., *shape)}``; ``constrain`` maps positive sites back
-    (lower + exp)."""
+    """Flat unconstrained vectors (..., D) → ``{site: (..., *shape)}``; ``constrain`` applies exp to positive sites."""
     out = {}
     for s in site_layout(spec):
         v = q[..., s.offset : s.offset + s.size].reshape(*q.shape[:-1], *s.shape)
-        out[s.name] = s.lower + jnp.exp(v) if (constrain and s.positive) else v
+        out[s.name] = jnp.exp(v) if (constrain and s.positive) else v
     return out
 
 
@@ -139,12 +136,11 @@ def make_potential(spec: Spec):
         sigma = jnp.exp(ls)
         lp = lp + jnp.sum(_halfnormal_lpdf(sigma, hyper["sigma"]) + ls)
         nu = jnp.inf
-        if spec.likelihood == "student_t":  # Gamma(a, b) prior on ν − NU_MIN, sampled as log(ν − NU_MIN)
+        if spec.likelihood == "student_t":  # Gamma(a, b) prior on ν, sampled as log ν
             ln = u["nu"]
-            excess = jnp.exp(ln)
-            nu = NU_MIN + excess
+            nu = jnp.exp(ln)
             a, b = hyper["nu"][0], hyper["nu"][1]
-            lp = lp + a * jnp.log(b) - gammaln(a) + (a - 1.0) * ln - b * excess + ln
+            lp = lp + a * jnp.log(b) - gammaln(a) + (a - 1.0) * ln - b * nu + ln
         per_run = (lambda v: v[fam]) if spec.noise == "family" else (lambda v: v)  # noqa: E731
         mu = _log_mean(spec, site, x, fam, hyper["centre"])
         ll = likelihood.logpdf_one_log(log_y, mu, per_run(sigma), nu, log_scale=per_run(ls))
@@ -169,7 +165,7 @@ def init_position(spec: Spec, hyper: dict, normals: jnp.ndarray, jitter: float, 
         elif n == "sigma":
             v = jnp.log(0.3 * hyper["sigma"]) + eps
         elif n == "nu":
-            v = math.log(10.0 - NU_MIN) + eps
+            v = math.log(10.0) + eps
         else:  # z_ (non-centred offsets)
             v = eps
         parts.append(jnp.reshape(v, (-1,)).astype(dtype))
