@@ -11,7 +11,7 @@ when called; call :func:`use_float64` yourself before other computations on arra
 
 from __future__ import annotations
 
-from . import baselines, datasets, errors, laws
+from . import baselines, datasets, downstream, errors, laws, scores
 from .backtesting import backtest
 from .batch import fit_many
 from .cache import enable_compilation_cache
@@ -37,6 +37,8 @@ __all__ = [
     "errors",
     "laws",
     "baselines",
+    "downstream",
+    "scores",
     "backtest",
     "calibrate",
     "compare",

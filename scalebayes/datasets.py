@@ -15,6 +15,7 @@ import pandas as pd
 
 from .data import ScalingData
 from .errors import DataError, UnknownNameError
+from .scores import BenchmarkScores, load_obsscaling, load_sloth_leaderboard
 
 
 def _path(name: str, file: str):
@@ -39,8 +40,10 @@ def available() -> tuple[str, ...]:
     return tuple(_LOADERS)
 
 
-def load(name: str, **options) -> ScalingData:
-    """Load a bundled dataset by name; see the ``load_<name>`` functions for each one's options."""
+def load(name: str, **options) -> ScalingData | BenchmarkScores:
+    """Load a bundled dataset by name; see the ``load_<name>`` functions for each one's options. Training-run
+    tables give a :class:`ScalingData`; benchmark-score tables (``obsscaling``, ``sloth_leaderboard``) a
+    :class:`~scalebayes.scores.BenchmarkScores`."""
     _check(name)
     return _LOADERS[name](**options)
 
@@ -181,11 +184,15 @@ _FILES = {
     "chinchilla_epoch": "svg_extracted_data.csv",
     "porian_isoflop": "isoflop_runs.csv",
     "datablations": "datablations_contour_losses.csv",
+    "obsscaling": "base_llm_benchmark_eval.csv",
+    "sloth_leaderboard": "data_v2.csv",
 }
 _LOADERS = {
     "chinchilla_epoch": load_chinchilla_epoch,
     "porian_isoflop": load_porian_isoflop,
     "datablations": load_datablations,
+    "obsscaling": load_obsscaling,
+    "sloth_leaderboard": load_sloth_leaderboard,
 }
 
 
