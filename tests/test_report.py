@@ -304,10 +304,10 @@ def test_excluded_rows_keep_text_family_labels_after_a_reload(tmp_path):
 
 def test_report_says_which_predictive_it_shows():
     plain = types.SimpleNamespace(calibrated=False)
-    cal = types.SimpleNamespace(calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.0123))
+    cal = types.SimpleNamespace(calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.0123, gamma=1.5))
     assert numbers.predictive_words(plain).startswith("parameters only")
     words = numbers.predictive_words(cal)
-    assert words.startswith("calibrated predictive") and "0.0123" in words
+    assert words.startswith("calibrated predictive") and "0.0123" in words and "γ ≈ 1.5" in words
 
 
 def test_misfit_box_names_the_trends():

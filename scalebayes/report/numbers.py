@@ -47,10 +47,11 @@ def loss_band(post, C, family: str | None, d: dict | None = None) -> np.ndarray:
 def predictive_words(post) -> str:
     """Which predictive the report's loss numbers show, in words."""
     if post.calibrated:
-        kappa = post.discrepancy.kappa
+        d = post.discrepancy
         return (
-            f"calibrated predictive: L* carries the model discrepancy learned from leave-largest-out refits "
-            f"(κ = {kappa:.3g} per unit of log distance beyond the fitted runs), as scalebayes predict/plan show it"
+            f"calibrated predictive: besides the parameters' uncertainty the loss carries the law's own error beyond "
+            f"the data, δ = κ·d^γ·z at distance d outside the fitted runs (κ ≈ {d.kappa:.3g}, γ ≈ {d.gamma:g}, "
+            "learned from leave-largest-out refits of these runs), as scalebayes predict/plan show it"
         )
     return (
         "parameters only: the posterior is not calibrated, so L* shows the parameters' uncertainty and no model "

@@ -634,14 +634,24 @@ def _extrapolation_figures(ctx: Context) -> list:
                 lambda: plots.one_input(post, factors, families=ctx.drawn),
                 "extrapolation bands",
                 "Black points are the runs; the shaded region is beyond the data and dashed lines mark the "
-                "extrapolation targets. The bands assume the law's form keeps holding there.",
+                "extrapolation targets. "
+                + (
+                    "The bands include the calibrated discrepancy beyond the data."
+                    if post.calibrated
+                    else "The bands assume the law's form keeps holding there."
+                ),
             )
         ]
     caption = (
         "Grey points are the runs"
         + (" of this family" if ctx.multi else "")
         + ": most were not trained compute-optimally, so they lie above the curve. The shaded region is beyond the "
-        "data. The bands assume the law's form keeps holding there, which the data cannot check."
+        "data. "
+        + (
+            "The bands include the calibrated discrepancy, the law's own error beyond the data."
+            if post.calibrated
+            else "The bands assume the law's form keeps holding there, which the data cannot check."
+        )
     )
 
     def one(f: str) -> Figure:
@@ -690,21 +700,7 @@ def extrapolation(ctx: Context) -> Section:
         "How fast the uncertainty grows: the width of the 90% credible band as a percentage of its median, from the "
         "smallest run in the data to the furthest target (grey: the data's range; dashed: targets).",
     )
-    which = Para(
-        Html(
-            "These bands and the table below show the parameters' uncertainty only (the law's form taken as right "
-            "out there). "
-        )
-        + (
-            h(
-                "The headline and the plan table use the calibrated predictive, wider beyond the data (κ = {}).",
-                f"{ctx.post.discrepancy.kappa:.3g}",
-            )
-            if ctx.post.calibrated
-            else Html("The posterior is not calibrated: nothing here allows for the law's error beyond the data.")
-        ),
-        "note",
-    )
+    which = Para(h("Bands and table: {}.", numbers.predictive_words(ctx.post)), "note")
     blocks = [Para(intro), which, *_extrapolation_figures(ctx), width]
     blocks += ctx.guarded("extrapolation table", lambda: [_extrapolation_table(ctx)])
     return Section("extrapolation", "5. Extrapolation", "Extrapolation", blocks)
