@@ -166,17 +166,19 @@ def _finish(df: pd.DataFrame, benchmarks, name: str, corrections: pd.DataFrame, 
     return BenchmarkScores(data.frame, data.benchmarks, name, gone, corrections)
 
 
-#: obsscaling (Ruan et al. 2024) column -> benchmark name here.
-OBSSCALING_COLUMNS = {
-    "MMLU": "mmlu",
-    "ARC-C": "arc_c",
-    "HellaSwag": "hellaswag",
-    "Winograd": "winogrande",
-    "TruthfulQA": "truthfulqa",
-    "GSM8K": "gsm8k",
-    "XWinograd": "xwinograd",
-    "HumanEval": "humaneval",
+#: Each benchmark's column in the obsscaling table and in Sloth's (by our name).
+_BENCHMARK_COLUMNS = {
+    "mmlu": ("MMLU", "MMLU"),
+    "arc_c": ("ARC-C", "ARC"),
+    "hellaswag": ("HellaSwag", "HellaSwag"),
+    "winogrande": ("Winograd", "Winogrande"),
+    "truthfulqa": ("TruthfulQA", "TruthfulQA"),
+    "gsm8k": ("GSM8K", "GSM8K"),
+    "xwinograd": ("XWinograd", "XWinograd"),
+    "humaneval": ("HumanEval", "HumanEval"),
 }
+#: obsscaling (Ruan et al. 2024) column -> benchmark name here.
+OBSSCALING_COLUMNS = {table: name for name, (table, _) in _BENCHMARK_COLUMNS.items()}
 #: Metadata errors of the obsscaling main table (its SOURCE.md, caveats): (model, column) -> (file, used, why).
 OBSSCALING_FIXES = {
     ("cerebras/btlm-3b-8k-base", "D"): (627.0, 0.627, "627B tokens stored as 627 T (unit error)"),
@@ -219,16 +221,7 @@ def load_obsscaling(*, moe: str = "exclude") -> BenchmarkScores:
     return _finish(df, OBSSCALING_COLUMNS.values(), "obsscaling", corrections, drop if moe == "exclude" else {})
 
 
-SLOTH_COLUMNS = {
-    "MMLU": "mmlu",
-    "ARC": "arc_c",
-    "HellaSwag": "hellaswag",
-    "Winogrande": "winogrande",
-    "TruthfulQA": "truthfulqa",
-    "GSM8K": "gsm8k",
-    "XWinograd": "xwinograd",
-    "HumanEval": "humaneval",
-}
+SLOTH_COLUMNS = {table: name for name, (_, table) in _BENCHMARK_COLUMNS.items()}
 #: Metadata errors of Sloth's data_v2.csv (its SOURCE.md, caveats).
 SLOTH_FIXES = {
     ("stablelm-2-1_6b", "N"): (6.0, 1.6, "name parsed as 6B; the model has 1.6B parameters"),
