@@ -128,7 +128,7 @@ def test_fit_report_has_every_section_and_image(fitted):
     assert "10×" in secs["extrapolation"]["text"] and "100×" in secs["extrapolation"]["text"]
     # which predictive the numbers show: the fit was calibrated (the default)
     assert "L* in the table: calibrated predictive" in secs["plan"]["text"]
-    assert "use the calibrated predictive" in secs["extrapolation"]["text"]
+    assert "Bands and table: calibrated predictive" in secs["extrapolation"]["text"]
     # the command that produced it, for reproduction
     assert "scalebayes fit" in secs["about"]["text"] and "--draws 1000" in secs["about"]["text"]
 
