@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -832,8 +831,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.render:
         md = markdown(json.loads((OUT / "results.json").read_text()))
-        (OUT / "results.md").write_text(md)
-        shutil.copyfile(OUT / "results.md", HERE / "RESULTS.md")
+        _write_results(md)
         print(md)
         return
     args.passthrough = [
@@ -875,9 +873,22 @@ def main(argv=None):
         print(f"[bench] {name}: {json.dumps(results['cases'][name])[:400]}", flush=True)
         path.write_text(json.dumps(results, indent=2))
     md = markdown(results)
-    (OUT / "results.md").write_text(md)
-    shutil.copyfile(OUT / "results.md", HERE / "RESULTS.md")
+    _write_results(md)
     print(md)
+
+
+#: Text below this line of ``benchmarks/RESULTS.md`` (analyses, A/B tables run outside this driver) is kept.
+MARKER = "<!-- generated tables end; text below is kept by run.py -->"
+
+
+def _write_results(md: str) -> None:
+    """``output/results.md`` and ``RESULTS.md``: the generated tables, then whatever ``RESULTS.md`` held below
+    :data:`MARKER`."""
+    (OUT / "results.md").write_text(md)
+    path = HERE / "RESULTS.md"
+    old = path.read_text() if path.exists() else ""
+    kept = old.split(MARKER, 1)[1] if MARKER in old else "\n"
+    path.write_text(md.rstrip("\n") + "\n\n" + MARKER + kept)
 
 
 if __name__ == "__main__":
