@@ -67,8 +67,8 @@ def test_calibrate_leaves_out_failed_inner_refits(chinchilla_post, monkeypatch):
     real = formerror.refit_subsets
     seen = {}
 
-    def first_fails(data, law, weights, starts):
-        params, ok = real(data, law, weights, starts)
+    def first_fails(data, law, weights, starts, **kw):
+        params, ok = real(data, law, weights, starts, **kw)
         seen["lanes"] = len(ok)
         ok = ok.copy()
         ok[0] = False
@@ -83,7 +83,9 @@ def test_calibrate_leaves_out_failed_inner_refits(chinchilla_post, monkeypatch):
     assert [s["fraction"] for s in info["splits"]] == [0.35] and info["n_heldout"] == 84  # 35% of 240 runs
     assert not chinchilla_post.calibrated and cal.calibrated
     # no usable refit at all: the prior alone, said loudly, never errors learned from failed fits
-    monkeypatch.setattr(formerror, "refit_subsets", lambda d, lw, w, s: (real(d, lw, w, s)[0], np.zeros(len(w), bool)))
+    monkeypatch.setattr(
+        formerror, "refit_subsets", lambda d, lw, w, s, **kw: (real(d, lw, w, s, **kw)[0], np.zeros(len(w), bool))
+    )
     with pytest.warns(CalibrationWarning) as record:
         cal = sb.calibrate(chinchilla_post, fractions=(0.25,), split="compute", bootstrap=4)
     said = " ".join(str(w.message) for w in record)
