@@ -20,7 +20,8 @@ Cases (``--cases`` takes a comma-separated list of these names):
 ``sim2 sim3 sim5 sim20 sim50``
     Simulated Chinchilla-law families (see :func:`simulate`); a new design and new family parameters per seed.
 ``porian8``
-    ``sb.datasets.load("porian_isoflop", param_count="standard", split="val")``: 8 training setups, 565 runs.
+    ``sb.datasets.load("porian_isoflop", param_count="standard", split="val")``: 8 training setups, all 940 runs
+    (the walls of the isoFLOP valleys included; case_studies/porian_isoflop fits the 565 valley runs).
 ``porian2 porian3``
     Every 2-family (28) and 3-family (56) subset of porian's 8 setups; ``--quick`` (or ``--subsets K``) takes K
     of them, drawn once with a fixed generator so reruns pick the same subsets.

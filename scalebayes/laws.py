@@ -133,6 +133,11 @@ class Law:
             describe the law by its inputs and parameters.
         meanings: parameter or derived quantity -> what it means in words, for reports (:meth:`meaning`).
         reference_points: published estimates to mark beside a posterior (see :class:`ReferencePoint`).
+        per_run: optional faster form of ``log_mean`` for many runs that share a few parameter sets (the
+            sampler's families), ``(prepare, evaluate)``: ``prepare(params)`` computes, once per family, whatever
+            ``log_mean`` would recompute per run (logs of amplitudes, ...), ``evaluate(prepared, log_inputs)``
+            gives log L from those values gathered per run; ``evaluate(prepare(p), x)`` equals
+            ``log_mean(p, x)`` to rounding. Default: ``prepare`` the identity and ``evaluate`` = ``log_mean``.
     """
 
     name: str
@@ -150,6 +155,7 @@ class Law:
     formula: str = ""
     meanings: Mapping[str, str] = field(default_factory=dict)
     reference_points: tuple[ReferencePoint, ...] = ()
+    per_run: tuple[Callable[[Mapping[str, Array]], dict[str, Array]], Callable] | None = None
 
     def __post_init__(self):
         if self.constraints is None:
@@ -165,6 +171,8 @@ class Law:
             object.__setattr__(self, "to_params", _default_to_params(self.params))
         if self.from_params is None:
             object.__setattr__(self, "from_params", _default_from_params(self.params))
+        if self.per_run is None:
+            object.__setattr__(self, "per_run", (dict, self.log_mean))
         bad = [i for i in self.inputs if i not in ("N", "D", "C", "U")]
         if bad:
             raise ModelError(f"law {self.name!r}: unknown inputs {bad}; use N, D, C or U")
@@ -251,6 +259,22 @@ def _chinchilla_log_mean(p, x):
     return logsumexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * x["N"], jnp.log(p["B"]) - p["beta"] * x["D"])
 
 
+def _chinchilla_prepare(p):
+    return {
+        "log_E": jnp.log(p["E"]),
+        "log_A": jnp.log(p["A"]),
+        "alpha": p["alpha"],
+        "log_B": jnp.log(p["B"]),
+        "beta": p["beta"],
+    }
+
+
+def _chinchilla_evaluate(k, x):
+    # _chinchilla_log_mean from log E, log A, log B gathered per run: no log of E, A, B per run (the float64 exp/log
+    # per run are most of the sampler's gradient).
+    return logsumexp(k["log_E"], k["log_A"] - k["alpha"] * x["N"], k["log_B"] - k["beta"] * x["D"])
+
+
 def _chinchilla_to_params(z, centre):
     # log_A_c is log of the N-term at the data's geometric-mean N: A·N̄^-α. Sampling it instead of log A removes
     # the near-linear ridge between log A and α (log A = log A_c + α·log N̄, with log N̄ ≈ 20).
@@ -321,6 +345,7 @@ chinchilla = Law(
     params=("E", "A", "B", "alpha", "beta"),
     inputs=("N", "D"),
     log_mean=_chinchilla_log_mean,
+    per_run=(_chinchilla_prepare, _chinchilla_evaluate),
     latents=("log_E", "log_A_c", "log_B_c", "log_alpha", "log_beta"),
     to_params=_chinchilla_to_params,
     from_params=_chinchilla_from_params,

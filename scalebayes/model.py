@@ -236,20 +236,18 @@ def _grid_terms(theta, loc, scale, tau_median):
     g, h = tau_grid(F)
     loc, scale = jnp.asarray(loc)[..., None], jnp.asarray(scale)[..., None]
     log_tau = jnp.log(jnp.asarray(tau_median))[..., None] + TAU_LOG_SD * g
+    # Per node, what does not depend on θ (computed once per gradient, not once per chain, as the sampler's
+    # chains share the hyper-parameters), so that θ enters through two multiply-adds and the logsumexp's exp.
     a = jnp.exp(2.0 * log_tau)
     ab = a + F * scale * scale
+    log_w = -0.5 * g * g - 0.5 * math.log(2.0 * math.pi) + math.log(h)  # Normal(0, 1) density of g, times h
+    base = log_w - 0.5 * F * math.log(2.0 * math.pi) - (F - 1) * log_tau - 0.5 * jnp.log(ab)
+    # The barrier keeps XLA from fusing these into the per-chain loop (it would redo the exp and log per chain).
+    base, c_ss, c_bar = jax.lax.optimization_barrier((base, 0.5 / a, 0.5 * F / ab))
     d = theta - loc
     dbar = jnp.mean(d, axis=-1, keepdims=True)
     ss = jnp.sum((d - dbar) ** 2, axis=-1, keepdims=True)
-    log_n = (
-        -0.5 * F * math.log(2.0 * math.pi)
-        - (F - 1) * log_tau
-        - 0.5 * jnp.log(ab)
-        - 0.5 * ss / a
-        - 0.5 * F * dbar * dbar / ab
-    )
-    log_w = -0.5 * g * g - 0.5 * math.log(2.0 * math.pi) + math.log(h)  # Normal(0, 1) density of g, times h
-    return log_w + log_n, log_tau
+    return base - ss * c_ss - (dbar * dbar) * c_bar, log_tau
 
 
 def population_logpdf(theta, loc, scale, tau_median):

@@ -151,6 +151,20 @@ def test_log_mean_matches_published_formula(name):
 
 
 @pytest.mark.parametrize("name", sorted(TRUTH))
+def test_per_run_form_equals_log_mean(name):
+    # The sampler evaluates laws through per_run (prepare once per family, evaluate per run); both are closed
+    # forms in float64, so 1e-12 on log L allows only rounding.
+    law = laws.get(name)
+    rng = np.random.default_rng(1)
+    N = 10 ** rng.uniform(6, 11, 40)
+    D = N * 10 ** rng.uniform(-0.5, 3, 40)
+    x = {"N": np.log(N), "D": np.log(D), "C": np.log(6 * N * D), "U": np.log(D / 10 ** rng.uniform(-0.5, 2.5, 40))}
+    p = {k: jnp.asarray(v) for k, v in TRUTH[name].items()}
+    prepare, evaluate = law.per_run
+    np.testing.assert_allclose(evaluate(prepare(p), x), law.log_mean(p, x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(TRUTH))
 def test_latents_round_trip(name):
     law = laws.get(name)
     centre = {"N": np.log(3e8), "D": np.log(6e9), "C": np.log(1.1e19), "U": np.log(1e9)}

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.scipy.special import gammaln
 
 from .. import likelihood
@@ -115,12 +116,15 @@ def _prior(spec: Spec, u: dict, hyper: dict):
 
 
 def _log_mean(spec: Spec, site: dict, x, fam, centre):
-    """The law's log loss per run: parameters computed once (all shared) or once per family and gathered."""
+    """The law's log loss per run: parameters (and the law's ``per_run`` preparation of them, e.g. their logs)
+    computed once (all shared) or once per family and gathered."""
     law = spec.law
+    prepare, evaluate = law.per_run
     if all(m == "shared" for m in spec.modes):
-        return law.log_mean(law.to_params({z: site[z] for z in spec.latents}, centre), x)
+        return evaluate(lax.optimization_barrier(prepare(law.to_params({z: site[z] for z in spec.latents}, centre))), x)
     lat = family_latents(spec, site, spec.n_families)
-    return law.log_mean({k: v[fam] for k, v in law.to_params(lat, centre).items()}, x)
+    k = lax.optimization_barrier(prepare(law.to_params(lat, centre)))
+    return evaluate({n: v[fam] for n, v in k.items()}, x)
 
 
 def make_potential(spec: Spec):
