@@ -44,6 +44,7 @@ from .discrepancy import distances, fitted_regions
 from .errors import ModelError, UnknownNameError
 from .formerror import KAPPA_PRIOR
 from .holdout import SPLIT_COLUMN, fit_padded, holdout_mask
+from .likelihood import robust_sd
 from .padding import pad_size
 from .predict import log_mean_draws
 from .predictive import LogPredictive, for_frame
@@ -94,7 +95,7 @@ def huber_predictive(train: ScalingData, frame: pd.DataFrame, law, *, bootstrap:
         tr = train.subset(np.asarray(train.frame["family"] == f)) if f in train.families else train
         hf = fit_huber(tr, law, bootstrap=B, seed=seed, **huber_kwargs)
         resid = np.log(tr.loss) - _huber_point_log(hf, law, tr.frame)
-        s = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+        s = robust_sd(resid)
         draws = hf.bootstrap_draws
         rows = draws[list(law.params)].to_numpy(float)
         ok = np.all(np.isfinite(rows) & (rows > 0), axis=1)

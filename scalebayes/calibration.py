@@ -51,7 +51,7 @@ def inner_errors(
     """The inner splits of ``post``'s runs (:func:`scalebayes.formerror.split_errors`), each family's refits
     started at its posterior medians. Returns the splits and a report (lanes, lanes left out and why, noise)."""
     seed = int(post.meta.get("seed", 0)) if seed is None else int(seed)
-    starts = {f: {k: float(np.median(v)) for k, v in post.param_draws(f).items()} for f in post.families}
+    starts = {f: post.param_medians(f) for f in post.families}
     return split_errors(post.data, post.law, starts, fractions=fractions, split=split, bootstrap=bootstrap, seed=seed)
 
 

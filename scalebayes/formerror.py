@@ -43,6 +43,8 @@ from scipy.special import logsumexp
 from .baselines import refit_subsets
 from .discrepancy import distances, fitted_regions
 from .holdout import SPLIT_COLUMN, holdout_mask
+from .likelihood import robust_sd
+from .predict import log_mean_draws
 
 #: Inner hold-out fractions: the largest 10-40% of the runs, so the errors are seen at several distances.
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
@@ -175,14 +177,13 @@ def huber_threshold(data, law, starts: dict[str, dict[str, float]]) -> float:
     r = np.concatenate(
         [np.log(data.loss[fam == f]) - _log_predict(law, [p], data.frame.loc[fam == f])[0] for f, p in starts.items()]
     )
-    return float(max(1.345 * 1.4826 * np.median(np.abs(r - np.median(r))), 1e-4))
+    return max(1.345 * robust_sd(r), 1e-4)
 
 
 def _log_predict(law, params: list[dict], frame: pd.DataFrame) -> np.ndarray:
     """The law's log mean loss at the rows of ``frame`` for each of L sets of published parameters, (L, rows)."""
-    log_x = {k: jnp.log(jnp.asarray(frame[k].to_numpy(dtype=float)))[None, :] for k in law.inputs}
-    p = {k: jnp.asarray([q[k] for q in params])[:, None] for k in params[0]}
-    return np.asarray(law.log_mean(p, log_x))
+    log_x = {k: jnp.log(jnp.asarray(frame[k].to_numpy(dtype=float))) for k in law.inputs}
+    return np.asarray(log_mean_draws(law, {k: jnp.asarray([q[k] for q in params]) for k in params[0]}, log_x))
 
 
 def split_loglik(e: SplitErrors) -> np.ndarray:

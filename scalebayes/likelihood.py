@@ -14,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammaln
 
 NAMES = ("student_t", "normal")
@@ -87,3 +88,9 @@ def logpdf_one_log(y, loc, scale, nu, log_scale=None):
     c = nu * s2
     const = gammaln(0.5 * (nu + 1.0)) - gammaln(0.5 * nu) - 0.5 * (jnp.log(nu) + _LOG_PI)
     return -0.5 * (nu + 1.0) * (jnp.log(c + d * d) - jnp.log(c)) + const - log_scale
+
+
+def robust_sd(r) -> float:
+    """1.4826·MAD of residuals ``r`` (nats of log loss): their s.d. under Normal noise, unmoved by a few outliers."""
+    r = np.asarray(r, float)
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))

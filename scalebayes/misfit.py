@@ -28,6 +28,8 @@ import pandas as pd
 from scipy.stats import kruskal
 
 from .errors import MisfitWarning
+from .likelihood import robust_sd
+from .predict import log_mean_draws
 
 #: Quantile bins per input.
 BINS = 5
@@ -70,9 +72,9 @@ def fitted_log_loss(post) -> np.ndarray:
     out = np.empty(len(frame))
     for f in post.families:
         m = fam == f
-        p = {k: jnp.median(v) for k, v in post.param_draws(f).items()}
+        p = {k: jnp.asarray([v]) for k, v in post.param_medians(f).items()}
         x = {k: jnp.log(jnp.asarray(frame.loc[m, k].to_numpy(dtype=float))) for k in law.inputs}
-        out[m] = np.asarray(law.log_mean(p, x))
+        out[m] = np.asarray(log_mean_draws(law, p, x))[0]
     return out
 
 
@@ -94,7 +96,7 @@ def check(post) -> Misfit:
     """The residual checks (module docstring) of a :class:`~scalebayes.posterior.Posterior`."""
     frame = post.data.frame
     r = np.log(post.data.loss) - fitted_log_loss(post)
-    floor = max(MIN_EFFECT, 0.5 * 1.4826 * float(np.median(np.abs(r - np.median(r)))))
+    floor = max(MIN_EFFECT, 0.5 * robust_sd(r))
     rows = []
     for col in ("N", "D", "C"):
         if col in frame and frame[col].nunique() >= BINS:

@@ -169,6 +169,10 @@ class Posterior:
         lat, _ = self._latent_draws(family, seed=seed)
         return self.law.to_params(lat, {k: jnp.asarray(v) for k, v in self.centre.items()})
 
+    def param_medians(self, family: str | None = None) -> dict[str, float]:
+        """Posterior medians of the published parameters of ``family`` (as :meth:`param_draws`)."""
+        return {k: float(np.median(v)) for k, v in self.param_draws(family).items()}
+
     def resolve_family(self, family: str | None) -> str | None:
         """The fitted family a question is about: ``family`` itself when fitted; for None, the only family of a
         one-family fit, else None (a *new* family drawn from the population). Any other name raises
