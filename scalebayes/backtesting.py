@@ -368,10 +368,20 @@ def _calibrated(fitted, calibration, details, predictives, *, quantiles, seed: i
         disc = learn(post, splits, report, prior=prior, seed=seed)
         details.setdefault("kappa", {})[key] = disc.kappa
         details.setdefault("calibration", {})[key] = disc.info
-        extra = pred.with_extra_sd(disc.at_distance(fr["distance"].to_numpy(), pred.log_mu.shape[0]))
+        extra = pred.with_extra_sd(_extra_sd(disc, fr, pred.log_mu.shape[0]))
         parts.append(score(extra, fr, quantiles=quantiles, seed=seed))
         predictives[key]["inner"] = inner[key][0]
     return parts
+
+
+def _extra_sd(disc, fr, n_draws: int) -> np.ndarray:
+    """s.d. of δ (n_draws, rows of ``fr``) at each held-out run's distance, with its own family's (κ, γ)."""
+    fam = fr["family"].astype(str).to_numpy()
+    out = np.zeros((n_draws, len(fr)))
+    for f in np.unique(fam):
+        m = fam == f
+        out[:, m] = disc.at_distance(fr["distance"].to_numpy()[m], n_draws, f)
+    return out
 
 
 def _config(data, law, test, split, holdout_fraction, quantiles, per_family, extrapolation, seed, fit_kwargs) -> dict:

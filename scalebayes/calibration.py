@@ -3,8 +3,9 @@
 The law's extrapolation errors are measured on inner leave-largest-out splits of the fitted runs (by compute C and
 by parameters N, holding out the largest 10-40%), with each family's law refitted by Huber point fits (and their
 bootstrap resamples) on the rest; a grid posterior of the discrepancy's scale κ and growth γ follows, from a prior
-updated by those errors (:mod:`scalebayes.formerror`). The calibrated copy of the posterior stores draws of (κ, γ),
-and every prediction from it adds δ = κ_s·d^γ_s·z_s to posterior draw s (:mod:`scalebayes.discrepancy`).
+updated by those errors, per family and partially pooled when there are several (:mod:`scalebayes.formerror`).
+The calibrated copy of the posterior stores draws of (κ, γ), and every prediction from it adds δ = κ_s·d^γ_s·z_s
+to posterior draw s (:mod:`scalebayes.discrepancy`).
 
 Why both directions: a user's query (a bigger N at fixed D, a longer run, a larger budget) need not follow the
 direction of one kind of split. Why several fractions: the errors are then seen at several distances, which is what
@@ -29,7 +30,7 @@ from .formerror import (
     DEFAULT_FRACTIONS,
     DEFAULT_SPLITS,
     KAPPA_PRIOR,
-    KappaPosterior,
+    FamilyKappas,
     SplitErrors,
     split_errors,
 )
@@ -38,6 +39,8 @@ from .progress import Steps
 
 #: (κ, γ) draws stored with a calibrated posterior; posterior draw s uses pair s mod this.
 N_SCALE_DRAWS = 4000
+#: (κ, γ) draws stored per fitted family when there are several (a 50-family fit stores 100,000 numbers).
+N_FAMILY_DRAWS = 1000
 
 
 def inner_errors(
@@ -73,14 +76,27 @@ def learn(
             CalibrationWarning,
             stacklevel=3,
         )
-    kp = KappaPosterior.learn(splits, prior=prior)
+    fk = FamilyKappas.learn(splits, prior=prior)
+    fams = [str(f) for f in post.families]
+    # one family: its own posterior is the default; several: the default is a new family's (the population's)
+    kp = fk.families.get(fams[0], fk.new) if len(fams) == 1 else fk.new
     kappa, gamma = kp.draws(N_SCALE_DRAWS, seed=seed)
+    own = {} if len(fams) == 1 else {f: fk.families.get(f, fk.new) for f in fams}
+    family_draws = {f: _rounded(k.draws(N_FAMILY_DRAWS, seed=seed + 1 + i)) for i, (f, k) in enumerate(own.items())}
     info = {
         "method": "inner Huber point refits with bootstrap (scalebayes.formerror)",
         "prior_log_kappa": list(prior),
         "splits": [e.info for e in splits],
         "n_heldout": int(sum(len(e.residual) for e in splits)),
         "prior_only": not splits,
+        "families": {
+            f: {
+                "kappa_median": float(np.median(d["kappa"])),
+                "gamma_mode": _mode(d["gamma"]),
+                "own_splits": f in fk.families,
+            }
+            for f, d in family_draws.items()
+        },
         **{k: v for k, v in report.items() if k != "reason"},
     }
     return Discrepancy(
@@ -90,7 +106,19 @@ def learn(
         gamma=kp.mode()[1],
         kappa_draws=kappa.tolist(),
         gamma_draws=gamma.tolist(),
+        family_draws=family_draws,
     )
+
+
+def _rounded(draws: tuple[np.ndarray, np.ndarray]) -> dict[str, list[float]]:
+    """(κ, γ) draws as lists for storage, κ to 6 significant digits (the posterior's own resolution is ~1%)."""
+    kappa, gamma = draws
+    return {"kappa": [float(f"{v:.6g}") for v in kappa], "gamma": [float(v) for v in gamma]}
+
+
+def _mode(values) -> float:
+    v, n = np.unique(np.asarray(values, float), return_counts=True)
+    return float(v[np.argmax(n)])
 
 
 def calibrate(

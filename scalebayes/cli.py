@@ -646,7 +646,12 @@ def _calibrate(con: _Console, post):
             f"not calibrated ({_error_line(e)}); predict, plan and the report show the parameters' uncertainty only"
         )
         return post
-    kappa = f" (κ ≈ {_fmt(cal.discrepancy.kappa, 3)}, γ ≈ {_fmt(cal.discrepancy.gamma, 2)})" if cal.calibrated else ""
+    d = cal.discrepancy
+    fams = [v["kappa_median"] for v in (d.info.get("families") or {}).values()]
+    if fams:  # several families: each its own κ (partially pooled)
+        kappa = f" (κ per family {_fmt(min(fams), 3)} to {_fmt(max(fams), 3)}; a new family's {_fmt(d.kappa, 3)})"
+    else:
+        kappa = f" (κ ≈ {_fmt(d.kappa, 3)}, γ ≈ {_fmt(d.gamma, 2)})"
     con.status(f"calibrated in {time.perf_counter() - t0:.1f} s{kappa}")
     return cal
 

@@ -166,7 +166,11 @@ class Discrepancy:
         info: how (κ, γ) were learned (inner splits, lanes left out, prior, held-out runs).
         gamma: the most probable growth exponent γ, for display.
         kappa_draws, gamma_draws: draws of (κ, γ) from their posterior (equal lengths); posterior draw s uses pair
-            s mod their length. Empty: κ fixed at ``kappa`` and γ at ``gamma`` (files of earlier versions).
+            s mod their length. Empty: κ fixed at ``kappa`` and γ at ``gamma`` (files of earlier versions). With
+            several fitted families these are a *new* family's (the population's), and ``family_draws`` holds each
+            fitted family's own.
+        family_draws: per fitted family, ``{"kappa": [...], "gamma": [...]}``, its own (partially pooled) draws of
+            (κ, γ) (:class:`scalebayes.formerror.FamilyKappas`); empty for one family (``kappa_draws`` are its own).
     """
 
     kappa: float
@@ -175,17 +179,21 @@ class Discrepancy:
     gamma: float = 1.0
     kappa_draws: list[float] = field(default_factory=list)
     gamma_draws: list[float] = field(default_factory=list)
+    family_draws: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def scales(self, n_draws: int) -> tuple[np.ndarray, np.ndarray]:
-        """(κ_s, γ_s) for posterior draws s = 0 … n_draws − 1, each (n_draws,)."""
-        if not self.kappa_draws:
+    def scales(self, n_draws: int, family: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(κ_s, γ_s) of ``family`` (None or a name without draws of its own: a new family) for posterior draws
+        s = 0 … n_draws − 1, each (n_draws,)."""
+        own = self.family_draws.get(family) if family is not None else None
+        kappa, gamma = (own["kappa"], own["gamma"]) if own else (self.kappa_draws, self.gamma_draws)
+        if not kappa:
             return np.full(n_draws, float(self.kappa)), np.full(n_draws, float(self.gamma))
-        i = np.arange(n_draws) % len(self.kappa_draws)
-        return np.asarray(self.kappa_draws, float)[i], np.asarray(self.gamma_draws, float)[i]
+        i = np.arange(n_draws) % len(kappa)
+        return np.asarray(kappa, float)[i], np.asarray(gamma, float)[i]
 
-    def at_distance(self, d: np.ndarray, n_draws: int) -> np.ndarray:
-        """s.d. of δ (nats of log loss), (n_draws, P), at distances ``d`` (P,) (nats of log input)."""
-        k, g = self.scales(n_draws)
+    def at_distance(self, d: np.ndarray, n_draws: int, family: str | None = None) -> np.ndarray:
+        """s.d. of δ (nats of log loss), (n_draws, P), at distances ``d`` (P,) (nats of log input) for ``family``."""
+        k, g = self.scales(n_draws, family)
         return k[:, None] * np.asarray(grown(np.asarray(d, float)[None, :], g[:, None]))
 
     def sd(self, log_x: Mapping[str, np.ndarray], n_draws: int, family: str | None = None) -> np.ndarray:
@@ -194,7 +202,7 @@ class Discrepancy:
         A, b = facets(self.regions, family)
         inputs = next(iter(self.regions.values()))["inputs"]
         X = np.column_stack([np.atleast_1d(np.asarray(log_x[k], float)) for k in inputs])
-        return self.at_distance(np.asarray(facet_distance(A, b, X)), n_draws)
+        return self.at_distance(np.asarray(facet_distance(A, b, X)), n_draws, family)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -211,6 +219,10 @@ class Discrepancy:
             gamma=float(d.get("gamma", 1.0)),
             kappa_draws=[float(v) for v in d.get("kappa_draws", [])],
             gamma_draws=[float(v) for v in d.get("gamma_draws", [])],
+            family_draws={
+                str(f): {k: [float(v) for v in fd[k]] for k in ("kappa", "gamma")}
+                for f, fd in d.get("family_draws", {}).items()
+            },
         )
 
 

@@ -11,7 +11,8 @@ refit is repeated on bootstrap resamples of its runs (in the same vmapped call),
 so its own parameter error is measured and not mistaken for form error. A lane whose optimisation did not converge
 is left out and reported, never used silently.
 
-Model of one split's residuals (its P held-out runs share one refitted curve, so their errors are correlated):
+Model of one split's residuals (one split per direction, fraction and family: its P held-out runs share one
+refitted curve, so their errors are correlated):
 
     r ~ Normal(0, s²·I + diag(b) + κ²·[ρ·v·vᵀ + (1 − ρ)·diag(v²)]),   v_i = d_i^γ,
 
@@ -28,6 +29,11 @@ Posterior on a grid. log κ ~ Normal(prior), by default :data:`KAPPA_PRIOR`, lea
 uniform on their grids. The user's own splits update it; few
 or uninformative splits leave it near the prior, so κ is never plugged in from four refits. Prediction draws (κ, γ)
 pairs from this posterior, one per posterior draw (:meth:`KappaPosterior.draws`), which integrates κ's uncertainty.
+
+Several families. Each fitted family gets its own (κ, γ), partially pooled (:class:`FamilyKappas`): the law may fit
+one family's data far worse than another's (porian_isoflop's families with untuned hyperparameters have κ ~10x the
+others'), and one κ for all would widen every family's intervals by the worst family's error. A new family takes κ
+from the families' population.
 """
 
 from __future__ import annotations
@@ -140,7 +146,7 @@ def split_errors(
     delta = huber_threshold(data, law, starts)
     lane_starts = [starts[ln.family] for ln in lanes for _ in range(B + 1)]
     params, ok = refit_subsets(data, law, _weights(lanes, B, seed), lane_starts, delta=delta)
-    parts: dict[int, list] = {}
+    parts: dict[tuple[int, str], tuple] = {}
     train_r, left_out = [], []
     for j, lane in enumerate(lanes):
         direction, f, test = plan[lane.split]
@@ -155,15 +161,19 @@ def split_errors(
         held = test[m]
         sub = data.frame.loc[m & test]
         d = distances(fitted_regions(data.subset(lane.train), law), sub, law)
-        parts.setdefault(lane.split, []).append(
-            (log_y[m & test] - pred[0, held], d, pred[1:, held].var(axis=0, ddof=1), sub.index.to_numpy())
+        # one split per (direction, fraction, family): each family's held-out runs share one refitted curve
+        parts[(lane.split, lane.family)] = (
+            log_y[m & test] - pred[0, held],
+            d,
+            pred[1:, held].var(axis=0, ddof=1),
+            sub.index.to_numpy(),
         )
     s = float(np.sqrt(np.mean(np.concatenate(train_r) ** 2))) if train_r else np.nan
     out = []
-    for p, items in parts.items():
+    for (p, family), (r, d, v, rows) in parts.items():
         direction, f, test = plan[p]
-        r, d, v, rows = (np.concatenate(x) for x in zip(*items, strict=True))
-        info = {"split": direction, "fraction": f, "n_train": int((~test).sum()), "n_test": int(test.sum())}
+        n_train = int((~test & (fam == family)).sum())
+        info = {"split": direction, "fraction": f, "family": family, "n_train": n_train, "n_test": len(r)}
         out.append(SplitErrors(r, d, v, s, rows, info))
     return out, {"lanes": len(lanes), "left_out": left_out, "noise": s, "huber_delta": delta}
 
@@ -184,6 +194,25 @@ def _log_predict(law, params: list[dict], frame: pd.DataFrame) -> np.ndarray:
     """The law's log mean loss at the rows of ``frame`` for each of L sets of published parameters, (L, rows)."""
     log_x = {k: jnp.log(jnp.asarray(frame[k].to_numpy(dtype=float))) for k in law.inputs}
     return np.asarray(log_mean_draws(law, {k: jnp.asarray([q[k] for q in params]) for k in params[0]}, log_x))
+
+
+def _usable(splits: Sequence[SplitErrors]) -> list[SplitErrors]:
+    return [e for e in splits if np.isfinite(e.noise) and e.noise > 0]
+
+
+def tempered_loglik(splits: Sequence[SplitErrors]) -> np.ndarray | float:
+    """Σ :func:`split_loglik` over ``splits``, tempered by distinct held-out runs / held-out entries (a run held out
+    at f = 0.2 is also held out at f = 0.35); 0.0 without usable splits."""
+    splits = _usable(splits)
+    if not splits:
+        return 0.0
+    entries = sum(len(e.residual) for e in splits)
+    distinct = len(set().union(*(map(str, e.rows) for e in splits)))
+    return (distinct / entries) * sum(split_loglik(e) for e in splits)
+
+
+def _normalised(lw: np.ndarray) -> np.ndarray:
+    return lw - logsumexp(lw)
 
 
 def split_loglik(e: SplitErrors) -> np.ndarray:
@@ -213,12 +242,7 @@ class KappaPosterior:
         m, sd = prior
         prior_lw = -0.5 * ((LOG_KAPPA - m) / sd) ** 2
         lw = np.broadcast_to(prior_lw[:, None, None], (len(LOG_KAPPA), len(GAMMAS), len(RHOS))).copy()
-        splits = [e for e in splits if np.isfinite(e.noise) and e.noise > 0]
-        if splits:
-            entries = sum(len(e.residual) for e in splits)
-            distinct = len(set().union(*(map(str, e.rows) for e in splits)))
-            lw = lw + (distinct / entries) * sum(split_loglik(e) for e in splits)
-        return cls(lw - logsumexp(lw))
+        return cls(_normalised(lw + tempered_loglik(splits)))
 
     def draws(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(κ (n,), γ (n,)) from the posterior, log κ spread uniformly within its grid cell."""
@@ -235,3 +259,58 @@ class KappaPosterior:
         m = logsumexp(self.log_weight, axis=2)
         ik, ig = np.unravel_index(int(np.argmax(m)), m.shape)
         return float(np.exp(LOG_KAPPA[ik])), float(GAMMAS[ig])
+
+
+#: Spread of log κ between the families of one fit, as fractions of the prior's s.d. (uniform over them).
+WITHIN = (0.2, 0.4, 0.6, 0.8, 0.95)
+
+
+@dataclass
+class FamilyKappas:
+    """Grid posteriors of (log κ, γ, ρ) per fitted family, partially pooled, and the population's (a new family).
+
+    Families of one fit share a mean m of log κ: log κ_f ~ Normal(m, s_w), m ~ Normal(prior mean,
+    √(prior s.d.² − s_w²)), s_w uniform on :data:`WITHIN` × prior s.d. Each family's log κ is then marginally
+    Normal(prior), so one family alone gets exactly :meth:`KappaPosterior.learn`'s answer, while with several the data
+    learn how much they differ: a family the law fits badly does not widen the others' intervals, and a family with
+    few inner splits borrows the others' κ. γ and ρ are per family (uniform priors); a new family takes log κ from
+    the population and (γ, ρ) from the fitted families' average.
+    """
+
+    families: dict[str, KappaPosterior]
+    new: KappaPosterior
+
+    @classmethod
+    def learn(cls, splits: Sequence[SplitErrors], prior: tuple[float, float] = KAPPA_PRIOR) -> FamilyKappas:
+        """From inner ``splits`` labelled by ``info["family"]`` (:func:`split_errors`), under ``prior`` of log κ."""
+        by: dict[str, list] = {}
+        for e in _usable(splits):
+            by.setdefault(str(e.info.get("family")), []).append(e)
+        ll = {f: tempered_loglik(es) for f, es in by.items()}
+        lk, lpm = _hyper_grid(prior)  # log p(κ_k | s_w, m) (W, M, K); log p(m | s_w) (W, M)
+        log_gr = -np.log(len(GAMMAS) * len(RHOS))
+        joint = {f: lk[..., None, None] + v[None, None] + log_gr for f, v in ll.items()}  # (W, M, K, G, R)
+        lml = {f: logsumexp(j, axis=(2, 3, 4)) for f, j in joint.items()}  # family marginal likelihoods (W, M)
+        lh = lpm + sum(lml.values(), np.zeros_like(lpm))
+        lh = lh - logsumexp(lh)  # p(s_w, m | every family's splits)
+        fams = {
+            f: KappaPosterior(_normalised(logsumexp((lh - lml[f])[..., None, None, None] + j, axis=(0, 1))))
+            for f, j in joint.items()
+        }
+        new_k = logsumexp(lh[..., None] + lk, axis=(0, 1))  # (K,)
+        if fams:
+            new_gr = np.log(np.mean([np.exp(logsumexp(k.log_weight, axis=0)) for k in fams.values()], axis=0))
+        else:
+            new_gr = np.full((len(GAMMAS), len(RHOS)), log_gr)
+        return cls(fams, KappaPosterior(_normalised(new_k[:, None, None] + new_gr[None])))
+
+
+def _hyper_grid(prior: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(log κ_k | s_w, m) (W, M, K), log p(m | s_w) (W, M)), each normalised on its grid; m on LOG_KAPPA."""
+    m0, s0 = prior
+    sw = s0 * np.asarray(WITHIN)[:, None, None]
+    lk = -0.5 * ((LOG_KAPPA[None, None, :] - LOG_KAPPA[None, :, None]) / sw) ** 2
+    lk = lk - logsumexp(lk, axis=2, keepdims=True)
+    sm = np.sqrt(s0**2 - sw[:, :, 0] ** 2)
+    lpm = -0.5 * ((LOG_KAPPA[None, :] - m0) / sm) ** 2
+    return lk, lpm - logsumexp(lpm, axis=1, keepdims=True) - np.log(len(WITHIN))

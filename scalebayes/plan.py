@@ -426,8 +426,9 @@ def _discrepancy(post: Posterior, family: str | None, extrapolation, n_draws: in
     if disc is None:
         k = len(post.law.inputs)
         return None, (jnp.zeros((1, k)), jnp.zeros(1), jnp.zeros((n_draws, 1)), jnp.ones((n_draws, 1)))
-    A, b = facets(disc.regions, post.resolve_family(family))
-    kappa, gamma = disc.scales(n_draws)
+    fam = post.resolve_family(family)
+    A, b = facets(disc.regions, fam)
+    kappa, gamma = disc.scales(n_draws, fam)
     kz = kappa * delta_normals(seed, n_draws)
     return disc, (jnp.asarray(A), jnp.asarray(b), jnp.asarray(kz)[:, None], jnp.asarray(gamma)[:, None])
 

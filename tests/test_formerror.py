@@ -78,3 +78,57 @@ def test_misspecified_law_gets_a_larger_discrepancy():
     k_bent, _ = _kappa_mode(bent)
     assert not rep["left_out"]
     assert k_bent > 1.5 * k_ok
+
+
+def _family_splits(family: str, kappa: float, seed: int, n_splits: int = 4) -> list:
+    """Inner splits of one family whose held-out errors are κ·d·z (one z per split) plus noise of s.d. 0.005."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_splits):
+        d = rng.uniform(0.2, 2.0, 30)
+        r = kappa * d * rng.normal() + rng.normal(0.0, 0.005, 30)
+        out.append(formerror.SplitErrors(r, d, np.zeros(30), 0.005, np.arange(30) + 100 * i, {"family": family}))
+    return out
+
+
+def test_one_family_gets_exactly_the_single_family_posterior():
+    # The pooled model's marginal prior of each family's log κ is the prior itself, so with one family it must
+    # reproduce KappaPosterior.learn; 1e-5 allows only the hyper-grid's discretisation (measured ~4e-7).
+    splits = _family_splits("a", 0.02, seed=0)
+    one = formerror.FamilyKappas.learn(splits, prior=(-3.5, 1.0)).families["a"]
+    ref = formerror.KappaPosterior.learn(splits, prior=(-3.5, 1.0))
+    assert np.abs(np.exp(one.log_weight) - np.exp(ref.log_weight)).max() < 1e-5
+    empty = formerror.FamilyKappas.learn([], prior=(-3.5, 1.0)).new
+    ref0 = formerror.KappaPosterior.learn([], prior=(-3.5, 1.0))
+    assert np.abs(np.exp(empty.log_weight) - np.exp(ref0.log_weight)).max() < 1e-5
+
+
+def test_each_family_gets_its_own_kappa_and_a_bad_family_does_not_widen_the_others():
+    # Two families the law fits well (κ = 0.002, 0.003) and one it fits badly (κ = 0.1): the good families' κ must
+    # stay well below the one κ learned by pooling every split, the bad family's above it. Factors of 2 leave room
+    # for the 4 splits' sampling error of κ (one z per split, so the bad family's own estimate is itself uncertain
+    # by a factor of ~2) and the prior's pull.
+    splits = _family_splits("a", 0.002, 1) + _family_splits("b", 0.1, 2) + _family_splits("c", 0.003, 3)
+    fk = formerror.FamilyKappas.learn(splits, prior=(-3.5, 1.0))
+    med = {f: float(np.median(k.draws(4000, seed=0)[0])) for f, k in fk.families.items()}
+    pooled = float(np.median(formerror.KappaPosterior.learn(splits, prior=(-3.5, 1.0)).draws(4000, seed=0)[0]))
+    assert med["a"] < pooled / 2 and med["c"] < pooled / 2 and med["b"] > pooled, (med, pooled)
+    assert med["b"] > 5 * max(med["a"], med["c"]), med
+    new = float(np.median(fk.new.draws(4000, seed=0)[0]))
+    assert med["a"] < new < med["b"]  # a new family: from the population, between the fitted extremes
+
+
+def test_family_draws_survive_json_and_pick_the_family():
+    regions = {"a": {"inputs": ["N"], "normals": [[1.0]], "offsets": [0.0]}}
+    disc = sb.discrepancy.Discrepancy(
+        kappa=0.05,
+        regions=regions,
+        kappa_draws=[0.05, 0.06],
+        gamma_draws=[1.0, 1.0],
+        family_draws={"a": {"kappa": [0.001, 0.002], "gamma": [0.5, 0.5]}},
+    )
+    back = sb.discrepancy.Discrepancy.from_json(disc.to_json())
+    assert back.family_draws == disc.family_draws
+    assert back.scales(4, "a")[0].tolist() == [0.001, 0.002, 0.001, 0.002]
+    assert back.scales(2, None)[0].tolist() == [0.05, 0.06]  # a new family: the population's draws
+    assert back.scales(2, "unfitted")[0].tolist() == [0.05, 0.06]

@@ -297,3 +297,20 @@ def test_centred_form_samples_the_same_posterior(partial_post, sim):
         x, y = np.asarray(a[f"mu_{z}"]).ravel(), np.asarray(b[f"mu_{z}"]).ravel()
         assert abs(np.median(x) - np.median(y)) < 0.5 * np.sqrt(0.5 * (x.var() + y.var())), z
     assert cen.diagnostics.ess_bulk_min > 100, str(cen.diagnostics)
+
+
+def test_calibration_gives_each_family_its_own_discrepancy(partial_post):
+    # Every fitted family gets (κ, γ) draws of its own; "tiny" (3 runs) has too few runs for an inner refit and
+    # borrows the population's, as does a new family. One split fraction and 4 resamples keep the refits cheap.
+    cal = sb.calibrate(partial_post, fractions=(0.25,), bootstrap=4, progress=False)
+    disc = cal.discrepancy
+    assert set(disc.family_draws) == set(RUNS)
+    own = {f: v["own_splits"] for f, v in disc.info["families"].items()}
+    assert own["tiny"] is False and all(own[f] for f in BIG)
+    k_f0, _ = disc.scales(8, "f0")
+    assert k_f0.tolist() == disc.family_draws["f0"]["kappa"][:8]
+    assert disc.scales(8, None)[0].tolist() == disc.kappa_draws[:8]
+    far = cal.predict(1e12, 2e13, family="f0", quantiles=(0.05, 0.95))
+    assert far.attrs["predictive"] == "calibrated"
+    back = sb.discrepancy.Discrepancy.from_json(disc.to_json())
+    assert back.family_draws == disc.family_draws

@@ -48,9 +48,16 @@ def predictive_words(post) -> str:
     """Which predictive the report's loss numbers show, in words."""
     if post.calibrated:
         d = post.discrepancy
+        fams = d.info.get("families") or {}
+        per = "; ".join(f"{f}: κ ≈ {v['kappa_median']:.3g}, γ ≈ {v['gamma_mode']:g}" for f, v in fams.items())
+        scale = (
+            f"per family, partially pooled: {per}; a new family κ ≈ {d.kappa:.3g}"
+            if per
+            else (f"κ ≈ {d.kappa:.3g}, γ ≈ {d.gamma:g}")
+        )
         return (
             f"calibrated predictive: besides the parameters' uncertainty the loss carries the law's own error beyond "
-            f"the data, δ = κ·d^γ·z at distance d outside the fitted runs (κ ≈ {d.kappa:.3g}, γ ≈ {d.gamma:g}, "
+            f"the data, δ = κ·d^γ·z at distance d outside the fitted runs ({scale}; "
             "learned from leave-largest-out refits of these runs), as scalebayes predict/plan show it"
         )
     return (
