@@ -23,7 +23,7 @@ import numpy as np
 from tasks import Task
 
 import scalebayes as sb
-from scalebayes import formerror
+from scalebayes import formerror, predictive
 from scalebayes.backtesting import huber_predictive
 from scalebayes.errors import CalibrationWarning
 
@@ -73,13 +73,11 @@ class Context:
             self.info["posterior_diagnostics"] = str(d)
         return self._post
 
-    def query(self) -> dict[str, np.ndarray]:
-        """Inputs of the held-out runs for ``Posterior.predictive_draws``: N, D (and U for laws that need it)."""
-        fr = self.task.heldout.frame
-        q = {"N": fr["N"].to_numpy(), "D": fr["D"].to_numpy()}
-        if "U" in sb.laws.get(self.task.law).inputs:
-            q["U"] = fr["U"].to_numpy()
-        return q
+    def log_draws(self, post: sb.Posterior) -> np.ndarray:
+        """Draws (S, P) of a new run's log loss at each held-out run, for its own family (the posterior's
+        calibrated predictive when it has one), as ``Posterior.predictive_draws`` gives for one family at a time."""
+        pred = predictive.for_frame(post, self.task.heldout.frame, seed=self.seed, disc=post.discrepancy)
+        return pred.draws(self.seed)
 
 
 Method = Callable[[Context, Sequence[Task]], np.ndarray]
@@ -97,7 +95,7 @@ def huber_bootstrap(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
 
 def posterior(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
     """The plain posterior predictive of a new run (law + Student-t run noise), no discrepancy."""
-    return np.log(ctx.posterior().predictive_draws(**ctx.query(), seed=ctx.seed))
+    return ctx.log_draws(ctx.posterior())
 
 
 _LOG_KAPPA_MODE: dict[str, tuple[float, float]] = {}
@@ -158,7 +156,7 @@ def discrepancy(ctx: Context, other_datasets: Sequence[Task]) -> np.ndarray:
         "left_out": disc.info.get("left_out"),
         "warnings": [str(w.message) for w in said],
     }
-    return np.log(cal.predictive_draws(**ctx.query(), seed=ctx.seed))
+    return ctx.log_draws(cal)
 
 
 METHODS: dict[str, Method] = {

@@ -137,12 +137,29 @@ def dataset_table(tt: pd.DataFrame) -> pd.DataFrame:
     out = g[list(METRICS)].mean()
     out.insert(0, "tasks", g.size())
     out.insert(1, "runs", g["n"].sum())
+    # A task's held-out runs share one extrapolation error, so its coverage is close to all-or-nothing: the
+    # standard error over tasks (not over runs) says how far a dataset's coverage can sit from nominal by chance.
+    for level in ("50", "90"):
+        se = g[f"coverage{level}"].std(ddof=1) / np.sqrt(g.size())
+        out.insert(out.columns.get_loc(f"coverage{level}") + 1, f"se{level}", se)
+    return out
+
+
+def pooled_table(tt: pd.DataFrame) -> pd.DataFrame:
+    """Mean over every task of every dataset (tasks weigh equally), with the standard error over tasks."""
+    failed = set(tt.loc[tt["error"] != "", "task"])
+    g = tt[~tt["task"].isin(failed)].groupby("method")
+    out = g[list(METRICS)].mean()
+    out.insert(0, "tasks", g.size())
+    for level in ("50", "90"):
+        se = g[f"coverage{level}"].std(ddof=1) / np.sqrt(g.size())
+        out.insert(out.columns.get_loc(f"coverage{level}") + 1, f"se{level}", se)
     return out
 
 
 def overall_table(dt: pd.DataFrame) -> pd.DataFrame:
     g = dt.reset_index().groupby("method")
-    out = g[list(METRICS)].mean()
+    out = g[list(METRICS)].mean()  # the per-dataset standard errors do not average: see the pooled table
     out.insert(0, "datasets", g.size())
     out.insert(1, "tasks", g["tasks"].sum())
     return out
@@ -152,6 +169,8 @@ def _fmt(df: pd.DataFrame) -> str:
     f = {
         "coverage50": lambda v: f"{100 * v:.0f}%",
         "coverage90": lambda v: f"{100 * v:.0f}%",
+        "se50": lambda v: f"±{100 * v:.0f}",
+        "se90": lambda v: f"±{100 * v:.0f}",
         "are": lambda v: f"{100 * v:.2f}%",
         "width": lambda v: f"{100 * v:.1f}%",
         "lpd": lambda v: f"{v:.2f}",
@@ -199,6 +218,14 @@ def markdown(payload: dict) -> str:
         return "\n".join(lines) + "\n"
     dt = dataset_table(tt)
     lines += ["", "## Overall (mean over datasets)", "", _fmt(overall_table(dt)), ""]
+    lines += [
+        "## Pooled (mean over all tasks)",
+        "",
+        "`se50`, `se90`: standard error of the coverage over tasks, in percentage points (here and per dataset).",
+        "",
+        _fmt(pooled_table(tt)),
+        "",
+    ]
     lines += ["## Per dataset (mean over its tasks)", "", _fmt(dt), ""]
     cols = ["task", "factor", "n_train", "n", "method", *METRICS, "seconds", "fit_ok", "error"]
     lines += [
@@ -217,6 +244,17 @@ def markdown(payload: dict) -> str:
         lines += ["", "CPU seconds (all threads) per process: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())]
     lines += [""]
     return "\n".join(lines) + "\n"
+
+
+#: RESULTS.md's generated part ends here; the reading written below it survives reruns.
+MARKER = "<!-- generated tables end; text below is kept by run.py -->"
+
+
+def write_kept(path: Path, md: str) -> None:
+    """Write the generated ``md`` to ``path``, keeping whatever the old file had below :data:`MARKER`."""
+    old = path.read_text() if path.exists() else ""
+    kept = old.split(MARKER, 1)[1] if MARKER in old else "\n"
+    path.write_text(md.rstrip("\n") + "\n\n" + MARKER + kept)
 
 
 def main(argv=None) -> None:
@@ -238,7 +276,7 @@ def main(argv=None) -> None:
         payload = merge(old, new)
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1, default=float))
-        (out / "RESULTS.md").write_text(markdown(payload))
+        write_kept(out / "RESULTS.md", markdown(payload))
 
     new = run(a.only, a.methods, a.quick, a.seed, a.data_root, on_task=save)
     save(new)

@@ -149,10 +149,17 @@ def load_porian_isoflop(root: Path) -> ScalingData:
 
 def tasks_porian_isoflop(data: ScalingData) -> list[Task]:
     # 12 budgets 1.25e16 ... 2.56e19 FLOP: fit up to 3.2e18 (9 budgets), predict the 3 largest (8x), per family.
-    return [
-        split_at(one_family(data, f), "porian_isoflop", f, "compute", "chinchilla", 3.3e18, "fit budgets <= 3.2e18")
-        for f in data.families
-    ]
+    # 16 model sizes 5.2e6 ... 9.0e8 parameters: fit up to 3.5e8 (13 sizes), predict the 3 largest (~24% of the runs,
+    # at every budget: the larger models of the small budgets are the most under-trained runs of the data).
+    out = []
+    for f in data.families:
+        d = one_family(data, f)
+        out.append(split_at(d, "porian_isoflop", f, "compute", "chinchilla", 3.3e18, "fit budgets <= 3.2e18"))
+        out.append(split_at(d, "porian_isoflop", f, "N", "chinchilla", 3.5e8, "fit N <= 3.5e8, predict the 3 larger"))
+    # The 8 families in one fit (partial pooling, one calibration): how a user would fit a table of several setups.
+    out.append(split_at(data, "porian_isoflop", "all8", "compute", "chinchilla", 3.3e18, "joint fit of 8 families"))
+    out.append(split_at(data, "porian_isoflop", "all8", "N", "chinchilla", 3.5e8, "joint fit of 8 families"))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ datablations
@@ -288,7 +295,8 @@ def _thin(d: np.ndarray, k: int) -> np.ndarray:
 
 def tasks_hitchhiker(data: ScalingData) -> list[Task]:
     """Per family: fit every kept checkpoint of the models with N ≤ the family's threshold, predict the final loss
-    (last kept checkpoint) of each larger model."""
+    (last kept checkpoint) of each larger model; and fit every checkpoint up to a tenth of the family's largest
+    compute, predict the later ones."""
     out = []
     for fam, fit_max in HITCHHIKER_SPLITS.items():
         if fam not in data.families:
@@ -301,6 +309,10 @@ def tasks_hitchhiker(data: ScalingData) -> list[Task]:
         heldout = d.subset(big & last)
         note = f"fit checkpoints of N <= {fit_max:.3g}, predict the final loss of larger models"
         out.append(Task("hitchhiker", fam, "N", "chinchilla", train, heldout, float(train.frame["N"].max()), note))
+        # By compute: every checkpoint up to a tenth of the family's largest training compute, predict the later
+        # checkpoints (of the larger models: how far along a run its loss goes), a 10x extrapolation in C.
+        c_max = float(fr["C"].max()) / 10
+        out.append(split_at(d, "hitchhiker", fam, "compute", "chinchilla", c_max, "fit C <= max/10, predict later"))
     return out
 
 
