@@ -340,8 +340,8 @@ def advice(diag: Diagnostics) -> str:
     if diag.divergences:
         tips.append(
             f"divergences ({diag.divergence_fraction:.1%} of iterations): raise target_accept (e.g. 0.95-0.99); if "
-            "they persist, reparameterise (centred=... for parameters every family pins well, the default "
-            "non-centred form otherwise), tighten priors, or check the data for runs the law cannot fit"
+            "they persist, reparameterise (with several families: the default marginal form, or centred=... for "
+            "parameters every family pins well), tighten priors, or check the data for runs the law cannot fit"
         )
     if diag.tree_depth_saturation > 0:
         tips.append(
