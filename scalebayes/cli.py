@@ -646,14 +646,18 @@ def _calibrate(con: _Console, post):
             f"not calibrated ({_error_line(e)}); predict, plan and the report show the parameters' uncertainty only"
         )
         return post
-    d = cal.discrepancy
-    fams = [v["kappa_median"] for v in (d.info.get("families") or {}).values()]
-    if fams:  # several families: each its own κ (partially pooled)
-        kappa = f" (κ per family {_fmt(min(fams), 3)} to {_fmt(max(fams), 3)}; a new family's {_fmt(d.kappa, 3)})"
-    else:
-        kappa = f" (κ ≈ {_fmt(d.kappa, 3)}, γ ≈ {_fmt(d.gamma, 2)})"
-    con.status(f"calibrated in {time.perf_counter() - t0:.1f} s{kappa}")
+    con.status(f"calibrated in {time.perf_counter() - t0:.1f} s{_kappa_words(cal.discrepancy)}")
     return cal
+
+
+def _kappa_words(d) -> str:
+    """ " (κ ≈ …, γ ≈ …)" of a calibration; with several families the range of their own κ; "" without one."""
+    if d is None:
+        return ""
+    fams = [v["kappa_median"] for v in (d.info.get("families") or {}).values()]
+    if fams:
+        return f" (κ per family {_fmt(min(fams), 3)} to {_fmt(max(fams), 3)}; a new family's {_fmt(d.kappa, 3)})"
+    return f" (κ ≈ {_fmt(d.kappa, 3)}, γ ≈ {_fmt(d.gamma, 2)})"
 
 
 def _predictive_words(df: pd.DataFrame) -> str:

@@ -304,10 +304,17 @@ def test_excluded_rows_keep_text_family_labels_after_a_reload(tmp_path):
 
 def test_report_says_which_predictive_it_shows():
     plain = types.SimpleNamespace(calibrated=False)
-    cal = types.SimpleNamespace(calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.0123, gamma=1.5))
+    cal = types.SimpleNamespace(calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.0123, gamma=1.5, info={}))
     assert numbers.predictive_words(plain).startswith("parameters only")
     words = numbers.predictive_words(cal)
     assert words.startswith("calibrated predictive") and "0.0123" in words and "γ ≈ 1.5" in words
+    # several families: each family's own κ is named, and a new family's
+    fams = {"a": {"kappa_median": 0.004, "gamma_mode": 1.0}, "b": {"kappa_median": 0.09, "gamma_mode": 0.5}}
+    many = types.SimpleNamespace(
+        calibrated=True, discrepancy=types.SimpleNamespace(kappa=0.02, gamma=1.0, info={"families": fams})
+    )
+    words = numbers.predictive_words(many)
+    assert "a: κ ≈ 0.004" in words and "b: κ ≈ 0.09, γ ≈ 0.5" in words and "a new family κ ≈ 0.02" in words
 
 
 def test_misfit_box_names_the_trends():
