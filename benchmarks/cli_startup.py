@@ -12,7 +12,8 @@ temporary folder; ``JAX_COMPILATION_CACHE_DIR`` unset so the command line picks 
 - ``predict`` at three points from the posterior the first fit wrote, twice (same query);
 - ``python -c "import scalebayes"``: the floor every command pays before doing anything;
 - a breakdown of a warm-cache ``fit --no-calibrate`` and ``predict`` in one instrumented process (``--breakdown``):
-  import, the sampler's tracing and lowering (Python), its compilation (read from the cache), sampling, the report.
+  import, the sampler's tracing and lowering (Python), its compilation (read from the cache), when sampling starts
+  (counted from the process's start), sampling, the report.
 
 Wall seconds of the whole process (``time.perf_counter`` around ``subprocess.run``), including writing the report;
 "cpu" is the child's user+system CPU seconds (a wall far above cpu means it waited for a core held by others).
@@ -97,9 +98,9 @@ def main() -> None:
     print("| command | wall (s) | cpu (s) |\n|---|---|---|")
     for name, (wall, cpu) in rows:
         print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
-    print("\nWarm-cache breakdown (one instrumented process each, wall seconds):\n")
+    print("\nWarm-cache breakdown (one instrumented process each, wall / cpu seconds):\n")
     for name, t in parts.items():
-        print(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
+        print(f"- {name}: " + ", ".join(f"{k} {w:.2f} / {c:.2f}" for k, (w, c) in t.items()))
 
 
 def _breakdown(argv: list[str], env: dict) -> dict:
@@ -111,31 +112,44 @@ def _breakdown(argv: list[str], env: dict) -> dict:
     return json.loads(line[len("BREAKDOWN ") :])
 
 
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0: tuple[float, float]) -> list[float]:
+    """[wall, cpu] seconds since ``t0`` (a :func:`_clock`)."""
+    w, c = _clock()
+    return [round(w - t0[0], 3), round(c - t0[1], 3)]
+
+
 def breakdown(argv: list[str]) -> None:
-    """Run ``scalebayes argv`` in this process, timing the import, the sampler's trace+lower / compile / run (the
-    compiled program split into JAX's ahead-of-time stages), the report and the whole command."""
-    t0 = time.perf_counter()
+    """Run ``scalebayes argv`` in this process, timing (wall and process cpu) the import, the sampler's trace+lower /
+    compile / run (the compiled program split into JAX's ahead-of-time stages), the report, the whole command, and
+    when sampling started (counted from this process's start, import included: what a user waits before the
+    sampler runs)."""
+    t0 = _clock()
     import jax
 
     import scalebayes.cli as cli
     import scalebayes.sampler.compiled as comp
 
-    times = {"import": time.perf_counter() - t0}
+    times = {"import": _since(t0)}
     cached = comp._sampler
 
     def staged(*key):
         run = cached(*key)
 
         def go(*args):
-            t = time.perf_counter()
+            t = _clock()
             lowered = run.lower(*args)
-            times["sampler trace+lower"] = time.perf_counter() - t
-            t = time.perf_counter()
+            times["sampler trace+lower"] = _since(t)
+            t = _clock()
             compiled = lowered.compile()
-            times["sampler compile (from cache)"] = time.perf_counter() - t
-            t = time.perf_counter()
+            times["sampler compile (from cache)"] = _since(t)
+            times["sampling starts at"] = _since(t0)
+            t = _clock()
             out = jax.block_until_ready(compiled(*args))
-            times["sampling"] = time.perf_counter() - t
+            times["sampling"] = _since(t)
             return out
 
         return go
@@ -144,15 +158,16 @@ def breakdown(argv: list[str]) -> None:
     write_report = cli.write_report
 
     def timed_report(*a, **k):
-        t = time.perf_counter()
+        t = _clock()
         out = write_report(*a, **k)
-        times["report"] = time.perf_counter() - t
+        times["report"] = _since(t)
         return out
 
     cli.write_report = timed_report
-    t1 = time.perf_counter()
+    t1 = _clock()
     cli.main(argv)
-    times["command after import"] = time.perf_counter() - t1
+    times["command after import"] = _since(t1)
+    times["whole process"] = _since(t0)
     print("BREAKDOWN " + json.dumps(times), file=sys.stderr)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
-import arviz_stats as azs
 import numpy as np
 import pandas as pd
 
@@ -34,6 +33,9 @@ class ParetoKWarning(UserWarning):
 
 
 def _loo(name: str, post, *, warn: bool):
+    # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+    import arviz_stats as azs
+
     if "log_likelihood" not in post.idata.children:
         post.pointwise()
     with warnings.catch_warnings():
@@ -99,6 +101,9 @@ def compare(
     if method == "loo":
         if backtest_kwargs:
             raise ModelError(f"options {sorted(backtest_kwargs)} apply to method='backtest' only")
+        # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+        from arviz_stats import compare as arviz_compare
+
         _check_same_runs(posteriors)
         elpds, extra = {}, {}
         for name, post in posteriors.items():
@@ -107,7 +112,7 @@ def compare(
             extra[name] = {"n_high_k": n_high, "max_k": kmax}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = azs.compare(elpds, method=weights, round_to="none")
+            table = arviz_compare(elpds, method=weights, round_to="none")
         return table.join(pd.DataFrame(extra).T)
     if method == "backtest":
         return _compare_backtest(posteriors, **backtest_kwargs)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from arviz_base import rcParams
-from scipy import special, stats
+from scipy import special
 
 from .errors import SamplingWarning
 
@@ -108,9 +108,12 @@ def _split(x: np.ndarray) -> np.ndarray:
 
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Rank-normalise over the last two axes (chains × draws) together (Blom's offset 3/8)."""
+    # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+    from scipy.stats import rankdata
+
     shape = x.shape
     flat = x.reshape(*shape[:-2], -1)
-    rank = stats.rankdata(flat, method="average", axis=-1)
+    rank = rankdata(flat, method="average", axis=-1)
     z = special.ndtri((rank - 0.375) / (flat.shape[-1] + 0.25))
     return z.reshape(shape)
 

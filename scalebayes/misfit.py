@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy.stats import kruskal
 
 from .errors import MisfitWarning
 from .likelihood import robust_sd
@@ -85,6 +84,9 @@ def _check(against: str, r: np.ndarray, groups: np.ndarray, labels, floor: float
     parts = [p for p in parts if len(p) >= 2]
     if len(parts) < 2:
         return {"against": against, "p_value": np.nan, "effect": np.nan, "medians": [], "flagged": False}
+    # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+    from scipy.stats import kruskal
+
     p = float(kruskal(*parts).pvalue)
     meds = [float(np.median(q)) for q in parts]
     effect = float(np.max(np.abs(meds)))

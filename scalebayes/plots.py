@@ -16,17 +16,12 @@ Data plots: :func:`data_scatter`, :func:`fit_curves`, :func:`residuals`, :func:`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.colors import ListedColormap, LogNorm, Normalize
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
-from scipy import stats as _stats  # a dependency of jax
 
 from . import laws as _laws
 from . import plan as _plan
@@ -34,6 +29,8 @@ from .data import ScalingData
 from .errors import DataError, UnknownNameError
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .posterior import Posterior
 
 LABELS = {
@@ -57,6 +54,28 @@ GRID = 64
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+@functools.cache
+def _mpl() -> SimpleNamespace:
+    """The matplotlib classes the figures use, imported at the first figure: the command line imports this module
+    (through the report) for every command, and ``predict`` or ``plan`` draw nothing."""
+    from matplotlib import colormaps, colors, figure, lines, patches, ticker
+
+    return SimpleNamespace(
+        colormaps=colormaps,
+        ListedColormap=colors.ListedColormap,
+        LogNorm=colors.LogNorm,
+        Normalize=colors.Normalize,
+        Figure=figure.Figure,
+        Line2D=lines.Line2D,
+        Patch=patches.Patch,
+        FormatStrFormatter=ticker.FormatStrFormatter,
+        FuncFormatter=ticker.FuncFormatter,
+        LogLocator=ticker.LogLocator,
+        NullFormatter=ticker.NullFormatter,
+        ScalarFormatter=ticker.ScalarFormatter,
+    )
+
+
 def text(label) -> str:
     """``label`` as matplotlib text drawn literally: ``$`` escaped (a pair of them would start mathtext, which can
     fail to parse and lose the figure) and a leading ``_`` guarded (legends skip labels that start with it)."""
@@ -73,7 +92,7 @@ def times(f: float) -> str:
 
 
 def _figure(ncols: int = 1, nrows: int = 1, *, size: tuple[float, float] = (6.0, 4.2), **kw):
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    fig = _mpl().Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
 
@@ -89,7 +108,7 @@ def _band(ax, x, draws: np.ndarray, color, label: str | None = None, *, bands=BA
 def _band_legend(ax, extra: Sequence = (), loc="best", bands=BANDS, color="0.5"):
     """Legend entries for the existing labelled artists plus a note of what the bands are."""
     handles, labels = ax.get_legend_handles_labels()
-    handles += [Patch(color=color, alpha=0.15 + 0.15 * i, lw=0) for i in range(len(bands))]
+    handles += [_mpl().Patch(color=color, alpha=0.15 + 0.15 * i, lw=0) for i in range(len(bands))]
     labels += [f"{int(100 * b)}% credible band" for b in bands]
     for h, lab in extra:
         handles.append(h)
@@ -110,13 +129,14 @@ def _plain_log_axis(ax) -> None:
     call after plotting (it reads the axis limits). Wider axes keep matplotlib's powers of ten."""
     lo, hi = ax.get_ylim()  # (y axis; get_ylim applies any pending autoscale)
     if lo > 0 and hi / lo < 20:
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_major_formatter(_mpl().ScalarFormatter())
+        ax.yaxis.set_minor_formatter(_mpl().FormatStrFormatter("%g"))
 
 
 def _truncated(name: str, lo: float, hi: float):
     """A colormap without its palest end (yellow on white is unreadable)."""
-    return ListedColormap(colormaps[name](np.linspace(lo, hi, 256)))
+    mpl = _mpl()
+    return mpl.ListedColormap(mpl.colormaps[name](np.linspace(lo, hi, 256)))
 
 
 def _grid(ax) -> None:
@@ -252,7 +272,7 @@ def data_scatter(data: ScalingData | Posterior, *, ax=None) -> Figure:
     else:
         fig, axes = _panel_grid(len(fams), size=(5.6, 4.2), sharex=True, sharey=True)
         panels = [(a, [fam]) for a, fam in zip(axes, fams, strict=True)]
-    norm = Normalize(vmin=float(f["loss"].min()), vmax=float(f["loss"].max()))
+    norm = _mpl().Normalize(vmin=float(f["loss"].min()), vmax=float(f["loss"].max()))
     for a, group in panels:
         for i, fam in enumerate(group):
             sub = f[f["family"] == fam]
@@ -316,7 +336,7 @@ def _fit_panel(ax, post: Posterior, fam: str, x: str, values, n_curves: int, fro
     sub = post.data.frame[post.data.frame["family"] == fam]
     levels = _curve_levels(sub[held].to_numpy(), n_curves, values)
     vals = np.array([v for v, _ in levels])
-    norm = LogNorm(vmin=min(sub[held].min(), vals.min()), vmax=max(sub[held].max(), vals.max()))
+    norm = _mpl().LogNorm(vmin=min(sub[held].min(), vals.min()), vmax=max(sub[held].max(), vals.max()))
     cmap = _truncated("plasma", 0.0, 0.85)
     sc = ax.scatter(sub[x], sub["loss"], c=sub[held], cmap=cmap, norm=norm, s=12, alpha=0.8, edgecolors="none")
     for v, near in levels:
@@ -336,7 +356,7 @@ def _fit_panel(ax, post: Posterior, fam: str, x: str, values, n_curves: int, fro
     _plain_log_axis(ax)
     ax.set_title(f"{text(post.law.name)} fit" + (f": {text(fam)}" if len(post.families) > 1 else ""), fontsize=10)
     ax.figure.colorbar(sc, ax=ax, label=LABELS[held])
-    _band_legend(ax, extra=[(Line2D([], [], ls="", marker="o", color="0.4", ms=4), "runs")], loc="upper right")
+    _band_legend(ax, extra=[(_mpl().Line2D([], [], ls="", marker="o", color="0.4", ms=4), "runs")], loc="upper right")
     _grid(ax)
 
 
@@ -410,7 +430,10 @@ def ppc(post: Posterior, *, n_rep: int = 40, seed: int = 0) -> Figure:
     nb = 10
     n = len(obs)
     a1.hist(pit, bins=nb, range=(0, 1), color=_CYCLE[0], alpha=0.8, label="PIT of runs")
-    lo_c, hi_c = _stats.binom.ppf([0.05, 0.95], n, 1 / nb)
+    # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+    from scipy.stats import binom
+
+    lo_c, hi_c = binom.ppf([0.05, 0.95], n, 1 / nb)
     a1.axhspan(lo_c, hi_c, color="0.5", alpha=0.3, zorder=3, label="90% range if calibrated")
     a1.axhline(n / nb, color="black", lw=1)
     a1.set(xlabel="PIT: P(replicate < observed)", ylabel="runs", title="calibration (PIT)", xlim=(0, 1))
@@ -421,7 +444,7 @@ def ppc(post: Posterior, *, n_rep: int = 40, seed: int = 0) -> Figure:
         a2.hist(rep[j], bins=bins, histtype="step", color=_CYCLE[0], alpha=0.15, lw=0.8)
     a2.hist(obs, bins=bins, histtype="step", color="black", lw=1.8)
     a2.legend(
-        [Line2D([], [], color=_CYCLE[0], alpha=0.5), Line2D([], [], color="black", lw=1.8)],
+        [_mpl().Line2D([], [], color=_CYCLE[0], alpha=0.5), _mpl().Line2D([], [], color="black", lw=1.8)],
         [f"replicated data sets ({min(n_rep, rep.shape[0])})", "observed"],
         fontsize=8,
     )
@@ -454,7 +477,7 @@ def pair(
     :meth:`~scalebayes.posterior.Posterior.param_draws` (None with several families: a new family).
     """
     xs, ys = _param_draws(post, x, family), _param_draws(post, y, family)
-    fig = Figure(figsize=(5.6, 5.6), layout="constrained")
+    fig = _mpl().Figure(figsize=(5.6, 5.6), layout="constrained")
     gs = fig.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4))
     ax = fig.add_subplot(gs[1, 0])
     axx = fig.add_subplot(gs[0, 0], sharex=ax)
@@ -556,8 +579,9 @@ def isoflop(
     Cs = np.asarray(C, dtype=float) if C is not None else _default_budgets(post, 5)
     fig, axes = _figure(size=(7.0, 4.6))
     ax = axes[0, 0]
-    norm = LogNorm(vmin=Cs.min(), vmax=Cs.max() * 1.0001)
-    cmap = colormaps["viridis"]
+    mpl, within = _mpl(), f"runs within ×{data_window:g} of C"
+    norm = mpl.LogNorm(vmin=Cs.min(), vmax=Cs.max() * 1.0001)
+    cmap = mpl.colormaps["viridis"]
     d = _plan.plan_draws(post, Cs, family=family)
     f = post.data.frame
     if family is not None and family in post.families:
@@ -580,8 +604,8 @@ def isoflop(
     _band_legend(
         ax,
         extra=[
-            (Line2D([], [], ls="", marker="o", color="0.6", mec="black", ms=4), f"runs within ×{data_window:g} of C"),
-            (Line2D([], [], ls="", marker="*", color="0.6", mec="black", ms=9), "N* (median, 90% bar)"),
+            (mpl.Line2D([], [], ls="", marker="o", color="0.6", mec="black", ms=4), within),
+            (mpl.Line2D([], [], ls="", marker="*", color="0.6", mec="black", ms=9), "N* (median, 90% bar)"),
         ],
         loc="upper right",
     )
@@ -755,9 +779,9 @@ def loss_axis(ax) -> None:
         if fine
         else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
     )
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(_mpl().LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(_mpl().FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(_mpl().NullFormatter())
 
 
 def readable(fig: Figure) -> Figure:

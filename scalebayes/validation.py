@@ -35,15 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import arviz_stats  # noqa: F401  (registers the .azstats accessor)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from arviz_stats.ecdf_utils import ecdf_pit
 from numpyro.infer import Predictive
-from scipy import stats as sstats
 
 from . import laws as _laws
 from . import likelihood as _lik
@@ -104,6 +101,10 @@ class SBCResult:
         """Per quantity: ``p_pot_c`` (ArviZ PIT-ECDF uniformity test), ``p_chi2`` (χ² on ``bins`` equiprobable bins
         of the PIT; default n_sims/10 clipped to 4..20) and the mean PIT (0.5 expected; < 0.5 means the posterior
         sits above the truth)."""
+        # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+        import arviz_stats  # noqa: F401  (registers the .azstats accessor)
+        from scipy import stats as sstats
+
         pit = self.pit()
         bins = bins or int(np.clip(self.n_sims // 10, 4, 20))
         rows = []
@@ -152,6 +153,7 @@ class SBCResult:
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        from arviz_stats import ecdf_utils  # lazily, as in tests()
 
         pit = self.pit()
         names = list(quantities or pit.columns)
@@ -160,7 +162,7 @@ class SBCResult:
         nrow = -(-len(names) // ncol)
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False, sharey=True)
         for ax, name in zip(axes.ravel(), names, strict=False):
-            x, ecdf, lo, hi = ecdf_pit(pit[name].to_numpy(), ci, 2000, rng=np.random.default_rng(0))
+            x, ecdf, lo, hi = ecdf_utils.ecdf_pit(pit[name].to_numpy(), ci, 2000, rng=np.random.default_rng(0))
             ax.fill_between(x, lo - x, hi - x, color="0.85", step="post", label=f"{ci:.0%} band")
             ax.step(x, ecdf - x, where="post", color="C0")
             ax.axhline(0, color="0.4", lw=0.6)

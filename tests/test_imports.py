@@ -127,6 +127,19 @@ def test_every_module_imports_in_a_fresh_interpreter():
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+#: Third-party modules the command line must not import before it needs them: each costs a noticeable part of a
+#: second of start-up, and ``predict``/``plan`` (or a fit before sampling) use none of them. They are imported inside
+#: the functions that use them (diagnostics, misfit, figures, comparison, SBC tests).
+DEFERRED = ("scipy.stats", "arviz_stats", "matplotlib")
+
+
+def test_command_line_start_defers_heavy_third_party_imports():
+    code = "import sys, scalebayes.cli\nprint(sorted(m for m in sys.argv[1:] if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code, *DEFERRED], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[]", f"imported at start: {r.stdout.strip()}"
+
+
 def test_module_level_imports_have_no_cycle():
     assert "scalebayes.posterior" in MODULES and len(MODULES) > 20
     graph = _graph()

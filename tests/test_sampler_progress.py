@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +25,9 @@ def test_progress_reports_and_changes_no_draw(chinchilla_data, capsys):
     capsys.readouterr()
     on = sb.fit(chinchilla_data, progress=True, **kw)
     err = capsys.readouterr().err
-    assert "warm-up" in err and "250/250 sampling" in err, err
+    # one line per 10% of the 250 iterations, each naming its own count and phase (warm-up up to 150)
+    reports = re.findall(r"(\d+)/250 (warm-up|sampling)", err)
+    assert reports == [(str(k), "warm-up" if k <= 150 else "sampling") for k in range(25, 251, 25)], err
     for name in ("E", "alpha", "beta", "sigma", "nu"):
         np.testing.assert_array_equal(on.draws(name), off.draws(name))
     np.testing.assert_array_equal(on.idata["sample_stats"]["energy"], off.idata["sample_stats"]["energy"])

@@ -19,7 +19,7 @@ about B/P times the mean dataset's steps plus one dataset's tail.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import NamedTuple
 
 import jax
@@ -35,10 +35,24 @@ from .kernel import Chain, ChainState
 from .potential import make_potential, n_dim, unflatten
 from .start import newton_start
 
-#: Progress reports per fit (with ``SamplerConfig.progress``): each is a host callback, which inside this program
-#: costs about a millisecond (far more than the callback's own work), so ten (every 10% of the iterations), not one
-#: per iteration.
+#: Progress reports per fit (with ``SamplerConfig.progress``): each is a host callback, so ten (every 10% of the
+#: iterations), not one per iteration.
 PROGRESS_REPORTS = 10
+
+
+def report_branches(warmup: int, total: int, every: int) -> list:
+    """``lax.switch`` branches for the side-by-side loop's progress reports: branch 0 reports nothing, branch k
+    reports ``min(k * every, total)`` of ``total`` iterations per chain done (sampling once past ``warmup``).
+
+    Each report is its own host callback taking no argument: a callback's arguments cost far more than its work
+    (JAX turns each into a device array on the host, and the garbage triggers collections in a process holding
+    a fit), while which report fires is known from the branch."""
+
+    def branch(done: int):
+        update = partial(progress.update, done, total, done > warmup)
+        return lambda: jax.debug.callback(update)
+
+    return [lambda: None] + [branch(min(k * every, total)) for k in range(1, -(-total // every) + 1)]
 
 
 @dataclass(frozen=True)
@@ -124,8 +138,9 @@ def side_by_side(parts: Parts):
     """The program with all B datasets passing window boundaries together."""
     chain, C, S, D = parts.chain, parts.C, parts.chain.n_rows, parts.chain.D
     on = bool(parts.config.progress)
-    total = int(parts.config.warmup) + int(parts.config.draws)
+    warmup, total = int(parts.config.warmup), int(parts.config.warmup) + int(parts.config.draws)
     every = max(1, total // PROGRESS_REPORTS)
+    reports = report_branches(warmup, total, every) if on else []
     starts = np.cumsum(parts.table.n_iter) - parts.table.n_iter  # iterations before each window
 
     def step(st, buf, win, args):
@@ -145,15 +160,14 @@ def side_by_side(parts: Parts):
         stepping to the window's end as in :func:`steps_until` (holding the chains at each report until all had
         arrived cost more than the reports themselves, and a conditional report inside the step loop cost every
         step), so the numbers are the same with and without progress."""
-        sampling = win.record & ~win.adapt & (win.n_iter > 0)
 
         def until_next_report(c):
             lim = ((start + jnp.min(c[0].it)) // every + 1) * every - start
             more = lambda c: jnp.any(c[0].it < win.n_iter) & (jnp.min(c[0].it) < lim)  # noqa: E731
             c = lax.while_loop(more, lambda c: v_step(c[0], c[1], win, args), c)
-            done = start + jnp.min(c[0].it)
-            report = lambda: jax.debug.callback(progress.update, done, total, sampling)  # noqa: E731
-            lax.cond((done >= start + lim) | (done >= total), report, lambda: None)  # not at every window's end
+            done = start + jnp.min(c[0].it)  # a multiple of `every` here, or `total`
+            report = (done >= start + lim) | (done >= total)  # not at every window's end
+            lax.switch(jnp.where(report, jnp.minimum(-(-done // every), len(reports) - 1), 0), reports)
             return c
 
         return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), until_next_report, carry)
@@ -226,11 +240,8 @@ def streaming(parts: Parts, slots: int, sync_every: int = 32):
         j = jnp.minimum(new_ds, B - 1)
         if parts.config.progress:
             finished = jnp.minimum(c.nxt, n_live) - jnp.sum(c.ds < B) + jnp.sum(last)
-            lax.cond(
-                jnp.any(last),
-                lambda: jax.debug.callback(progress.update, finished, n_live, True, finished, n_live),
-                lambda: None,
-            )
+            report = lambda f, n: progress.update(f, n, True, f, n)  # noqa: E731  (two arguments: see report_branches)
+            lax.cond(jnp.any(last), lambda: jax.debug.callback(report, finished, n_live), lambda: None)
         return c._replace(
             state=_select(load, _take(init, j), state),
             args=_select(load, _take(all_args, j), c.args),
