@@ -22,9 +22,14 @@ Cases (``--cases`` takes a comma-separated list of these names):
 ``porian8``
     ``sb.datasets.load("porian_isoflop", param_count="standard", split="val")``: 8 training setups, all 940 runs
     (the walls of the isoFLOP valleys included; case_studies/porian_isoflop fits the 565 valley runs).
+``porian8v``
+    The same 8 setups, the 565 valley runs only (N within 3x of the best run of its budget), as fitted by
+    case_studies/porian_isoflop and as in issue 14's table.
 ``porian2 porian3``
     Every 2-family (28) and 3-family (56) subset of porian's 8 setups; ``--quick`` (or ``--subsets K``) takes K
     of them, drawn once with a fixed generator so reruns pick the same subsets.
+``porian2v porian3v``
+    The same subsets of the valley runs (``porian8v``).
 
 Results go to ``benchmarks/output/hierarchy.jsonl`` (one record per fit, appended as each fit ends; ``--resume`` keeps
 the records there, skips those fits and reports old and new together; without it the file starts empty) and the table to
@@ -142,6 +147,19 @@ def porian(families: tuple[str, ...] | None = None) -> sb.ScalingData:
     return data.subset(np.isin(data.frame["family"], families), reason="other porian setup")
 
 
+def porian_valley(families: tuple[str, ...] | None = None, window: float = 3.0) -> sb.ScalingData:
+    """porian's 8 setups, the valley runs only: N within a factor ``window`` of the lowest-loss run of its family and
+    budget (565 of 940 runs; the selection of case_studies/porian_isoflop and of issue 14's porian row)."""
+    data = porian()
+    f = data.frame
+    best_n = f.loc[f.groupby(["family", "C"])["loss"].idxmin(), ["family", "C", "N"]]
+    best = f[["family", "C"]].merge(best_n, on=["family", "C"], how="left")["N"].to_numpy()
+    keep = np.abs(np.log(f["N"].to_numpy() / best)) <= np.log(window) + 1e-9
+    if families is not None:
+        keep &= np.isin(f["family"], families)
+    return data.subset(keep, reason=f"N more than {window:g}x from its isoFLOP budget's best run, or another setup")
+
+
 # ------------------------------------------------------------------------------------------------------ one fit
 def measure(data: sb.ScalingData, seed: int, warmup: int, draws: int) -> dict:
     """Fit at the defaults and return the record of one fit (see the module docstring)."""
@@ -178,20 +196,27 @@ def jobs(cases: list[str], seeds: int, n_subsets: int | None):
         elif case == "porian8":
             for s in range(seeds):
                 yield case, case, s, porian
-        elif case in ("porian2", "porian3"):
-            for fams in porian_subsets(int(case[-1]), n_subsets):
+        elif case == "porian8v":
+            for s in range(seeds):
+                yield case, case, s, porian_valley
+        elif case in ("porian2", "porian3", "porian2v", "porian3v"):
+            make = porian_valley if case.endswith("v") else porian
+            for fams in porian_subsets(int(case[6]), n_subsets):
                 for s in range(seeds):
-                    yield case, " + ".join(fams), s, (lambda fams=fams: porian(fams))
+                    yield case, " + ".join(fams), s, (lambda fams=fams, make=make: make(fams))
         else:
-            raise SystemExit(f"unknown case {case!r}; cases: {[*SIM_FAMILIES, 'porian8', 'porian2', 'porian3']}")
+            cases = [*SIM_FAMILIES, "porian8", "porian8v", "porian2", "porian3", "porian2v", "porian3v"]
+            raise SystemExit(f"unknown case {case!r}; cases: {cases}")
 
 
 # ------------------------------------------------------------------------------------------------------ report
 def _short(failure: str) -> str:
     """'R-hat 1.031 > 1.01 (tau_log_A_c)' -> 'R-hat tau_log_A_c'; '4 divergent transitions' -> 'divergences'."""
+    if "divergent" in failure:  # "1 divergent transition (0.0% of iterations)"
+        return "divergences"
     if "(" in failure:
         return failure.split()[0] + " " + failure[failure.index("(") + 1 : failure.rindex(")")]
-    return "divergences" if "divergent" in failure else failure
+    return failure
 
 
 def _row(name: str, g: pd.DataFrame) -> str:
@@ -229,8 +254,8 @@ def write_report(records: list[dict], settings: dict, path: Path) -> None:
     lines = [head]
     for case in dict.fromkeys(df.case):
         sub = df[df.case == case]
-        if case in ("porian2", "porian3"):
-            total = len(list(itertools.combinations(range(8), int(case[-1]))))
+        if case in ("porian2", "porian3", "porian2v", "porian3v"):
+            total = len(list(itertools.combinations(range(8), int(case[6]))))
             lines.append(_row(f"**{case} ({sub.label.nunique()} of {total} subsets)**", sub))
             lines += [_row(f"{case}: {lab}", g) for lab, g in sub.groupby("label", sort=False)]
         else:
