@@ -41,6 +41,7 @@ from scipy import stats
 from .diagnostics import Diagnostics, batch_diagnostics, summarise, warn_if_failed
 from .errors import DataError, ModelError
 from .precision import ensure_float64
+from .predict import qcol
 
 PARAMS = ("mid", "slope", "u", "phi")
 QUANTILES = (0.05, 0.5, 0.95)
@@ -266,7 +267,7 @@ class AccuracyLaw:
         a = self.accuracy_draws(L, seed=seed, noise=noise)
         out = pd.DataFrame({"loss": L, "mean": a.mean(axis=0)})
         for q in quantiles:
-            out[f"q{100 * q:g}"] = np.quantile(a, q, axis=0)
+            out[qcol(q)] = np.quantile(a, q, axis=0)
         return out
 
 
