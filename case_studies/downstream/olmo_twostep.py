@@ -125,7 +125,7 @@ def forecast_rows(test, b, two_steps, acc_fit, point) -> pd.DataFrame:
     rows.append(base.assign(method="step 2 only, observed loss", pred=np.median(a, 0), lo=np.quantile(a, 0.05, 0),
                             hi=np.quantile(a, 0.95, 0), loss_pred=t["loss"].to_numpy()))  # fmt: skip
     p, lo, hi = point(N, D)
-    rows.append(base.assign(method="point two-step (Huber + LS sigmoid)", pred=p, lo=lo, hi=hi, loss_pred=np.nan))
+    rows.append(base.assign(method=POINT, pred=p, lo=lo, hi=hi, loss_pred=np.nan))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -140,37 +140,43 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def figure(df: pd.DataFrame, train: pd.DataFrame, path: Path, cut: float) -> None:
     """Accuracy against tokens, one panel per (benchmark, run): training checkpoints, held-out truth, and the 90%
-    bands of the calibrated two-step forecast and the point two-step."""
-    panels = [(b, r) for b in BENCH for r in N_PARAMS if df[(df["benchmark"] == b) & (df["run"] == r)].size]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
-    for ax, (b, run) in zip(np.atleast_1d(axes), panels, strict=True):
+    bands of the two-step forecast (calibrated when it was run) and the point two-step."""
+    main = MAIN if (df["method"] == MAIN).any() else UNCAL
+    panels = [(b, r) for b in BENCH for r in N_PARAMS if ((df["benchmark"] == b) & (df["run"] == r)).any()]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    axes = axes.ravel()
+    for ax, (b, run) in zip(axes, panels, strict=False):
         tr = train[train["run"] == run]
         ax.plot(tr["D"], tr[b], ".", ms=3, c="0.6", label="training checkpoints")
-        for label, color in ((MAIN, "C0"), ("point two-step (Huber + LS sigmoid)", "C1")):
+        for label, color in ((main, "C0"), (POINT, "C1")):
             s = df[(df["benchmark"] == b) & (df["run"] == run) & (df["method"] == label)]
             ax.fill_between(s["D"], s["lo"], s["hi"], color=color, alpha=0.25, lw=0)
             ax.plot(s["D"], s["pred"], c=color, lw=1.2, label=f"{label}: median, 90%")
-        s = df[(df["benchmark"] == b) & (df["run"] == run) & (df["method"] == MAIN)]
+        s = df[(df["benchmark"] == b) & (df["run"] == run) & (df["method"] == main)]
         ax.plot(s["D"], s["truth"], "x", c="k", ms=4, label="held-out checkpoints")
         ax.axvline(cut, c="0.3", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_title(f"{run}: {b}")
         ax.set_xlabel("tokens D")
-    np.atleast_1d(axes)[0].set_ylabel("accuracy")
-    np.atleast_1d(axes)[0].legend(fontsize=6, loc="lower right")
+        ax.set_ylabel("accuracy")
+    for ax in axes[len(panels) :]:
+        ax.axis("off")
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("Later OLMo checkpoints' accuracy forecast from (N, D) alone; dotted: end of the training data")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-MAIN = "two-step, calibrated loss"
+MAIN, UNCAL = "two-step, calibrated loss", "two-step, loss without discrepancy"
+POINT = "point two-step (Huber + LS sigmoid)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=None, help="the shared data folder (holding hitchhiker/)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="only redraw the figure from the saved predictions")
     ap.add_argument("--d-split", type=float, default=D_SPLIT, help="last training tokens (default 1e12)")
     args = ap.parse_args()
     data_dir = args.data or next((p for p in DATA_CANDIDATES if (p / "hitchhiker").is_dir()), None)
@@ -181,6 +187,10 @@ def main() -> None:
     ckpt, removed = load(data_dir)
     cut = args.d_split
     train, test = ckpt[ckpt["D"] <= cut], ckpt[(ckpt["D"] > cut) & (ckpt["step"] % TEST_EVERY == 0)]
+    tag = "olmo_twostep" + ("" if cut == D_SPLIT else f"_{cut:.0e}") + ("_quick" if args.quick else "")
+    if args.replot:  # redraw the figure from the saved predictions
+        figure(pd.read_csv(OUT / f"{tag}_predictions.csv"), train, OUT / f"{tag}.png", cut)
+        return
     runs = sb.ScalingData.from_frame(train.assign(family="olmo"), N="N", D="D", loss="loss", run="run",
                                      family="family", name=f"olmo checkpoints, D <= {cut:.0e}")  # fmt: skip
     t0 = time.time()
@@ -193,14 +203,13 @@ def main() -> None:
         if tr.empty:
             continue
         fits[b] = la.fit(tr["loss"], tr[b], floor=floor, questions=n_q, seed=SEED, **settings)
-        two = {"two-step, loss without discrepancy": sb.TwoStep(post, fits[b])}
+        two = {UNCAL: sb.TwoStep(post, fits[b])}
         if cal.calibrated:
             two[MAIN] = sb.TwoStep(cal, fits[b])
         point, _ = point_two_step(tr, b, runs)
         frames.append(forecast_rows(test, b, two, fits[b], point))
     df = pd.concat(frames, ignore_index=True)
     OUT.mkdir(exist_ok=True)
-    tag = "olmo_twostep" + ("" if cut == D_SPLIT else f"_{cut:.0e}") + ("_quick" if args.quick else "")
     df.to_csv(OUT / f"{tag}_predictions.csv", index=False)
     text = report(df, post, cal, fits, removed, train, test, settings, time.time() - t0, t_loss, cut)
     (OUT / f"{tag}.md").write_text(text)
