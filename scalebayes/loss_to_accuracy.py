@@ -12,8 +12,10 @@ was fitted to), with ℓ = L − L0 (L0 the fitted data's median loss):
   L0: the loss at which the model is half-way from chance to its ceiling.
 - Likelihood on the above-chance scale q = (acc − floor)/(1 − floor), mean μ = u·sigmoid(...): beta-binomial over
   ``questions`` (k = round(q·n)) when the question count is known, otherwise Beta(μφ, (1 − μ)φ) on q (clipped to
-  [1e-3, 1 − 1e-3]); φ ~ LogNormal(log 100, 1) carries the protocol noise beyond binomial sampling. Scores below
-  chance are set to chance and counted (``below_chance``): nothing is dropped.
+  [1e-3, 1 − 1e-3]); the over-dispersion od = 1/φ ~ HalfNormal(0.02) carries the protocol noise beyond binomial
+  sampling. Sampled as od, not φ: checkpoints of one run, scored on the same questions, are often no noisier than
+  binomial (φ → ∞, od → 0, where the prior is smooth and NUTS does not stall), while scores across model families
+  have φ ~ 100 (od 0.01). Scores below chance are set to chance and counted (``below_chance``): nothing is dropped.
 
 This is the form used by the OLMo model ladder's second step (Bhagia et al. 2024) with priors and a bounded
 likelihood. :mod:`scalebayes.twostep` pushes a loss posterior's predictive draws through it.
@@ -43,7 +45,9 @@ from .errors import DataError, ModelError
 from .precision import ensure_float64
 from .predict import qcol
 
-PARAMS = ("mid", "slope", "u", "phi")
+PARAMS = ("mid", "slope", "u", "od")
+#: Scale of the half-normal prior of the over-dispersion od = 1/φ.
+OD_SCALE = 0.02
 QUANTILES = (0.05, 0.5, 0.95)
 #: Clip of the above-chance fraction under the Beta likelihood (no question count): keeps log densities finite for
 #: scores at chance or at 100%.
@@ -66,7 +70,8 @@ def model(loss_c, n, q=None, *, binomial: bool = True, n_sims: int | None = None
         mid = numpyro.sample("mid", dist.Normal(0.0, 1.0))
         slope = numpyro.sample("slope", dist.LogNormal(jnp.log(2.0), 1.0))
         u = numpyro.sample("u", dist.Beta(4.0, 1.0))
-        phi = numpyro.sample("phi", dist.LogNormal(jnp.log(100.0), 1.0))
+        od = numpyro.sample("od", dist.HalfNormal(OD_SCALE))
+        phi = numpyro.deterministic("phi", 1.0 / (od + 1e-6))  # precision; od → 0 is the binomial limit
         mu = jnp.clip(mean_fraction(loss_c, slope, mid, u), 1e-6, 1.0 - 1e-6)
         with numpyro.plate("obs", loss_c.shape[0]):
             if binomial:
@@ -91,6 +96,7 @@ def sampler(
         functools.partial(model, binomial=binomial, n_sims=n_sims),
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
+        dense_mass=n_sims is None,  # (mid, slope, u) trade along a ridge when the data cover part of the sigmoid
     )
     return MCMC(
         kernel,
@@ -218,7 +224,8 @@ def fit(
 
 @dataclass(frozen=True)
 class AccuracyLaw:
-    """Posterior of the accuracy-vs-loss law on one benchmark: S draws of ``mid``, ``slope``, ``u``, ``phi``.
+    """Posterior of the accuracy-vs-loss law on one benchmark: S draws of ``mid``, ``slope``, ``u``, ``od``
+    and the precision ``phi`` = 1/od.
 
     ``loss0``: the centre (nats); ``loss_range``: the fitted losses' (min, max), nats; ``below_chance``: scores
     that were below ``floor`` and were set to it."""
