@@ -187,7 +187,7 @@ def main() -> None:
     ckpt, removed = load(data_dir)
     cut = args.d_split
     train, test = ckpt[ckpt["D"] <= cut], ckpt[(ckpt["D"] > cut) & (ckpt["step"] % TEST_EVERY == 0)]
-    tag = "olmo_twostep" + ("" if cut == D_SPLIT else f"_{cut:.0e}") + ("_quick" if args.quick else "")
+    tag = "olmo_twostep" + ("" if cut == D_SPLIT else f"_{cut:.0e}".replace("+", "")) + ("_quick" if args.quick else "")
     if args.replot:  # redraw the figure from the saved predictions
         figure(pd.read_csv(OUT / f"{tag}_predictions.csv"), train, OUT / f"{tag}.png", cut)
         return
