@@ -3,6 +3,7 @@
     PYTHONPATH=. .venv/bin/python case_studies/downstream/olmo_twostep.py            # 4 chains x 1000, calibrated
     PYTHONPATH=. .venv/bin/python case_studies/downstream/olmo_twostep.py --quick    # short chains, no calibration
     ... --data /path/to/shared/data                                                  # where hitchhiker/ lives
+    ... --d-split 2e11                                                               # train on D <= 2e11 tokens
 
 Data: ``hitchhiker/aggregated_eval/olmo.csv`` of the shared data folder (ColPret, MIT; not bundled), OLMo-1B,
 OLMo-7B and OLMo-7B-Twin-2T W&B eval curves. The script exits with a message when the file is absent.
@@ -17,14 +18,16 @@ OLMo-7B and OLMo-7B-Twin-2T W&B eval curves. The script exits with a message whe
   still falling by nats); loss spikes (loss > 0.1 nats above the run's running minimum, caveat 2); scores above 1
   (Twin-2T logs a few summed duplicates, e.g. 1.39).
 
-Split: checkpoints with D ≤ 1e12 tokens train both steps; later checkpoints (D up to 3.1e12, 1.9–3.1× the last
-training checkpoint of each run) are held out, sub-sampled to every 10,000th step. Step 1: the Chinchilla law fitted by
-scalebayes to the training checkpoints (``run`` labels: checkpoints of one run are not independent runs), then
-``sb.calibrate`` (the discrepancy that grows with extrapolation distance). Step 2: the accuracy-vs-loss law
-(:mod:`scalebayes.loss_to_accuracy`) on the training checkpoints' (loss, accuracy). The forecast is
-:class:`scalebayes.TwoStep` at each held-out checkpoint's (N, D), for that run's family... one family: all three runs
-are OLMo. Compared with the point two-step of the OLMo ladder (least-squares Chinchilla law, Huber; least-squares
-sigmoid in loss; a band from the step-2 training residuals) and with step 2 alone at the *observed* loss.
+Split: checkpoints with D ≤ 1e12 tokens (``--d-split``) train both steps; later checkpoints (D up to 3.1e12,
+1.9–3.1× the last training checkpoint of each run; up to 15× with ``--d-split 2e11``) are held out, sub-sampled to
+every 10,000th step.
+
+Step 1: the Chinchilla law fitted by scalebayes to the training checkpoints (``run`` labels: checkpoints of one run
+are not independent runs), then ``sb.calibrate`` (the discrepancy that grows with extrapolation distance). Step 2:
+the accuracy-vs-loss law (:mod:`scalebayes.loss_to_accuracy`) on the training checkpoints' (loss, accuracy). The
+forecast is :class:`scalebayes.TwoStep` at each held-out checkpoint's (N, D) (one family: all three runs are OLMo).
+Compared with the point two-step of the OLMo ladder (Huber fit of the Chinchilla law; least-squares sigmoid in loss;
+a band from the step-2 training residuals) and with step 2 alone at the *observed* loss.
 
 Writes ``results/olmo_twostep.md``, ``results/olmo_twostep_predictions.csv`` and ``results/olmo_twostep.png``.
 """
