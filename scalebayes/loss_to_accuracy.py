@@ -11,11 +11,15 @@ was fitted to), with ℓ = L − L0 (L0 the fitted data's median loss):
 - ``slope`` ~ LogNormal(log 2, 1) per nat of loss (accuracy rises as loss falls); ``mid`` ~ Normal(0, 1) nats from
   L0: the loss at which the model is half-way from chance to its ceiling.
 - Likelihood on the above-chance scale q = (acc − floor)/(1 − floor), mean μ = u·sigmoid(...): beta-binomial over
-  ``questions`` (k = round(q·n)) when the question count is known, otherwise Beta(μφ, (1 − μ)φ) on q (clipped to
-  [1e-3, 1 − 1e-3]); the over-dispersion od = 1/φ ~ HalfNormal(0.02) carries the protocol noise beyond binomial
-  sampling. Sampled as od, not φ: checkpoints of one run, scored on the same questions, are often no noisier than
-  binomial (φ → ∞, od → 0, where the prior is smooth and NUTS does not stall), while scores across model families
-  have φ ~ 100 (od 0.01). Scores below chance are set to chance and counted (``below_chance``): nothing is dropped.
+  ``questions`` (k = round(q·n)); the over-dispersion od = 1/φ ~ HalfNormal(0.02) carries the protocol noise beyond
+  binomial sampling. Sampled as od, not φ: checkpoints of one run, scored on the same questions, are often no noisier
+  than binomial (φ → ∞, od → 0, where the prior is smooth and NUTS does not stall), while scores across model
+  families have φ ~ 100 (od 0.01). Without a question count (a score that is a probability mass or an average over
+  tasks), q is read as k of :data:`PSEUDO_QUESTIONS` = 1000 pseudo-questions: binomial noise of s.d. ≤ 0.016, and
+  od adds any more the data show. A Beta likelihood on q was tried and failed SBC (the slope's ranks piled at the
+  top: scores at chance, q = 0, must be clipped for a Beta density, and the clip pulls the slope down); a count of 0
+  is an exact outcome of the beta-binomial. Scores below chance are set to chance and counted (``below_chance``):
+  nothing is dropped.
 
 This is the form used by the OLMo model ladder's second step (Bhagia et al. 2024) with priors and a bounded
 likelihood. :mod:`scalebayes.twostep` pushes a loss posterior's predictive draws through it.
@@ -49,9 +53,8 @@ PARAMS = ("mid", "slope", "u", "od")
 #: Scale of the half-normal prior of the over-dispersion od = 1/φ.
 OD_SCALE = 0.02
 QUANTILES = (0.05, 0.5, 0.95)
-#: Clip of the above-chance fraction under the Beta likelihood (no question count): keeps log densities finite for
-#: scores at chance or at 100%.
-Q_CLIP = 1e-3
+#: Question count used when a benchmark's is unknown (see the module docstring).
+PSEUDO_QUESTIONS = 1000
 
 
 def mean_fraction(loss_c, slope, mid, u):
@@ -59,11 +62,11 @@ def mean_fraction(loss_c, slope, mid, u):
     return u * jax.nn.sigmoid(slope * (mid - loss_c))
 
 
-def model(loss_c, n, q=None, *, binomial: bool = True, n_sims: int | None = None):
-    """NumPyro model: ``loss_c`` (P,) centred losses (nats), ``n`` (P,) question counts, ``q`` (P,) the observed
-    above-chance counts (``binomial``) or fractions (Beta likelihood).
+def model(loss_c, n, k=None, *, n_sims: int | None = None):
+    """NumPyro model: ``loss_c`` (P,) centred losses (nats), ``n`` (P,) question counts, ``k`` (P,) the observed
+    above-chance counts.
 
-    ``n_sims``: ``q`` is (n_sims, P), independent datasets at the same losses, each with its own parameters (shape
+    ``n_sims``: ``k`` is (n_sims, P), independent datasets at the same losses, each with its own parameters (shape
     (n_sims, 1)); their joint posterior is the product of the single ones, so one NUTS run fits them all (the fast
     SBC of :func:`sbc`)."""
     with numpyro.plate("sim", n_sims, dim=-2) if n_sims else contextlib.nullcontext():
@@ -74,14 +77,10 @@ def model(loss_c, n, q=None, *, binomial: bool = True, n_sims: int | None = None
         phi = numpyro.deterministic("phi", 1.0 / (od + 1e-6))  # precision; od → 0 is the binomial limit
         mu = jnp.clip(mean_fraction(loss_c, slope, mid, u), 1e-6, 1.0 - 1e-6)
         with numpyro.plate("obs", loss_c.shape[0]):
-            if binomial:
-                numpyro.sample("k", dist.BetaBinomial(mu * phi, (1.0 - mu) * phi, n), obs=q)
-            else:
-                numpyro.sample("q", dist.Beta(mu * phi, (1.0 - mu) * phi), obs=q)
+            numpyro.sample("k", dist.BetaBinomial(mu * phi, (1.0 - mu) * phi, n), obs=k)
 
 
 def sampler(
-    binomial: bool,
     n_sims: int | None = None,
     *,
     chains: int = 4,
@@ -93,7 +92,7 @@ def sampler(
     """A NumPyro MCMC over :func:`model`; ``jit_model_args`` so refits on new data of the same size reuse its
     compiled program (the SBC loop)."""
     kernel = NUTS(
-        functools.partial(model, binomial=binomial, n_sims=n_sims),
+        functools.partial(model, n_sims=n_sims),
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
         dense_mass=n_sims is None,  # (mid, slope, u) trade along a ridge when the data cover part of the sigmoid
@@ -139,10 +138,9 @@ def observations(loss, accuracy, *, floor: float, questions: int | None) -> Obse
         raise ModelError(f"questions must be a positive count or None, got {questions!r}")
     q = np.clip((a - floor) / (1.0 - floor), 0.0, 1.0)
     loss0 = float(np.median(L))
-    if questions is None:
-        obs, n = np.clip(q, Q_CLIP, 1.0 - Q_CLIP), np.ones_like(q)
-    else:
-        obs, n = np.round(q * questions), np.full_like(q, float(questions))
+    n = float(questions or PSEUDO_QUESTIONS)
+    obs = np.round(q * n)
+    n = np.full_like(q, n)
     return Observations(L - loss0, n, obs, loss0, int((a < floor).sum()))
 
 
@@ -198,8 +196,8 @@ def fit(
         loss: (P,) losses in nats, on the validation set whose loss law the forecast will use.
         accuracy: (P,) scores in [0, 1] of the same models (or checkpoints).
         floor: the benchmark's chance accuracy (0.25 for 4-way multiple choice, 0.5 for binary).
-        questions: the benchmark's question count (beta-binomial likelihood), or None (Beta likelihood on the
-            above-chance fraction).
+        questions: the benchmark's question count, or None (the score read as a count of
+            :data:`PSEUDO_QUESTIONS`).
         seed: seed of the sampler.
 
     Returns an :class:`AccuracyLaw`; warns (:class:`~scalebayes.errors.SamplingWarning`) when R-hat > 1.01, ESS <
@@ -208,7 +206,6 @@ def fit(
     ensure_float64("scalebayes.loss_to_accuracy.fit")
     obs = observations(loss, accuracy, floor=floor, questions=questions)
     mcmc = sampler(
-        questions is not None,
         chains=chains,
         warmup=warmup,
         draws=draws,
@@ -248,7 +245,7 @@ class AccuracyLaw:
         ``loss`` (P,): fixed losses, every law draw used: (S, P). ``loss`` (S_L, P): loss draws (e.g. a loss
         posterior's predictive); row s is paired with a law draw picked at random (``seed``), so the loss
         uncertainty and the law's are both carried: (S_L, P). ``noise=True``: the score a model would report
-        (beta-binomial over the questions, or Beta noise without a count); ``False``: the law's mean.
+        (beta-binomial over the questions, or the pseudo-questions without a count); ``False``: the law's mean.
         """
         L = np.asarray(loss, dtype=float)
         rng = np.random.default_rng(seed)
@@ -265,7 +262,8 @@ class AccuracyLaw:
         if noise:
             mu = np.clip(mu, 1e-9, 1 - 1e-9)
             p = rng.beta(mu * s["phi"], (1 - mu) * s["phi"])
-            mu = p if self.questions is None else rng.binomial(int(self.questions), p) / self.questions
+            n = int(self.questions or PSEUDO_QUESTIONS)
+            mu = rng.binomial(n, p) / n
         return self.floor + (1.0 - self.floor) * mu
 
     def predict(self, loss, *, quantiles=QUANTILES, seed: int = 0, noise: bool = True) -> pd.DataFrame:
@@ -281,13 +279,14 @@ class AccuracyLaw:
 # ----------------------------------------------------------------------------------------------- SBC
 def simulate(n_sims: int, loss_c, *, questions: int | None, seed: int) -> dict:
     """Draws from the prior predictive of :func:`model` at centred losses ``loss_c`` (P,): parameters (n_sims,)
-    and observations ``obs`` (n_sims, P) (counts, or clipped fractions without ``questions``)."""
+    and observations ``obs`` (n_sims, P), counts of ``questions`` (None: :data:`PSEUDO_QUESTIONS`)."""
     loss_c = jnp.asarray(loss_c, dtype=float)
-    binomial = questions is not None
-    n = jnp.full(loss_c.shape, questions or 1, dtype=int)  # integer: NumPyro samples binomials of int counts
-    prior = Predictive(functools.partial(model, binomial=binomial), num_samples=n_sims)
+    n = jnp.full(
+        loss_c.shape, questions or PSEUDO_QUESTIONS, dtype=int
+    )  # integer: NumPyro samples binomials of int counts
+    prior = Predictive(model, num_samples=n_sims)
     out = {k: np.asarray(v) for k, v in prior(jax.random.PRNGKey(seed), loss_c, n).items()}
-    out["obs"] = out.pop("k") if binomial else np.clip(out.pop("q"), Q_CLIP, 1.0 - Q_CLIP)
+    out["obs"] = out.pop("k")
     return out
 
 
@@ -320,14 +319,14 @@ def sbc(
     ensure_float64("scalebayes.loss_to_accuracy.sbc")
     loss_c = np.linspace(-1.5, 1.5, n_obs)
     sims = simulate(n_sims, loss_c, questions=questions, seed=seed)
-    n = np.full(n_obs, float(questions or 1))
+    n = np.full(n_obs, float(questions or PSEUDO_QUESTIONS))
     kw = dict(chains=chains, warmup=warmup, draws=draws)
     if joint:
         obs = Observations(loss_c, n, sims["obs"], 0.0, 0)
-        samples, diag = run(sampler(questions is not None, n_sims, **kw), obs, seed + 1)
+        samples, diag = run(sampler(n_sims, **kw), obs, seed + 1)
         per_sim, diags = [{p: samples[p][..., i, 0] for p in PARAMS} for i in range(n_sims)], [diag]
     else:
-        mcmc = sampler(questions is not None, **kw)
+        mcmc = sampler(**kw)
         fits = [run(mcmc, Observations(loss_c, n, sims["obs"][i], 0.0, 0), seed + 1 + i) for i in range(n_sims)]
         per_sim, diags = [f[0] for f in fits], [f[1] for f in fits]
     ranks = np.array(

@@ -61,10 +61,12 @@ def test_accuracy_bounded_and_at_chance_for_high_loss(acc_law):
     assert np.median(a[:, 2]) < FLOOR + 0.01  # far above the fitted losses the law sits on the chance floor
     mean = acc_law.accuracy_draws(np.array([8.0]), seed=0, noise=False)
     assert mean.min() >= FLOOR
-    # without a question count the noise is Beta on the above-chance fraction: still in [floor, 1]
-    beta = la.AccuracyLaw(0.5, None, 3.0, (2.0, 4.0), {k: v[:50] for k, v in acc_law.draws.items()}, None)
-    b = beta.accuracy_draws(np.array([1.0, 3.0, 9.0]), seed=0)
+    # without a question count the noise is over 1000 pseudo-questions: still in [floor, 1], on a 1/1000 grid
+    none = la.AccuracyLaw(0.5, None, 3.0, (2.0, 4.0), {k: v[:50] for k, v in acc_law.draws.items()}, None)
+    b = none.accuracy_draws(np.array([1.0, 3.0, 9.0]), seed=0)
     assert b.min() >= 0.5 and b.max() <= 1.0
+    k = (b - 0.5) / 0.5 * la.PSEUDO_QUESTIONS
+    np.testing.assert_allclose(k, np.round(k), atol=1e-6)
 
 
 def test_accuracy_law_validates_its_inputs():
@@ -75,6 +77,8 @@ def test_accuracy_law_validates_its_inputs():
         la.observations([3.0, 2.9, 2.8], [0.3, 0.5], floor=0.25, questions=100)
     obs = la.observations([3.0, 2.9, 2.8], [0.2, 0.5, 0.625], floor=0.25, questions=100)
     assert obs.below_chance == 1 and obs.q.tolist() == [0.0, 33.0, 50.0]  # below chance: set to chance, counted
+    no_count = la.observations([3.0, 2.9, 2.8], [0.2, 0.5, 0.625], floor=0.25, questions=None)
+    assert no_count.q.tolist() == [0.0, 333.0, 500.0] and no_count.n.tolist() == [1000.0] * 3
 
 
 def test_sbc_ranks_uniform():
