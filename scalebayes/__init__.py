@@ -11,7 +11,7 @@ when called; call :func:`use_float64` yourself before other computations on arra
 
 from __future__ import annotations
 
-from . import baselines, datasets, downstream, errors, laws, scores
+from . import baselines, datasets, downstream, errors, laws, loss_to_accuracy, scores, twostep
 from .backtesting import backtest
 from .batch import fit_many
 from .cache import enable_compilation_cache
@@ -23,6 +23,7 @@ from .posterior import Posterior, load
 from .precision import use_float64
 from .sampler import SamplerConfig
 from .spec import FitSpec
+from .twostep import TwoStep
 
 __all__ = [
     "ScalingData",
@@ -38,6 +39,9 @@ __all__ = [
     "laws",
     "baselines",
     "downstream",
+    "loss_to_accuracy",
+    "twostep",
+    "TwoStep",
     "scores",
     "backtest",
     "calibrate",
