@@ -30,7 +30,16 @@ def test_atomic_folder_keeps_the_old_store_on_failure_and_replaces_it_on_success
     assert os.listdir(path) == ["b"] and os.listdir(tmp_path) == ["posterior.zarr"]
 
 
-def test_ctrl_c_during_a_write_is_held_until_the_writer_returns_then_raised(tmp_path):
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for the test: a process started in the background by a non-interactive shell
+    (nohup, some CI runners) inherits SIGINT ignored, and then there is no Ctrl-C to hold."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_during_a_write_is_held_until_the_writer_returns_then_raised(tmp_path, default_sigint):
     path = tmp_path / "posterior.nc"
     path.write_text("old")
     finished = []
