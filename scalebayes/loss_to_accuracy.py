@@ -42,7 +42,6 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer import MCMC, NUTS, Predictive
-from scipy import stats
 
 from .diagnostics import Diagnostics, batch_diagnostics, summarise, warn_if_failed
 from .errors import DataError, ModelError
@@ -346,6 +345,9 @@ def rank_uniformity(ranks: np.ndarray, L: int, bins: int = 10) -> dict:
     bins = min(bins, L + 1)
     if (L + 1) % bins:
         raise ModelError(f"L + 1 = {L + 1} rank values do not split into {bins} equal bins")
+    # lazily: scipy.stats (also under arviz_stats) is a heavy import, not needed to start
+    from scipy import stats
+
     out = {}
     for j, p in enumerate(PARAMS[: ranks.shape[1]]):
         counts = np.bincount(ranks[:, j] * bins // (L + 1), minlength=bins)
