@@ -367,3 +367,18 @@ def warn_if_failed(diag: Diagnostics, what: str = "fit") -> None:
             SamplingWarning,
             stacklevel=3,
         )
+
+
+def summarise_chains(labels: list[str], rows: list[np.ndarray], extra: dict, max_tree_depth: int) -> Diagnostics:
+    """The verdict on draws of a NumPyro NUTS run: ``rows`` a list of (k, chains, draws) arrays whose k quantities
+    are named by ``labels`` (in order); ``extra`` NumPyro's ``diverging`` and ``num_steps`` fields."""
+    rhat, bulk, tail = batch_diagnostics(np.concatenate(rows))
+    return summarise(
+        labels,
+        rhat,
+        bulk,
+        tail,
+        diverging=np.asarray(extra["diverging"]),
+        n_steps=np.asarray(extra["num_steps"]),
+        max_tree_depth=max_tree_depth,
+    )

@@ -43,7 +43,7 @@ import pandas as pd
 from numpyro.infer import MCMC, NUTS
 from scipy import optimize
 
-from .diagnostics import Diagnostics, batch_diagnostics, summarise, warn_if_failed
+from .diagnostics import Diagnostics, summarise_chains, warn_if_failed
 from .errors import DataError, ModelError, UnknownNameError
 from .precision import ensure_float64
 from .scores import CHANCE, QUESTIONS, BenchmarkScores
@@ -142,16 +142,7 @@ def _diagnose(samples: dict, extra: dict, max_tree_depth: int) -> Diagnostics:
             else [f"{name}[{j}]" for j in range(v.shape[-1])]
         )
         rows.append(np.moveaxis(v, -1, 0))
-    rhat, bulk, tail = batch_diagnostics(np.concatenate(rows))
-    return summarise(
-        labels,
-        rhat,
-        bulk,
-        tail,
-        diverging=np.asarray(extra["diverging"]),
-        n_steps=np.asarray(extra["num_steps"]),
-        max_tree_depth=max_tree_depth,
-    )
+    return summarise_chains(labels, rows, extra, max_tree_depth)
 
 
 def fit(

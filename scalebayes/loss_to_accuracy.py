@@ -43,7 +43,7 @@ import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer import MCMC, NUTS, Predictive
 
-from .diagnostics import Diagnostics, batch_diagnostics, summarise, warn_if_failed
+from .diagnostics import Diagnostics, summarise_chains, warn_if_failed
 from .errors import DataError, ModelError
 from .precision import ensure_float64
 from .predict import qcol
@@ -150,16 +150,7 @@ def _diagnose(samples: dict, extra: dict, max_tree_depth: int) -> Diagnostics:
         v = v.reshape(*v.shape[:2], -1)  # (chains, draws, k): k = 1, or one per simulation of a joint SBC fit
         labels += [p] if v.shape[-1] == 1 else [f"{p}[{i}]" for i in range(v.shape[-1])]
         rows.append(np.moveaxis(v, -1, 0))
-    rhat, bulk, tail = batch_diagnostics(np.concatenate(rows))
-    return summarise(
-        labels,
-        rhat,
-        bulk,
-        tail,
-        diverging=np.asarray(extra["diverging"]),
-        n_steps=np.asarray(extra["num_steps"]),
-        max_tree_depth=max_tree_depth,
-    )
+    return summarise_chains(labels, rows, extra, max_tree_depth)
 
 
 def run(mcmc: MCMC, obs: Observations, seed: int, max_tree_depth: int = 10) -> tuple[dict, Diagnostics]:
