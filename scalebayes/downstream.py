@@ -46,6 +46,7 @@ from scipy import optimize
 from .diagnostics import Diagnostics, summarise_chains, warn_if_failed
 from .errors import DataError, ModelError, UnknownNameError
 from .precision import ensure_float64
+from .predict import qcol
 from .scores import CHANCE, QUESTIONS, BenchmarkScores
 
 PARAMS = ("mid", "slope", "u", "phi", "tau_b", "tau_e", "sigma_m")
@@ -231,11 +232,12 @@ class DownstreamPosterior:
         return floor + (1.0 - floor) * mu
 
     def predict(self, C, benchmark: str, family: str | None, *, seed: int = 0, noise: bool = True) -> pd.DataFrame:
-        """Quantiles (5/50/95%) and mean of the accuracy at each compute in ``C`` (FLOP); one row per C."""
+        """Quantiles (columns ``q0.05``, ``q0.5``, ``q0.95``, as everywhere in the package) and mean of the accuracy at
+        each compute in ``C`` (FLOP); one row per C."""
         rows = []
         for c in np.atleast_1d(np.asarray(C, dtype=float)):
             a = self.accuracy_draws(float(c), benchmark, family, seed=seed, noise=noise)
-            rows.append({"C": c, "mean": a.mean(), **{f"q{int(q * 100)}": np.quantile(a, q) for q in QUANTILES}})
+            rows.append({"C": c, "mean": a.mean(), **{qcol(q): np.quantile(a, q) for q in QUANTILES}})
         out = pd.DataFrame(rows)
         out.attrs.update(benchmark=benchmark, family=family, noise=noise)
         return out

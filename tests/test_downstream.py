@@ -79,7 +79,7 @@ def test_predictions_bounded_and_above_chance(post):
 def test_new_family_interval_wider(post):
     fitted = post.predict(1e23, "mmlu", "f3")
     new = post.predict(1e23, "mmlu", None)
-    assert (new["q95"] - new["q5"]).item() > (fitted["q95"] - fitted["q5"]).item()
+    assert (new["q0.95"] - new["q0.05"]).item() > (fitted["q0.95"] - fitted["q0.05"]).item()
 
 
 def test_parameter_recovery(post):
