@@ -130,31 +130,37 @@ def task_table(payload: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def dataset_table(tt: pd.DataFrame) -> pd.DataFrame:
-    failed = set(tt.loc[tt["error"] != "", "task"])  # score every method on the same tasks: drop any with a failure
-    ok = tt[~tt["task"].isin(failed)]
-    g = ok.groupby(["dataset", "method"])
+def _scored(tt: pd.DataFrame) -> pd.DataFrame:
+    """The task table without tasks where any method failed, so every method is scored on the same tasks."""
+    failed = set(tt.loc[tt["error"] != "", "task"])
+    return tt[~tt["task"].isin(failed)]
+
+
+def _task_means(ok: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean of each metric over the tasks of each ``by`` group of :func:`_scored` rows, with ``tasks`` and the
+    coverages' standard errors over tasks (``se50``, ``se90``)."""
+    g = ok.groupby(by)
     out = g[list(METRICS)].mean()
     out.insert(0, "tasks", g.size())
-    out.insert(1, "runs", g["n"].sum())
     # A task's held-out runs share one extrapolation error, so its coverage is close to all-or-nothing: the
-    # standard error over tasks (not over runs) says how far a dataset's coverage can sit from nominal by chance.
+    # standard error over tasks (not over runs) says how far a coverage can sit from nominal by chance.
     for level in ("50", "90"):
         se = g[f"coverage{level}"].std(ddof=1) / np.sqrt(g.size())
         out.insert(out.columns.get_loc(f"coverage{level}") + 1, f"se{level}", se)
+    return out
+
+
+def dataset_table(tt: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method): :func:`_task_means` and the held-out runs scored."""
+    ok = _scored(tt)
+    out = _task_means(ok, ["dataset", "method"])
+    out.insert(1, "runs", ok.groupby(["dataset", "method"])["n"].sum())
     return out
 
 
 def pooled_table(tt: pd.DataFrame) -> pd.DataFrame:
     """Mean over every task of every dataset (tasks weigh equally), with the standard error over tasks."""
-    failed = set(tt.loc[tt["error"] != "", "task"])
-    g = tt[~tt["task"].isin(failed)].groupby("method")
-    out = g[list(METRICS)].mean()
-    out.insert(0, "tasks", g.size())
-    for level in ("50", "90"):
-        se = g[f"coverage{level}"].std(ddof=1) / np.sqrt(g.size())
-        out.insert(out.columns.get_loc(f"coverage{level}") + 1, f"se{level}", se)
-    return out
+    return _task_means(_scored(tt), ["method"])
 
 
 def overall_table(dt: pd.DataFrame) -> pd.DataFrame:
