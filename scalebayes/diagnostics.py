@@ -324,16 +324,24 @@ def compute(posterior: xr.Dataset, sample_stats: xr.Dataset) -> Diagnostics:
     ``n_steps``; the attribute ``max_tree_depth``, which :func:`scalebayes.fit` stores, enables the saturation
     check)."""
     labels, arr = quantities(posterior)
-    rhat, bulk, tail = batch_diagnostics(arr)
     depth = sample_stats.attrs.get("max_tree_depth")
+    return _verdict(
+        labels, arr, sample_stats["diverging"], sample_stats["n_steps"], None if depth is None else int(depth)
+    )
+
+
+def _verdict(labels, arr: np.ndarray, diverging, n_steps, max_tree_depth: int | None) -> Diagnostics:
+    """:func:`summarise` of draws ``arr`` (k, chains, draws) named by ``labels``, with the run's divergence and
+    leapfrog-step records (chains, draws)."""
+    rhat, bulk, tail = batch_diagnostics(arr)
     return summarise(
         labels,
         rhat,
         bulk,
         tail,
-        diverging=np.asarray(sample_stats["diverging"]),
-        n_steps=np.asarray(sample_stats["n_steps"]),
-        max_tree_depth=None if depth is None else int(depth),
+        diverging=np.asarray(diverging),
+        n_steps=np.asarray(n_steps),
+        max_tree_depth=max_tree_depth,
     )
 
 
@@ -372,13 +380,4 @@ def warn_if_failed(diag: Diagnostics, what: str = "fit") -> None:
 def summarise_chains(labels: list[str], rows: list[np.ndarray], extra: dict, max_tree_depth: int) -> Diagnostics:
     """The verdict on draws of a NumPyro NUTS run: ``rows`` a list of (k, chains, draws) arrays whose k quantities
     are named by ``labels`` (in order); ``extra`` NumPyro's ``diverging`` and ``num_steps`` fields."""
-    rhat, bulk, tail = batch_diagnostics(np.concatenate(rows))
-    return summarise(
-        labels,
-        rhat,
-        bulk,
-        tail,
-        diverging=np.asarray(extra["diverging"]),
-        n_steps=np.asarray(extra["num_steps"]),
-        max_tree_depth=max_tree_depth,
-    )
+    return _verdict(labels, np.concatenate(rows), extra["diverging"], extra["num_steps"], max_tree_depth)
