@@ -136,15 +136,21 @@ def test_library_is_registered():
         assert laws.get(name) is law
 
 
+def _inputs(seed: int, n: int):
+    """(N, D, C, U) of n random runs and their logs as a law's inputs: N 1e6-1e11, 0.3-1000 tokens per parameter,
+    U from above D (fewer than one epoch) to ~300 epochs."""
+    rng = np.random.default_rng(seed)
+    N = 10 ** rng.uniform(6, 11, n)
+    D = N * 10 ** rng.uniform(-0.5, 3, n)
+    U = D / 10 ** rng.uniform(-0.5, 2.5, n)
+    C = 6 * N * D
+    return (N, D, C, U), {"N": np.log(N), "D": np.log(D), "C": np.log(C), "U": np.log(U)}
+
+
 @pytest.mark.parametrize("name", sorted(TRUTH))
 def test_log_mean_matches_published_formula(name):
     law = laws.get(name)
-    rng = np.random.default_rng(0)
-    N = 10 ** rng.uniform(6, 11, 50)
-    D = N * 10 ** rng.uniform(-0.5, 3, 50)
-    U = D / 10 ** rng.uniform(-0.5, 2.5, 50)  # includes U > D (fewer than one epoch) and up to ~300 epochs
-    C = 6 * N * D
-    x = {"N": np.log(N), "D": np.log(D), "C": np.log(C), "U": np.log(U)}
+    (N, D, C, U), x = _inputs(0, 50)
     got = np.exp(np.asarray(law.log_mean({k: jnp.asarray(v) for k, v in TRUTH[name].items()}, x)))
     # Both sides are exact closed forms in float64; 1e-10 allows only rounding.
     np.testing.assert_allclose(got, REFS[name](TRUTH[name], N, D, C, U), rtol=1e-10)
@@ -155,10 +161,7 @@ def test_per_run_form_equals_log_mean(name):
     # The sampler evaluates laws through per_run (prepare once per family, evaluate per run); both are closed
     # forms in float64, so 1e-12 on log L allows only rounding.
     law = laws.get(name)
-    rng = np.random.default_rng(1)
-    N = 10 ** rng.uniform(6, 11, 40)
-    D = N * 10 ** rng.uniform(-0.5, 3, 40)
-    x = {"N": np.log(N), "D": np.log(D), "C": np.log(6 * N * D), "U": np.log(D / 10 ** rng.uniform(-0.5, 2.5, 40))}
+    _, x = _inputs(1, 40)
     p = {k: jnp.asarray(v) for k, v in TRUTH[name].items()}
     prepare, evaluate = law.per_run
     np.testing.assert_allclose(evaluate(prepare(p), x), law.log_mean(p, x), rtol=0, atol=1e-12)
