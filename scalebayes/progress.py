@@ -1,8 +1,9 @@
 """Progress of a running fit: one bar on stderr (a terminal), plain lines elsewhere (notebooks, logs).
 
-The compiled sampler reports from inside its loop through a host callback (:func:`update`), every 10% of its
-iterations (where the slowest chain passes each 10%; no chain waits for it); ``SamplerConfig.progress`` decides at
-compile time whether the callback is in the program at all. A fit's bar starts at its first report and ends at its
+A single fit's host loop (:mod:`scalebayes.sampler.driver`) calls :func:`update` between its compiled pieces,
+every 10% of the iterations (where the slowest chain passes each 10%; no chain waits for it); the batch and sharded
+programs call it from inside their loop through a host callback, compiled in only when ``SamplerConfig.progress``
+asks. A fit's bar starts at its first report and ends at its
 last; concurrent fits (``fit_many``'s worker threads) share one line.
 """
 

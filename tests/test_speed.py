@@ -298,13 +298,20 @@ def _float_types(jaxpr, found):
 
 
 def test_float32_samples_in_float32(chinchilla_data):
-    """dtype="float32": every float the sampler computes — potential, gradients, trajectories, adaptation — is
-    float32 (checked on the traced program, so no compilation), and the draws come back as float32."""
+    """dtype="float32": every float the sampler's three programs compute — potential, gradients, trajectories,
+    adaptation — is float32 (checked on the traced pieces, so no compilation), and the draws come back as
+    float32."""
     prep = prepare(chinchilla_data, dtype="float32")
-    run = S.sampler(prep.spec, prep.n_pad, S.SamplerConfig(**QUICK), "float32")
-    jaxpr = jax.make_jaxpr(run)(jax.random.key(0), *prep.args)
-    assert _float_types(jaxpr.jaxpr, set()) == {"float32"}
-    draws, stats_ = jax.eval_shape(run, jax.random.key(0), *prep.args)
+    run = S.sampler(prep.spec, prep.n_pad, S.SamplerConfig(**QUICK), "float32").func
+    init, advance, finish = run.flat()
+    args = jax.tree.map(lambda a: np.asarray(a)[None], prep.args)
+    carry = jax.eval_shape(init, np.asarray(jax.random.key_data(jax.random.key(0)))[None], *args)
+    row = tuple(np.asarray(f[1]) for f in run.parts.table)
+    found = set()
+    for fn, a in ((init, (np.zeros((1, 2), np.uint32), *args)), (advance, (carry, row, 5, True, *args))):
+        found = _float_types(jax.make_jaxpr(fn)(*a).jaxpr, found)
+    assert found == {"float32"}
+    draws, stats_ = jax.eval_shape(finish, carry)
     assert {v.dtype for v in jax.tree.leaves(draws)} == {jnp.dtype("float32")}
     assert stats_["energy"].dtype == jnp.float32
 

@@ -1,7 +1,8 @@
 """The numerical core: NUTS over a :class:`~scalebayes.model.Spec`, as one pure, compiled JAX program.
 
-``sampler(spec, n, config, dtype)`` returns a jitted ``run(key, x, log_y, fam, mask, hyper)`` that does warm-up and
-sampling for every chain and returns constrained draws of shape (chains, draws, ...) plus sampler statistics;
+``sampler(spec, n, config, dtype)`` returns ``run(key, x, log_y, fam, mask, hyper)`` that does warm-up and
+sampling for every chain (a host loop over three compiled pieces, stored on disk across processes when the
+compilation cache is on) and returns constrained draws of shape (chains, draws, ...) plus sampler statistics;
 ``batch_sampler(spec, n, config, dtype, n_devices, slots)`` is the same program over a leading axis of B
 independent datasets (used by :func:`scalebayes.fit_many`). Measurements behind the choices are in
 ``benchmarks/RESULTS.md``. The parts, each usable alone:
@@ -14,7 +15,10 @@ independent datasets (used by :func:`scalebayes.fit_many`). Measurements behind 
   Stan's window schedule, cross-chain pooling;
 - :mod:`.start`: the damped Newton descent that seeds each chain's start and metric;
 - :mod:`.kernel`: one chain (trajectory + adaptation) per loop step;
-- :mod:`.program`: the vectorised loops (datasets side by side, or streamed through slots);
+- :mod:`.program`: the vectorised loops (datasets side by side, or streamed through slots), and the side-by-side
+  loop cut into ``init``/``advance``/``finish`` pieces;
+- :mod:`.driver`: a single fit's host loop over those pieces (progress between calls);
+- :mod:`.stored`: the pieces kept on disk (``jax.export``) under a key naming everything they depend on;
 - :mod:`.compiled`: caching, sharding, XLA options;
 - :mod:`.reference`: NumPyro's NUTS on the same model, with the same ``run`` interface (for checks).
 """

@@ -1,4 +1,5 @@
-"""Compiled, cached entry points: ``sampler`` (one dataset), ``batch_sampler`` (B datasets), devices, XLA options.
+"""Compiled, cached entry points: ``sampler`` (one dataset: :class:`Stepped`, the host loop over stored or exported
+pieces), ``batch_sampler`` (B datasets, one program), devices, XLA options.
 
 Both are cached on their static arguments, so a second fit of the same structure and (padded) size does not
 recompile (``COMPILE_COUNT`` counts traces; ``tests/test_speed.py`` checks it with JAX's compilation log).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +23,10 @@ from jax.sharding import Mesh, PartitionSpec
 from .. import progress
 from ..errors import UnknownNameError
 from ..model import Spec
+from . import stored
 from .config import SamplerConfig
-from .program import build
+from .driver import drive, flat_pieces
+from .program import Pieces, build, make_parts, pieces
 from .reference import numpyro_sampler
 
 # XLA:CPU hands small reductions and multiply-adds to YNNPACK library calls ("ynn fusions"); in the sampler's loop
@@ -104,30 +108,80 @@ def _batch_sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str, n
 
 
 def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float64"):
-    """Compiled ``run(key, x, log_y, fam, mask, hyper) -> (draws, stats)`` for ``n`` (padded) runs.
+    """``run(key, x, log_y, fam, mask, hyper) -> (draws, stats)`` for ``n`` (padded) runs.
 
     ``draws`` maps every sampled site to an array (chains, draws, *site_shape) in constrained space; ``stats``
     holds ``diverging``, ``num_steps`` (leapfrog steps), ``accept_prob``, ``energy``, ``potential_energy``
-    (chains, draws) and ``step_size`` (chains,). ``config.progress`` (None: on for a terminal or notebook) compiles
-    a progress callback into the loop (:mod:`scalebayes.progress`); the draws are the same either way.
+    (chains, draws) and ``step_size`` (chains,). ``config.progress`` (None: on for a terminal or notebook) shows a
+    progress bar (:mod:`scalebayes.progress`); the programs and the draws are the same either way.
     """
-    config = dataclasses.replace(config, progress=progress.enabled(config.progress))  # None: auto
-    return _sampler(spec, n, config, dtype_name)
+    on = progress.enabled(config.progress)
+    if config.chain_method == "parallel" and jax.local_device_count() > 1:
+        return _parallel_chains(spec, dataclasses.replace(config, progress=on))
+    return functools.partial(_stepped(spec, n, dataclasses.replace(config, progress=False), dtype_name), progress=on)
 
 
 @functools.lru_cache(maxsize=128)
-def _sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str):
+def _stepped(spec: Spec, n: int, config: SamplerConfig, dtype_name: str) -> Stepped:
     del n, dtype_name  # part of the cache key only
-    if config.chain_method == "parallel" and jax.local_device_count() > 1:
-        return _parallel_chains(spec, config)
-    core = build(spec, config)
+    return Stepped(spec, config)
 
-    def run(key, x, log_y, fam, mask, hyper):
-        args = jax.tree.map(lambda a: a[None], (x, log_y, fam, mask, hyper))
-        out = core(key[None], *args)
-        return jax.tree.map(lambda a: a[0], out)
 
-    return jit(run)
+class Stepped:
+    """One dataset's fit as a host loop (:func:`.driver.drive`) over three compiled pieces (:class:`.Pieces`),
+    each exported once per argument shape and kept on disk when the compilation cache is on (:mod:`.stored`), so
+    a second process skips tracing as well as compiling. Call as ``run(key, x, log_y, fam, mask, hyper,
+    progress=False)``."""
+
+    def __init__(self, spec: Spec, config: SamplerConfig):
+        self.spec, self.config = spec, config
+        self.parts = make_parts(spec, config)
+        self._programs: dict = {}
+
+    def __call__(self, key, x, log_y, fam, mask, hyper, progress: bool = False):
+        # NumPy in, so that adding the dataset axis runs no eager JAX operation (each would be compiled)
+        args = jax.tree.map(lambda a: np.asarray(a)[None], (x, log_y, fam, mask, hyper))
+        key_data = np.asarray(jax.random.key_data(key))[None]
+        report = _report if progress else None
+        return drive(self.programs(key_data, args), self.parts.table, key_data, args, self.config.warmup, report)
+
+    def programs(self, key_data, args) -> Pieces:
+        """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored)."""
+        sig = stored.shapes((key_data, args))
+        if sig not in self._programs:
+            self._programs[sig] = self._load_or_export(key_data, args, sig)
+        return self._programs[sig]
+
+    def _load_or_export(self, key_data, args, sig) -> Pieces:
+        keys = [stored.program_key(name, self.spec, self.config, sig, compiler_options()) for name in Pieces._fields]
+        found = [stored.load(k) for k in keys]
+        if any(e is None for e in found):
+            try:
+                found = self.export(key_data, args)
+            except Exception as e:  # export cannot hold some operation (a backend's library call): trace per process
+                warnings.warn(f"sampler programs are traced anew in every process ({e})", RuntimeWarning, stacklevel=4)
+                return Pieces(*(jax.jit(f, compiler_options=compiler_options()) for f in self.flat()))
+            for k, e in zip(keys, found, strict=True):
+                stored.save(k, e)
+        return Pieces(*(jax.jit(e.call, compiler_options=compiler_options()) for e in found))
+
+    def flat(self) -> Pieces:
+        """The pure pieces over flat carries (:func:`.driver.flat_pieces`), ``finish`` without the dataset axis."""
+        flat, _ = flat_pieces(pieces(self.parts))
+        return flat._replace(finish=lambda leaves: jax.tree.map(lambda a: a[0], flat.finish(leaves)))
+
+    def export(self, key_data, args) -> list:
+        """The three pieces traced for these arguments (``jax.export.Exported``, in :class:`.Pieces` order)."""
+        init, advance, finish = self.flat()
+        e_init = jax.export.export(jax.jit(init))(key_data, *args)
+        carry = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in e_init.out_avals]
+        row = tuple(jax.ShapeDtypeStruct((), np.asarray(f).dtype) for f in self.parts.table)
+        e_adv = jax.export.export(jax.jit(advance))(carry, row, np.int32(0), np.bool_(False), *args)
+        return [e_init, e_adv, jax.export.export(jax.jit(finish))(carry)]
+
+
+def _report(done: int, total: int, sampling: bool) -> None:
+    progress.update(done, total, sampling)
 
 
 def _parallel_chains(spec: Spec, config: SamplerConfig):

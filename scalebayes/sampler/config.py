@@ -26,8 +26,8 @@ class SamplerConfig:
         chain_method: ``"vectorized"`` (chains as one batch on one device) or ``"parallel"`` (the chain axis
             sharded over the local devices; needs ``chains`` divisible by the device count).
         init_jitter: scale of the per-chain random start around the prior centre (in prior standard deviations).
-        progress: report progress from inside the compiled loop (:mod:`scalebayes.progress`); off compiles no
-            callback at all.
+        progress: show progress (:mod:`scalebayes.progress`): between the pieces of a single fit's host loop, or
+            through a callback compiled into the batch and sharded programs (off compiles none).
         cross_chain: estimate the warm-up covariance from the draws of all chains of a dataset together (4x the
             draws per slow window, so a usable metric after the first one), and give the chains of a dataset one
             step size (the geometric mean of theirs) for sampling. Only warm-up uses it; each chain's kernel is

@@ -18,6 +18,7 @@ about B/P times the mean dataset's steps plus one dataset's tail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import NamedTuple
@@ -134,14 +135,28 @@ def make_parts(spec: Spec, config: SamplerConfig, keep_warmup: bool = False, pot
     return Parts(spec, config, chain, adaptation.window_table(int(config.warmup), int(config.draws), keep_warmup))
 
 
-def side_by_side(parts: Parts):
-    """The program with all B datasets passing window boundaries together."""
+class Pieces(NamedTuple):
+    """The side-by-side program cut where a host loop may look in (:mod:`.driver`): each a pure function over a
+    leading dataset axis B, with ``args = (x, log_y, fam, mask, hyper)``.
+
+    - ``init(key_data (B, 2) uint32, *args) -> (state, buf)``: every chain's start and an empty output buffer;
+    - ``advance(state, buf, win, upto, close, *args) -> (state, buf)``: leapfrog steps until every chain has done
+      ``upto`` iterations of window ``win`` (one row of the schedule, scalars), then, if ``close``, the window's end
+      (pooling, new metric, step size);
+    - ``finish(state, buf) -> (draws, stats)``.
+
+    Advancing a window in several calls gives the same numbers as in one: a chain's steps depend only on its own
+    state, and a chain that is ahead keeps stepping (up to the window's end) while the others catch up.
+    """
+
+    init: Callable
+    advance: Callable
+    finish: Callable
+
+
+def pieces(parts: Parts) -> Pieces:
+    """The :class:`Pieces` of the side-by-side program for ``parts``."""
     chain, C, S, D = parts.chain, parts.C, parts.chain.n_rows, parts.chain.D
-    on = bool(parts.config.progress)
-    warmup, total = int(parts.config.warmup), int(parts.config.warmup) + int(parts.config.draws)
-    every = max(1, total // PROGRESS_REPORTS)
-    reports = report_branches(warmup, total, every) if on else []
-    starts = np.cumsum(parts.table.n_iter) - parts.table.n_iter  # iterations before each window
 
     def step(st, buf, win, args):
         new, row, vals = chain.step(st, win, args)
@@ -150,21 +165,49 @@ def side_by_side(parts: Parts):
     v_step = jax.vmap(jax.vmap(step, in_axes=(0, 0, None, None)), in_axes=(0, 0, None, 0))
     v_end = jax.vmap(jax.vmap(chain.end_window, in_axes=(0, None, None)), in_axes=(0, None, 0))
 
-    def steps_until(carry, win, args):
-        """Leapfrog steps until every chain has done ``win.n_iter`` iterations of the window."""
-        return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), lambda c: v_step(c[0], c[1], win, args), carry)
+    def init(key_data, *args):
+        COMPILE_COUNT["n"] += 1  # runs only while tracing, i.e. once per compilation
+        state = parts.init_states(jax.random.wrap_key_data(key_data), args)
+        return state, jnp.zeros((key_data.shape[0], C, S + 1, D + 5), args[1].dtype)
+
+    def close_window(state, win, args):
+        if parts.pool:
+            state = parts.pool_chains(state, win.final)
+        return v_end(state, win, args)
+
+    def advance(state, buf, win, upto, close, *args):
+        upto = jnp.minimum(upto, win.n_iter)
+        more = lambda c: jnp.any(c[0].it < upto)  # noqa: E731
+        state, buf = lax.while_loop(more, lambda c: v_step(c[0], c[1], win, args), (state, buf))
+        if isinstance(close, bool):  # known while tracing: no branch in the program
+            return (close_window(state, win, args) if close else state), buf
+        return lax.cond(close, lambda s: close_window(s, win, args), lambda s: s, state), buf
+
+    def finish(state, buf):
+        return parts.outputs(buf[:, :, :S], state.step_size.log_step)
+
+    return Pieces(init, advance, finish)
+
+
+def side_by_side(parts: Parts):
+    """The program with all B datasets passing window boundaries together, as one pure function (for callers
+    that compose it: ``shard_map``, ``vmap``): :func:`pieces` in a ``lax.scan`` over the schedule's windows, with
+    progress reports (``config.progress``) from inside the loop."""
+    on = bool(parts.config.progress)
+    warmup, total = int(parts.config.warmup), int(parts.config.warmup) + int(parts.config.draws)
+    every = max(1, total // PROGRESS_REPORTS)
+    reports = report_branches(warmup, total, every) if on else []
+    starts = np.cumsum(parts.table.n_iter) - parts.table.n_iter  # iterations before each window
+    piece = pieces(parts)
 
     def steps_reporting(carry, win, start, args):
-        """:func:`steps_until` with a progress report each time the slowest chain passes a multiple of ``every``
-        iterations (and at the last iteration). The inner loop stops there, but no chain is held back: each keeps
-        stepping to the window's end as in :func:`steps_until` (holding the chains at each report until all had
-        arrived cost more than the reports themselves, and a conditional report inside the step loop cost every
-        step), so the numbers are the same with and without progress."""
+        """Leapfrog steps to the window's end with a progress report each time the slowest chain passes a
+        multiple of ``every`` iterations (and at the last iteration). The inner loop stops there, but no chain is
+        held back (see :class:`Pieces`), so the numbers are the same with and without progress."""
 
         def until_next_report(c):
             lim = ((start + jnp.min(c[0].it)) // every + 1) * every - start
-            more = lambda c: jnp.any(c[0].it < win.n_iter) & (jnp.min(c[0].it) < lim)  # noqa: E731
-            c = lax.while_loop(more, lambda c: v_step(c[0], c[1], win, args), c)
+            c = piece.advance(*c, win, lim, False, *args)
             done = start + jnp.min(c[0].it)  # a multiple of `every` here, or `total`
             report = (done >= start + lim) | (done >= total)  # not at every window's end
             lax.switch(jnp.where(report, jnp.minimum(-(-done // every), len(reports) - 1), 0), reports)
@@ -173,21 +216,18 @@ def side_by_side(parts: Parts):
         return lax.while_loop(lambda c: jnp.any(c[0].it < win.n_iter), until_next_report, carry)
 
     def run_batch(keys, x, log_y, fam, mask, hyper):
-        COMPILE_COUNT["n"] += 1  # runs only while tracing, i.e. once per compilation
         args = (x, log_y, fam, mask, hyper)
-        state = parts.init_states(keys, args)
-        buf = jnp.zeros((keys.shape[0], C, S + 1, D + 5), log_y.dtype)
+        carry = piece.init(jax.random.key_data(keys), *args)
 
         def window(carry, xs):
             win, start = xs
-            state, buf = steps_reporting(carry, win, start, args) if on else steps_until(carry, win, args)
-            if parts.pool:
-                state = parts.pool_chains(state, win.final)
-            return (v_end(state, win, args), buf), None
+            if on:
+                carry = steps_reporting(carry, win, start, args)
+            return piece.advance(*carry, win, win.n_iter, True, *args), None
 
         table = adaptation.Window(*(jnp.asarray(t) for t in parts.table))
-        (state, buf), _ = lax.scan(window, (state, buf), (table, jnp.asarray(starts, jnp.int32)))
-        return parts.outputs(buf[:, :, :S], state.step_size.log_step)
+        carry, _ = lax.scan(window, carry, (table, jnp.asarray(starts, jnp.int32)))
+        return piece.finish(*carry)
 
     return run_batch
 

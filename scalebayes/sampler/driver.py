@@ -1,0 +1,80 @@
+"""The host loop of a single fit: warm-up windows and sampling as calls of three compiled pieces.
+
+``drive(pieces, table, key_data, args, ...)`` runs :class:`~.program.Pieces` (``init``, ``advance``, ``finish``) over
+the schedule ``table`` (:func:`.adaptation.window_table`). Each window is advanced to its end in one call, or, when
+a progress report falls inside it (every 10% of the iterations, :data:`.program.PROGRESS_REPORTS`), in one call per
+report. Nothing in the pieces depends on progress, so the same compiled (or stored, :mod:`.stored`) programs run a
+fit with and without a bar, with the same numbers. The pieces work on the flat list of the carry's arrays, which
+is what a stored program takes and gives (:func:`flat_pieces`).
+
+Calls are dispatched without waiting; only a progress report waits for its piece (ten waits per fit), since it
+says what is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from .adaptation import Window
+from .program import PROGRESS_REPORTS, Pieces
+
+
+def checkpoints(n_iter, total: int, every: int) -> list[tuple[int, int, bool, int | None]]:
+    """The ``advance`` calls for a schedule with ``n_iter[r]`` iterations in window r: ``(row, upto, close,
+    report)``, ``report`` the iterations done to announce after the call (a multiple of ``every``, or ``total``),
+    or None."""
+    calls, start = [], 0
+    for r, n in enumerate(int(k) for k in n_iter):
+        end = start + n
+        calls += [(r, p - start, False, p) for p in range((start // every + 1) * every, end, every)]
+        announce = n > 0 and (end % every == 0 or end == total)
+        calls.append((r, n, True, end if announce else None))
+        start = end
+    return calls
+
+
+def drive(
+    pieces: Pieces,
+    table: Window,
+    key_data,
+    args: tuple,
+    warmup: int,
+    report: Callable[[int, int, bool], None] | None = None,
+):
+    """Warm-up and sampling of every chain: ``pieces`` (flat, :func:`flat_pieces`) over the rows of ``table``.
+    ``key_data``: (B, 2) uint32; ``args``: ``(x, log_y, fam, mask, hyper)`` with a leading B axis. ``report(done,
+    total, sampling)`` is called every 10% of the ``warmup + draws`` iterations per chain. Returns ``finish``'s
+    (draws, stats)."""
+    total = int(np.sum(table.n_iter))
+    every = max(1, total // PROGRESS_REPORTS)
+    rows = [tuple(np.asarray(f[r]) for f in table) for r in range(len(table.n_iter))]
+    carry = pieces.init(key_data, *args)
+    for r, upto, close, done in checkpoints(table.n_iter, total, every):
+        carry = pieces.advance(carry, rows[r], np.int32(upto), np.bool_(close), *args)
+        if report is not None and done is not None:
+            jax.block_until_ready(carry)  # the report says what is done: wait for it (ten times per fit)
+            report(done, total, done > warmup)
+    return pieces.finish(carry)
+
+
+def flat_pieces(pieces: Pieces) -> tuple[Pieces, dict]:
+    """``pieces`` over the flat list of the carry's arrays (state leaves, then the buffer) and a window row as a
+    plain tuple, so that their inputs and outputs are lists, tuples and dicts of arrays (what a stored program
+    can hold). The carry's structure is recorded in the returned dict when ``init`` is traced."""
+    layout: dict = {}
+
+    def init(key_data, *args):
+        leaves, layout["tree"] = jax.tree.flatten(pieces.init(key_data, *args))
+        return leaves
+
+    def advance(leaves, row, upto, close, *args):
+        state, buf = jax.tree.unflatten(layout["tree"], leaves)
+        return jax.tree.leaves(pieces.advance(state, buf, Window(*row), upto, close, *args))
+
+    def finish(leaves):
+        return pieces.finish(*jax.tree.unflatten(layout["tree"], leaves))
+
+    return Pieces(init, advance, finish), layout

@@ -1,0 +1,134 @@
+"""Sampler programs kept on disk (``jax.export``), so that a second process fitting the same shape skips tracing.
+
+JAX's persistent compilation cache (:mod:`scalebayes.cache`) skips XLA's compilation, but finding its key needs the
+program, i.e. tracing the sampler in Python first, which costs more than the cached compilation saves on a small
+fit. This module keeps the traced programs themselves (StableHLO, serialised by ``jax.export`` with flatbuffers) in
+``<compilation cache folder>/scalebayes_programs``, one file per program, and is on exactly when that cache is on.
+
+A stale program would silently run the wrong model, so the key (:func:`program_key`) is a SHA-256 of everything a
+program depends on: the source of every ``scalebayes`` module, the JAX and jaxlib versions, the backend and device
+kind, float64, the XLA options, the model structure (``Spec``: law, pooling, families, noise, ...), the sampler
+settings (without ``progress``, which is not in the programs) and the shapes and dtypes of the arguments. A
+``Spec`` holding a function from outside the package (a user's own law) has no key: its programs are traced
+every time, never stored. A file that cannot be read or parsed is ignored and rewritten; one that cannot be
+written leaves the fit uncached. Files are written to a temporary name and moved into place, so a reader never
+sees half a program. Trust: like the compilation cache beside it (which holds native code), the folder is
+trusted input; a stored program can only compute, it holds no Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+#: Sub-folder of the compilation cache folder holding the stored programs.
+SUBFOLDER = "scalebayes_programs"
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+class _NoKey(Exception):
+    """The object cannot be described by a stable text (e.g. a function from outside the package)."""
+
+
+def folder() -> Path | None:
+    """Where programs are stored: inside JAX's compilation cache folder, or None when that cache is off."""
+    chosen = jax.config.jax_compilation_cache_dir
+    return Path(chosen) / SUBFOLDER if chosen else None
+
+
+@functools.lru_cache(maxsize=1)
+def package_digest() -> str:
+    """SHA-256 over the source of every module of the package (path and bytes, in path order)."""
+    h = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        h.update(str(path.relative_to(_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def stable_text(obj) -> str:
+    """A text that names ``obj`` the same way in every process: dataclasses and containers by their contents,
+    the package's own functions by module, name and (for closures) captured values. Raises :class:`_NoKey` for
+    anything else (a function defined outside the package, an arbitrary object)."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, enum.Enum)):
+        return repr(obj)
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        a = np.asarray(obj)
+        return f"array({a.dtype},{a.shape},{hashlib.sha256(a.tobytes()).hexdigest()})"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        inner = ",".join(f"{f.name}={stable_text(getattr(obj, f.name))}" for f in dataclasses.fields(obj))
+        return f"{type(obj).__qualname__}({inner})"
+    if isinstance(obj, (tuple, list)):
+        return f"{type(obj).__name__}[{','.join(stable_text(v) for v in obj)}]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{stable_text(k)}:{stable_text(obj[k])}" for k in sorted(obj, key=repr)) + "}"
+    if isinstance(obj, functools.partial):
+        return f"partial({stable_text(obj.func)},{stable_text(obj.args)},{stable_text(obj.keywords)})"
+    if callable(obj) and getattr(obj, "__module__", "").split(".")[0] == "scalebayes":
+        cells = [c.cell_contents for c in (getattr(obj, "__closure__", None) or ())]
+        code = getattr(obj, "__code__", None)
+        line = code.co_firstlineno if code is not None else -1  # tells apart two lambdas of one function
+        return f"fn({obj.__module__}.{obj.__qualname__}@{line},{stable_text(cells)},{stable_text(obj.__defaults__)})"
+    raise _NoKey(type(obj).__qualname__)
+
+
+def program_key(name: str, *parts) -> str | None:
+    """The file name of program ``name`` for the key ``parts`` (model, settings, argument shapes), or None when
+    a part has no stable text."""
+    try:
+        described = [stable_text(p) for p in parts]
+    except _NoKey:
+        return None
+    env = [
+        package_digest(),
+        jax.__version__,
+        getattr(jax.lib, "__version__", ""),
+        jax.default_backend(),
+        jax.devices()[0].device_kind,
+        str(jax.config.jax_enable_x64),
+    ]
+    return name + "-" + hashlib.sha256("\n".join(env + described).encode()).hexdigest()[:40]
+
+
+def shapes(tree) -> tuple:
+    """The structure, shapes and dtypes of an argument tree, as plain tuples (part of a key)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return (str(treedef), *((tuple(np.shape(a)), str(np.result_type(a))) for a in leaves))
+
+
+def load(key: str | None):
+    """The stored ``jax.export.Exported`` under ``key``, or None (no folder, no file, or one that does not parse)."""
+    where = folder()
+    if key is None or where is None:
+        return None
+    try:
+        return jax.export.deserialize(bytearray((where / key).read_bytes()))
+    except Exception:  # absent, unreadable, truncated or from an incompatible writer: trace anew
+        return None
+
+
+def save(key: str | None, exported) -> bool:
+    """Store ``exported`` under ``key`` (atomically); False when there is no folder or it cannot be written."""
+    where = folder()
+    if key is None or where is None:
+        return False
+    tmp = None
+    try:
+        blob = exported.serialize()
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, where / key)
+    except Exception:  # no flatbuffers, a full or read-only disk: the fit runs uncached
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        return False
+    return True

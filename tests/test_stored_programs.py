@@ -1,0 +1,109 @@
+"""The single fit's host loop and its programs kept on disk: a second process (here: a fresh runner) loads the
+programs instead of tracing them, with the same numbers, and nothing stale or foreign is ever loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import scalebayes as sb
+from scalebayes import sampler as S
+from scalebayes.fitting import prepare
+from scalebayes.sampler import compiled, driver, stored
+from scalebayes.sampler.adaptation import window_table
+
+CONFIG = S.SamplerConfig(chains=2, warmup=60, draws=40)
+
+
+def test_checkpoints_report_every_tenth_and_close_each_window_once():
+    table = window_table(150, 100)
+    calls = driver.checkpoints(table.n_iter, 250, 25)
+    assert [done for *_, done in calls if done is not None] == list(range(25, 251, 25))
+    closes = [r for r, _, close, _ in calls if close]
+    assert closes == list(range(len(table.n_iter)))  # every row (the empty first one included) ends once, in order
+    for r, upto, close, _ in calls:  # a row is advanced in increasing steps up to its own length, closed there
+        assert 0 <= upto <= table.n_iter[r] and (upto == table.n_iter[r]) == close
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Programs stored under ``tmp_path`` (as if the compilation cache were on there)."""
+    monkeypatch.setattr(stored, "folder", lambda: tmp_path)
+    return tmp_path
+
+
+def _run(spec, prep, seed=3):
+    """A fresh runner (not the process's cached one), its draws and the number of sampler traces it cost."""
+    n0 = S.COMPILE_COUNT["n"]
+    draws, stats = S.to_numpy(compiled.Stepped(spec, CONFIG)(jax.random.key(seed), *prep.args))
+    return draws, stats, S.COMPILE_COUNT["n"] - n0
+
+
+def test_programs_are_stored_loaded_and_give_the_same_draws(chinchilla_data, store):
+    prep = prepare(chinchilla_data)
+    first, stats, traces = _run(prep.spec, prep)
+    assert traces == 1 and sorted(p.name.split("-")[0] for p in store.iterdir()) == ["advance", "finish", "init"]
+    again, stats2, traces2 = _run(prep.spec, prep)
+    assert traces2 == 0  # loaded: nothing traced
+    for k in first:
+        np.testing.assert_array_equal(again[k], first[k])
+    np.testing.assert_array_equal(stats2["energy"], stats["energy"])
+    # a truncated file is not trusted: traced anew, same numbers, file rewritten
+    victim = next(store.glob("advance-*"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    third, _, traces3 = _run(prep.spec, prep)
+    assert traces3 == 1 and victim.stat().st_size > 100
+    for k in first:
+        np.testing.assert_array_equal(third[k], first[k])
+
+
+def test_the_fit_path_uses_the_host_loop_and_matches_one_compiled_program(chinchilla_data):
+    """The stepped loop (pieces called from Python) gives the draws of the whole schedule compiled as one
+    program (:func:`S.build`, which ``fit_many`` and sharded fits compose)."""
+    prep = prepare(chinchilla_data)
+    draws, stats, _ = _run(prep.spec, prep)
+    args = jax.tree.map(lambda a: a[None], prep.args)
+    whole, whole_stats = S.to_numpy(S.jit(S.build(prep.spec, CONFIG))(jax.random.key(3)[None], *args))
+    for k in draws:
+        np.testing.assert_array_equal(whole[k][0], draws[k])
+    np.testing.assert_array_equal(whole_stats["num_steps"][0], stats["num_steps"])
+
+
+def test_keys_name_everything_the_programs_depend_on(chinchilla_data):
+    prep = prepare(chinchilla_data)
+    sig = stored.shapes((np.zeros((1, 2), np.uint32), prep.args))
+    key = stored.program_key("init", prep.spec, CONFIG, sig)
+    assert key is not None and key == stored.program_key("init", prep.spec, CONFIG, sig)
+    other_config = S.SamplerConfig(chains=2, warmup=60, draws=41)
+    assert stored.program_key("init", prep.spec, other_config, sig) != key
+    shorter = stored.shapes(
+        (np.zeros((1, 2), np.uint32), jax.tree.map(lambda a: a[:-1] if np.ndim(a) else a, prep.args))
+    )
+    assert stored.program_key("init", prep.spec, CONFIG, shorter) != key
+    normal = prepare(chinchilla_data, likelihood="normal")
+    assert stored.program_key("init", normal.spec, CONFIG, sig) != key
+
+
+def test_a_users_own_law_is_never_stored(chinchilla_data, store):
+    """A law whose functions live outside the package has no key (its code is not in the package digest), so
+    its programs are traced in every process and nothing is written."""
+    prep = prepare(chinchilla_data)
+    own = lambda p, x: prep.spec.law.log_mean(p, x)  # noqa: E731  (a function defined here, not in scalebayes)
+    spec = dataclasses.replace(prep.spec, law=dataclasses.replace(prep.spec.law, log_mean=own))
+    assert stored.program_key("init", spec, CONFIG, ()) is None
+    with pytest.raises(stored._NoKey):
+        stored.stable_text(own)
+    _, _, traces = _run(spec, prep)
+    assert traces == 1 and not list(store.iterdir())
+
+
+def test_progress_on_and_off_share_programs(chinchilla_data):
+    kw = dict(seed=4, chains=2, warmup=50, draws=30, warn=False, pointwise=False)
+    off = sb.fit(chinchilla_data, progress=False, **kw)
+    n0 = S.COMPILE_COUNT["n"]
+    on = sb.fit(chinchilla_data, progress=True, **kw)
+    assert S.COMPILE_COUNT["n"] == n0
+    np.testing.assert_array_equal(on.draws("E"), off.draws("E"))
