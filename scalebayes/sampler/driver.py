@@ -52,12 +52,21 @@ def drive(
     every = max(1, total // PROGRESS_REPORTS)
     rows = [tuple(np.asarray(f[r]) for f in table) for r in range(len(table.n_iter))]
     carry = pieces.init(key_data, *args)
+    due = None  # (carry, iterations) of a report not yet made
     for r, upto, close, done in checkpoints(table.n_iter, total, every):
         carry = pieces.advance(carry, rows[r], np.int32(upto), np.bool_(close), *args)
-        if report is not None and done is not None:
-            jax.block_until_ready(carry)  # the report says what is done: wait for it (ten times per fit)
-            report(done, total, done > warmup)
+        # The next piece is queued before waiting for the reported one, so the device never idles on the host
+        _announce(due, report, total, warmup)
+        due = (carry, done) if report is not None and done is not None else None
+    _announce(due, report, total, warmup)
     return pieces.finish(carry)
+
+
+def _announce(due, report, total: int, warmup: int) -> None:
+    """Wait for the carry of a due report (ten waits per fit: a report says what is done), then report it."""
+    if due is not None:
+        jax.block_until_ready(due[0][-1])  # the buffer, written last
+        report(due[1], total, due[1] > warmup)
 
 
 def flat_pieces(pieces: Pieces) -> tuple[Pieces, dict]:
