@@ -19,8 +19,10 @@ held-out draws of each term) is saved to ``DIR/<task>.npz``; the per-task table 
 
 replaces the run-noise term of every saved task by other noise models, each fitted to the task's *training*
 residuals only (no refit of the law): the posterior's Student-t (as fitted), a Normal of the posterior's σ, a
-contaminated Normal ((1 − ε)·N(0, s) + ε·N(0, s_out), by EM), a Student-t with ν ≥ 3 (maximum likelihood) and no
-noise; prints each one's coverage and width per dataset, and the training residuals' tails at low and high compute.
+contaminated Normal ((1 − ε)·N(0, s) + ε·N(0, s_out), by EM), a Student-t with ν ≥ 3 (maximum likelihood), the
+posterior's Student-t with σ following a log-linear trend in compute, and no noise; prints each one's coverage and
+width per dataset, the training residuals' tails at low and high compute, and how much integrating (κ, γ) widens
+δ (``δ inflation``).
 (NOISE_TAILS.md holds the numbers and what they say.)
 """
 
@@ -138,17 +140,29 @@ def student_t_mle(r: np.ndarray, nu_min: float) -> tuple[float, float]:
     return nu_min + float(np.exp(x[0])), float(np.exp(x[1]))
 
 
-def noise_variants(z, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def compute_trend(z, heldout_log_c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per-draw factors (S, P) on σ at the held-out runs from a log-linear trend of the noise scale in compute:
+    log |r| = a + b·(log C − mean), least squares on the training residuals, b drawn from its estimate ± s.e."""
+    r = np.abs(z["resid"] - np.median(z["resid"])) + 1e-12
+    lc = np.log(z["train_C"]) - np.log(z["train_C"]).mean()
+    b, a = np.polyfit(lc, np.log(r), 1)
+    se = np.sqrt(np.sum((np.log(r) - a - b * lc) ** 2) / (len(r) - 2) / np.sum(lc**2))
+    bs = b + se * rng.standard_normal(z["log_mu"].shape[0])
+    return np.exp(bs[:, None] * (heldout_log_c[None, :] - np.log(z["train_C"]).mean()))
+
+
+def noise_variants(z, heldout_log_c: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Run-noise draws (S, P) of each noise model for one saved task ``z`` (module docstring)."""
     S, P = z["log_mu"].shape
     eps, s, s_out = contaminated_normal(z["resid"])
     nu3, s3 = student_t_mle(z["resid"], 3.0)
-    normal = rng.standard_normal((S, P))
+    t = rng.standard_t(np.broadcast_to(z["nu"][:, None], (S, P))) * z["sigma"][:, None]
     return {
-        "student_t (fitted)": rng.standard_t(np.broadcast_to(z["nu"][:, None], (S, P))) * z["sigma"][:, None],
-        "normal, posterior sigma": normal * z["sigma"][:, None],
+        "student_t (fitted)": t,
+        "normal, posterior sigma": rng.standard_normal((S, P)) * z["sigma"][:, None],
         "contaminated normal (EM)": np.where(rng.random((S, P)) < eps, s_out, s) * rng.standard_normal((S, P)),
         "student_t, nu >= 3 (MLE)": rng.standard_t(nu3, (S, P)) * s3,
+        "student_t, sigma trend in C": t * compute_trend(z, heldout_log_c, rng),
         "no noise": np.zeros((S, P)),
     }
 
@@ -160,18 +174,28 @@ def tails(z) -> dict[str, float]:
     return {"q90|r| low C": float(np.quantile(r[~high], 0.9)), "q90|r| high C": float(np.quantile(r[high], 0.9))}
 
 
+def kappa_inflation(z, seed: int) -> float:
+    """Median over held-out runs of δ's 90% width over that of a Normal of the median s.d. κ·d^γ: how much
+    integrating (κ, γ) over their posterior widens δ (1 = a plugged-in κ)."""
+    zs = predictive.delta_normals(seed, z["disc"].shape[0])  # the z the saved δ = z·κ·d^γ was drawn with
+    sd = np.median(np.abs(z["disc"] / zs[:, None]), axis=0)
+    return float(np.median(width90(z["disc"]) / (2 * stats.norm.ppf(0.95) * sd)))
+
+
 def whatif(dirs: list[Path], seed: int = 0) -> pd.DataFrame:
     """Per (dataset, noise model): held-out coverage (50%, 90%) and median 90% width, means over tasks."""
+    sb.precision.use_float64()  # the saved δ's normals were drawn in float64
     rng = np.random.default_rng(seed)
+    heldout = {t.name.replace("/", "__"): np.log(t.heldout.frame["C"].to_numpy()) for t in load_tasks(None)[0]}
     rows = []
     for f in sorted(p for d in dirs for p in d.glob("*.npz")):
         z = np.load(f)
-        base, y = z["log_mu"] + z["disc"], z["y"]
-        for name, noise in noise_variants(z, rng).items():
+        base, y, extra = z["log_mu"] + z["disc"], z["y"], {**tails(z), "δ inflation": kappa_inflation(z, seed)}
+        for name, noise in noise_variants(z, heldout[f.stem], rng).items():
             x = base + noise
             c50, c90 = covered(x, y, 0.5).mean(), covered(x, y, 0.9).mean()
             rows.append({"dataset": f.stem.split("__")[0], "noise": name, "cov50": c50, "cov90": c90})
-            rows[-1].update({"width": float(np.median(width90(x))), **tails(z)})
+            rows[-1].update({"width": float(np.median(width90(x))), **extra})
     return pd.DataFrame(rows).groupby(["noise", "dataset"], sort=False).mean()
 
 
