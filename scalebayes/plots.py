@@ -187,10 +187,6 @@ def _default_budgets(post: Posterior, n: int, *, extend: float = 1.0) -> np.ndar
     return np.logspace(np.log10(C.min()), np.log10(C.max() * extend), n)
 
 
-def _extra_inputs(post: Posterior, frame) -> dict:
-    return {"U": frame["U"].to_numpy()} if "U" in post.law.inputs and "U" in frame else {}
-
-
 # ---------------------------------------------------------------------------------------------------- data plots
 def data_levels(values, *, max_levels: int = 5, half_width: float = 0.1, min_gap: float = 0.3):
     """Levels of an input where runs cluster: a list of (level, member mask), ascending (values > 0, e.g. C in
@@ -360,28 +356,13 @@ def _fit_panel(ax, post: Posterior, fam: str, x: str, values, n_curves: int, fro
     _grid(ax)
 
 
-def _fitted_log_median(post: Posterior) -> np.ndarray:
-    """Posterior median of the law's log mean loss at every fitted run, (n,)."""
-    f = post.data.frame
-    out = np.empty(len(f))
-    fam_col = f["family"].to_numpy()
-    for fam in post.families:
-        m = fam_col == fam
-        sub = f[m]
-        draws = post.predictive_draws(
-            sub["N"].to_numpy(), sub["D"].to_numpy(), **_extra_inputs(post, sub), family=fam, include_noise=False
-        )
-        out[m] = np.median(np.log(draws), axis=0)
-    return out
-
-
 def residuals(post: Posterior, *, x: str = "C") -> Figure:
     """Residuals in log loss, observed − posterior median of the law, against C (or N, D), per family; dashed lines
     at ±2σ (posterior median of the noise scale σ). Structure (trends, curvature) means misfit."""
     if x not in ("C", "N", "D"):
         raise DataError(f"x must be 'C', 'N' or 'D', got {x!r}")
     f = post.data.frame
-    res = np.log(f["loss"].to_numpy()) - _fitted_log_median(post)
+    res = post.misfit.residuals  # against the pointwise posterior median of the law (scalebayes.misfit)
     fig, axes = _figure(size=(6.4, 4.2))
     ax = axes[0, 0]
     for i, fam in enumerate(post.families):

@@ -90,7 +90,8 @@ class Posterior:
 
     @functools.cached_property
     def misfit(self) -> Misfit:
-        """Residual trends against N, D, C and family at the posterior medians (:mod:`scalebayes.misfit`)."""
+        """Residual trends against N, D, C and family, residuals against the law's pointwise posterior median
+        (:mod:`scalebayes.misfit`)."""
         return misfit_check(self)
 
     @functools.cached_property
