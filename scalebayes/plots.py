@@ -70,7 +70,6 @@ def _mpl() -> SimpleNamespace:
         Patch=patches.Patch,
         FormatStrFormatter=ticker.FormatStrFormatter,
         FuncFormatter=ticker.FuncFormatter,
-        LogFormatterSciNotation=ticker.LogFormatterSciNotation,
         LogLocator=ticker.LogLocator,
         NullFormatter=ticker.NullFormatter,
         ScalarFormatter=ticker.ScalarFormatter,
@@ -142,42 +141,6 @@ def _truncated(name: str, lo: float, hi: float):
 
 def _grid(ax) -> None:
     ax.grid(True, which="major", alpha=0.3)
-    _unicode_log_ticks(ax)
-
-
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _log_tick_label(axis, minor: bool):
-    """Tick labels of a log axis as matplotlib's own (10¹⁸ at powers of ten; 2×10¹⁸ and 5×10¹⁸ on minor ticks
-    when the axis spans under a decade, every minor tick under 0.4 decades), in Unicode."""
-
-    def label(v, _pos=None) -> str:
-        if v <= 0:
-            return ""
-        e = int(np.floor(np.log10(v) + 1e-9))
-        m = v / 10.0**e
-        lo, hi = sorted(axis.get_view_interval())
-        span = np.log10(hi / lo) if lo > 0 else np.inf
-        if minor and not (span < 0.4 or (span < 1 and round(m) in (2, 5))):
-            return ""
-        power = "10" + str(e).translate(_SUPERSCRIPT)
-        return power if abs(m - 1) < 1e-6 else f"{m:.3g}×{power}"
-
-    return label
-
-
-def _unicode_log_ticks(ax) -> None:
-    """Log axes left with matplotlib's default labels get the same labels as Unicode text: its default writes
-    them as mathtext, and parsing the first one builds a TeX-like grammar (about a second of a report)."""
-    mpl = _mpl()
-    for axis in (ax.xaxis, ax.yaxis):
-        if axis.get_scale() != "log":
-            continue
-        if isinstance(axis.get_major_formatter(), mpl.LogFormatterSciNotation):
-            axis.set_major_formatter(mpl.FuncFormatter(_log_tick_label(axis, minor=False)))
-        if isinstance(axis.get_minor_formatter(), mpl.LogFormatterSciNotation):
-            axis.set_minor_formatter(mpl.FuncFormatter(_log_tick_label(axis, minor=True)))
 
 
 def _data_of(obj) -> ScalingData:
@@ -326,10 +289,7 @@ def data_scatter(data: ScalingData | Posterior, *, ax=None) -> Figure:
         a.set_title(text(group[0]) if len(group) == 1 and len(fams) > 1 else _data_title(data), fontsize=10)
         a.legend(fontsize=8, loc="lower right")
         _grid(a)
-    bar = fig.colorbar(
-        sc, ax=[a for a, _ in panels], label="final " + LABELS["loss"], shrink=0.9 if len(panels) > 2 else 1
-    )
-    _unicode_log_ticks(bar.ax)
+    fig.colorbar(sc, ax=[a for a, _ in panels], label="final " + LABELS["loss"], shrink=0.9 if len(panels) > 2 else 1)
     if len(panels) > 1:
         fig.suptitle(_data_title(data))
     return fig
@@ -391,7 +351,7 @@ def _fit_panel(ax, post: Posterior, fam: str, x: str, values, n_curves: int, fro
     ax.set(xscale="log", yscale="log", xlabel=LABELS[x], ylabel=LABELS["loss"])
     _plain_log_axis(ax)
     ax.set_title(f"{text(post.law.name)} fit" + (f": {text(fam)}" if len(post.families) > 1 else ""), fontsize=10)
-    _unicode_log_ticks(ax.figure.colorbar(sc, ax=ax, label=LABELS[held]).ax)
+    ax.figure.colorbar(sc, ax=ax, label=LABELS[held])
     _band_legend(ax, extra=[(_mpl().Line2D([], [], ls="", marker="o", color="0.4", ms=4), "runs")], loc="upper right")
     _grid(ax)
 
