@@ -107,3 +107,10 @@ def test_progress_on_and_off_share_programs(chinchilla_data):
     on = sb.fit(chinchilla_data, progress=True, **kw)
     assert S.COMPILE_COUNT["n"] == n0
     np.testing.assert_array_equal(on.draws("E"), off.draws("E"))
+
+
+def test_every_built_in_law_has_a_key():
+    """Built-in laws hold only the package's own functions (and builtins such as ``dict``), so their programs are
+    stored; a regression here would silently make every fit of that law trace again."""
+    for name in sb.laws.available():
+        assert stored.stable_text(sb.laws.get(name)), name

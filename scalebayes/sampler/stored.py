@@ -6,14 +6,16 @@ fit. This module keeps the traced programs themselves (StableHLO, serialised by 
 ``<compilation cache folder>/scalebayes_programs``, one file per program, and is on exactly when that cache is on.
 
 A stale program would silently run the wrong model, so the key (:func:`program_key`) is a SHA-256 of everything a
-program depends on: the source of every ``scalebayes`` module, the JAX and jaxlib versions, the backend and device
-kind, float64, the XLA options, the model structure (``Spec``: law, pooling, families, noise, ...), the sampler
-settings (without ``progress``, which is not in the programs) and the shapes and dtypes of the arguments. A
-``Spec`` holding a function from outside the package (a user's own law) has no key: its programs are traced
-every time, never stored. A file that cannot be read or parsed is ignored and rewritten; one that cannot be
-written leaves the fit uncached. Files are written to a temporary name and moved into place, so a reader never
-sees half a program. Trust: like the compilation cache beside it (which holds native code), the folder is
-trusted input; a stored program can only compute, it holds no Python.
+program depends on: the source of every ``scalebayes`` module; the Python, NumPy, JAX and jaxlib versions; the
+backend and device kind; float64; the XLA options; the model structure (``Spec``: law, pooling, families, noise,
+...); the sampler settings (without ``progress``, which is not in the programs); the shapes and dtypes of the
+arguments. A ``Spec`` holding a function from outside the package and the libraries whose versions the key names
+(a user's own law) has no key: its programs are traced every time, never stored.
+
+A file that cannot be read or parsed is ignored and rewritten; one that cannot be written leaves the fit uncached.
+Files are written to a temporary name and moved into place, so a reader never sees half a program. Trust: like the
+compilation cache beside it (which holds native code), the folder is trusted input; a stored program can only
+compute, it holds no Python.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import enum
 import functools
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +34,8 @@ import numpy as np
 
 #: Sub-folder of the compilation cache folder holding the stored programs.
 SUBFOLDER = "scalebayes_programs"
+#: Modules whose functions a ``Spec`` may hold by name: their code is fixed by versions the key names.
+_VERSIONED = ("builtins", "math", "operator", "numpy", "jax", "jaxlib")
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -71,12 +76,16 @@ def stable_text(obj) -> str:
         return "{" + ",".join(f"{stable_text(k)}:{stable_text(obj[k])}" for k in sorted(obj, key=repr)) + "}"
     if isinstance(obj, functools.partial):
         return f"partial({stable_text(obj.func)},{stable_text(obj.args)},{stable_text(obj.keywords)})"
-    if callable(obj) and getattr(obj, "__module__", "").split(".")[0] == "scalebayes":
+    home = (getattr(obj, "__module__", None) or "").split(".")[0]
+    if callable(obj) and home in _VERSIONED:  # fixed by the Python, NumPy and JAX versions in the key
+        return f"fn({obj.__module__}.{obj.__qualname__})"
+    if callable(obj) and home == "scalebayes":
         cells = [c.cell_contents for c in (getattr(obj, "__closure__", None) or ())]
         code = getattr(obj, "__code__", None)
         line = code.co_firstlineno if code is not None else -1  # tells apart two lambdas of one function
-        return f"fn({obj.__module__}.{obj.__qualname__}@{line},{stable_text(cells)},{stable_text(obj.__defaults__)})"
-    raise _NoKey(type(obj).__qualname__)
+        defaults = getattr(obj, "__defaults__", None)
+        return f"fn({obj.__module__}.{obj.__qualname__}@{line},{stable_text(cells)},{stable_text(defaults)})"
+    raise _NoKey(f"{type(obj).__qualname__} from {home or 'nowhere'}")
 
 
 def program_key(name: str, *parts) -> str | None:
@@ -88,6 +97,8 @@ def program_key(name: str, *parts) -> str | None:
         return None
     env = [
         package_digest(),
+        sys.version,
+        np.__version__,
         jax.__version__,
         getattr(jax.lib, "__version__", ""),
         jax.default_backend(),
