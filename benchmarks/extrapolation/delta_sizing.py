@@ -11,7 +11,8 @@ noise draws of the predictive at the held-out runs: everything a variant of how 
 
 ``--rescore``: learns (κ, γ) per family under each variant (:data:`VARIANTS`) and scores the calibrated predictive
 at the held-out runs exactly as the suite's ``discrepancy`` method does (the same random numbers: ``today``
-reproduces the suite's quick-settings scores), per task, per dataset and over all tasks.
+reproduces the suite's quick-settings scores), per task, per dataset and over all tasks. ``dir_mixed`` (a
+direction-aware δ, :func:`direction_mixed`) reloads the tasks for the held-out runs' N and C, so it needs the data.
 
 (DELTA_SIZING.md holds the numbers and what they say.)
 """
@@ -204,7 +205,51 @@ VARIANTS = (
     "gamma_marginal_lodo",
     "gamma_mode_lodo",
     "dir_oracle",
+    "dir_mixed",
 )
+
+
+def _score_sd(rec: dict, name: str, sd: np.ndarray) -> dict:
+    """A score row for δ of s.d. ``sd`` (S, P) at the held-out runs (the same random numbers as the suite)."""
+    S, P = sd.shape
+    law = rec["log_mu"] + predictive.delta_normals(rec["seed"], S)[:, None] * sd
+    full = law + predictive.noise_draws(rec["seed"], rec["sigma"], rec["nu"], P)
+    loss = np.exp(rec["y"])
+    s = summarise(score_draws(full, loss))
+    row = {"task": rec["task"], "dataset": rec["dataset"], "variant": name, **s}
+    return {**row, "cov90_no_noise": summarise(score_draws(law, loss))["coverage90"], "kappa": np.nan}
+
+
+def direction_weight(rec: dict, heldout) -> np.ndarray:
+    """Per held-out run (P,): the share w_N = e_N² / (e_N² + e_C²) of its extrapolation that is in N, e_N and e_C
+    its excess of log N and log C over its family's fitted runs (0.5 when it exceeds neither)."""
+    tr = rec["train_frame"]
+    fam = heldout["family"].astype(str).to_numpy()
+    w = np.full(len(heldout), 0.5)
+    for f in np.unique(fam):
+        m, t = fam == f, tr[tr["family"].astype(str) == f]
+        e_n = np.maximum(0, np.log(heldout.loc[m, "N"].to_numpy(float)) - np.log(t["N"].max()))
+        e_c = np.maximum(0, np.log(heldout.loc[m, "C"].to_numpy(float)) - np.log(t["C"].max()))
+        tot = e_n**2 + e_c**2
+        w[m] = np.where(tot > 0, e_n**2 / np.where(tot > 0, tot, 1.0), 0.5)
+    return w
+
+
+def direction_mixed(rec: dict, heldout) -> dict:
+    """What-if: κ learned separately from the params splits (κ_N, γ_N) and the compute splits (κ_C, γ_C); a
+    held-out run's δ has variance w_N·(κ_N·d^γ_N)² + (1 − w_N)·(κ_C·d^γ_C)² (:func:`direction_weight`), returned as
+    the equivalent per-run (κ_eff, γ = 1) per family, (S, P) via ``per_run``."""
+    by = {k: [e for e in rec["splits"] if e.info["split"] == k] for k in ("params", "compute")}
+    kd = {k: kappa_draws(rec, v or rec["splits"], rec["prior"]) for k, v in by.items()}
+    d = rec["distance"]
+    w = direction_weight(rec, heldout)
+    S, P = rec["log_mu"].shape
+    sd = np.zeros((S, P))
+    for f in kd["params"]:
+        m = rec["heldout_family"] == f
+        g = {k: kd[k][f][0][:, None] * np.maximum(d[m], 1e-30)[None] ** kd[k][f][1][:, None] for k in kd}
+        sd[:, m] = np.sqrt(w[m] * g["params"] ** 2 + (1 - w[m]) * g["compute"] ** 2) * (d[m] > 0)
+    return sd
 
 
 def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.DataFrame:
@@ -214,10 +259,16 @@ def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.
         for p in sorted(Path(d).glob("*.pkl")):
             with open(p, "rb") as f:
                 recs.append(pickle.load(f))
+    heldout = {}
+    if "dir_mixed" in variants:
+        heldout = {t.name: t.heldout.frame for t in load_tasks(None, None, log=lambda s: None)[0]}
     rows = []
     for rec in recs:
         loss = np.exp(rec["y"])
         for v in variants:
+            if v == "dir_mixed":
+                rows.append(_score_sd(rec, v, direction_mixed(rec, heldout[rec["task"]])))
+                continue
             splits, prior, gp, scale = variant(v, rec, recs)
             per = {f: (k * scale, g) for f, (k, g) in kappa_draws(rec, splits, prior, gp).items()}
             s = summarise(score_draws(predictive_draws(rec, per), loss))
