@@ -76,7 +76,9 @@ RUNS_PER_PARAM = 2
 class SplitErrors:
     """One inner split: held-out residuals r (P,) (observed − predicted log loss, nats), their distances (P,)
     outside the refit's runs, the variance (P,) of the refit's prediction over bootstrap resamples of its runs (its
-    parameter error, nats²), the run noise s (nats), their row labels (P,) and a description ``info``."""
+    parameter error, nats²), the run noise s (nats), their row labels (P,) and a description ``info``; from
+    :func:`split_errors` also the refit's own training residuals (n_train,) and their row labels (for diagnostics of
+    the noise near the held-out edge, ``benchmarks/extrapolation/delta_sizing.py``)."""
 
     residual: np.ndarray
     distance: np.ndarray
@@ -84,6 +86,8 @@ class SplitErrors:
     noise: float
     rows: np.ndarray
     info: dict
+    train_residual: np.ndarray | None = None
+    train_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -167,14 +171,16 @@ def split_errors(
             d,
             pred[1:, held].var(axis=0, ddof=1),
             sub.index.to_numpy(),
+            train_r[-1],
+            data.frame.index.to_numpy()[m & lane.train],
         )
     s = float(np.sqrt(np.mean(np.concatenate(train_r) ** 2))) if train_r else np.nan
     out = []
-    for (p, family), (r, d, v, rows) in parts.items():
+    for (p, family), (r, d, v, rows, tr, tr_rows) in parts.items():
         direction, f, test = plan[p]
         n_train = int((~test & (fam == family)).sum())
         info = {"split": direction, "fraction": f, "family": family, "n_train": n_train, "n_test": len(r)}
-        out.append(SplitErrors(r, d, v, s, rows, info))
+        out.append(SplitErrors(r, d, v, s, rows, info, tr, tr_rows))
     return out, {"lanes": len(lanes), "left_out": left_out, "noise": s, "huber_delta": delta}
 
 
@@ -281,14 +287,20 @@ class FamilyKappas:
     new: KappaPosterior
 
     @classmethod
-    def learn(cls, splits: Sequence[SplitErrors], prior: tuple[float, float] = KAPPA_PRIOR) -> FamilyKappas:
-        """From inner ``splits`` labelled by ``info["family"]`` (:func:`split_errors`), under ``prior`` of log κ."""
+    def learn(
+        cls,
+        splits: Sequence[SplitErrors],
+        prior: tuple[float, float] = KAPPA_PRIOR,
+        gamma_prior: Sequence[float] | None = None,
+    ) -> FamilyKappas:
+        """From inner ``splits`` labelled by ``info["family"]`` (:func:`split_errors`), under ``prior`` of log κ
+        and ``gamma_prior`` (probabilities over :data:`GAMMAS`; None: uniform)."""
         by: dict[str, list] = {}
         for e in _usable(splits):
             by.setdefault(str(e.info.get("family")), []).append(e)
         ll = {f: tempered_loglik(es) for f, es in by.items()}
         lk, lpm = _hyper_grid(prior)  # log p(κ_k | s_w, m) (W, M, K); log p(m | s_w) (W, M)
-        log_gr = -np.log(len(GAMMAS) * len(RHOS))
+        log_gr = _log_gamma_rho(gamma_prior)  # (G, R)
         joint = {f: lk[..., None, None] + v[None, None] + log_gr for f, v in ll.items()}  # (W, M, K, G, R)
         lml = {f: logsumexp(j, axis=(2, 3, 4)) for f, j in joint.items()}  # family marginal likelihoods (W, M)
         lh = lpm + sum(lml.values(), np.zeros_like(lpm))
@@ -299,10 +311,19 @@ class FamilyKappas:
         }
         new_k = logsumexp(lh[..., None] + lk, axis=(0, 1))  # (K,)
         if fams:
-            new_gr = np.log(np.mean([np.exp(logsumexp(k.log_weight, axis=0)) for k in fams.values()], axis=0))
+            with np.errstate(divide="ignore"):  # a γ the prior excludes has weight 0
+                new_gr = np.log(np.mean([np.exp(logsumexp(k.log_weight, axis=0)) for k in fams.values()], axis=0))
         else:
-            new_gr = np.full((len(GAMMAS), len(RHOS)), log_gr)
+            new_gr = log_gr
         return cls(fams, KappaPosterior(_normalised(new_k[:, None, None] + new_gr[None])))
+
+
+def _log_gamma_rho(gamma_prior: Sequence[float] | None) -> np.ndarray:
+    """log p(γ, ρ) on the grid (len(GAMMAS), len(RHOS)): ``gamma_prior`` over γ (uniform if None), ρ uniform."""
+    g = np.full(len(GAMMAS), 1.0) if gamma_prior is None else np.asarray(gamma_prior, float)
+    with np.errstate(divide="ignore"):  # a γ of prior weight 0 gets log weight −inf
+        lg = np.log(g / g.sum())
+    return np.broadcast_to(lg[:, None] - np.log(len(RHOS)), (len(GAMMAS), len(RHOS)))
 
 
 def _hyper_grid(prior: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

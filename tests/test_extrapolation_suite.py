@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import norm
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "extrapolation"
 sys.path.insert(0, str(SUITE))
 
+from delta_sizing import direction_weight  # noqa: E402
 from noise_tails import contaminated_normal, student_t_mle  # noqa: E402
 from score import kde_log_density, score_draws, summarise  # noqa: E402
 from tasks import DATASETS, SPLIT_COLUMN, data_root  # noqa: E402
@@ -137,3 +139,18 @@ def test_noise_tail_fits_recover_known_noise():
     assert 4.0 < nu < 9.0 and sigma == pytest.approx(0.01, rel=0.1)
     nu3, _ = student_t_mle(0.01 * rng.standard_t(1.0, n), 3.0)  # Cauchy data: the floor binds
     assert 3.0 <= nu3 < 3.1
+
+
+def test_delta_sizing_direction_weight():
+    """delta_sizing.direction_weight: the share of a held-out run's extrapolation that is in N, from its excess of
+    log N and log C over its own family's fitted runs (exact arithmetic, so exact expectations)."""
+    train = pd.DataFrame({"N": [1e8, 1e9], "C": [1e18, 1e19], "family": ["a", "a"]})
+    held = pd.DataFrame(
+        {
+            "N": [1e10, 1e9, 5e8, np.e * 1e9],  # beyond in N only, in C only, in neither, in both by 1 nat
+            "C": [1e19, 1e21, 1e19, np.e * 1e19],
+            "family": ["a"] * 4,
+        }
+    )
+    w = direction_weight({"train_frame": train}, held)
+    assert w == pytest.approx([1.0, 0.0, 0.5, 0.5])

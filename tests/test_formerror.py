@@ -132,3 +132,30 @@ def test_family_draws_survive_json_and_pick_the_family():
     assert back.scales(4, "a")[0].tolist() == [0.001, 0.002, 0.001, 0.002]
     assert back.scales(2, None)[0].tolist() == [0.05, 0.06]  # a new family: the population's draws
     assert back.scales(2, "unfitted")[0].tolist() == [0.05, 0.06]
+
+
+def test_gamma_prior_weights_the_growth_exponents():
+    # A prior that puts all its mass on γ = 0.5 must give only γ = 0.5 draws, fitted family and new family alike;
+    # the default (None) is uniform, so with no splits every γ on the grid is drawn (4000 draws, 4 values: each
+    # appears ~1000 times, never 0 by chance).
+    splits = _family_splits("a", 0.02, seed=0)
+    only = np.r_[1.0, np.zeros(len(formerror.GAMMAS) - 1)]
+    fk = formerror.FamilyKappas.learn(splits, prior=(-3.5, 1.0), gamma_prior=only)
+    assert set(fk.families["a"].draws(4000, seed=0)[1]) == {formerror.GAMMAS[0]}
+    assert set(fk.new.draws(4000, seed=0)[1]) == {formerror.GAMMAS[0]}
+    uniform = formerror.FamilyKappas.learn([], prior=(-3.5, 1.0)).new.draws(4000, seed=0)[1]
+    assert set(uniform) == set(formerror.GAMMAS)
+
+
+def test_split_errors_keep_each_refits_training_residuals():
+    # Each split carries its refit's training residuals and their row labels (for diagnostics of the noise near the
+    # held-out edge): one residual per training run of its family, labels disjoint from the held-out runs'.
+    df = simulate_chinchilla(TRUTH, n=80, sigma=0.005, seed=4)
+    df["family"] = "all"
+    splits, _ = formerror.split_errors(_data(df), sb.laws.get("chinchilla"), {"all": TRUTH})
+    assert splits
+    for e in splits:
+        assert len(e.train_residual) == len(e.train_rows) == e.info["n_train"]
+        assert not set(e.train_rows) & set(e.rows)
+        # s is the RMS of every refit's training residuals pooled, so no refit's own RMS is far from it here
+        assert np.sqrt(np.mean(e.train_residual**2)) == pytest.approx(e.noise, rel=0.5)

@@ -1,0 +1,319 @@
+"""How the discrepancy δ is sized from a dataset's own inner splits, re-scored without refitting (issue 13).
+
+    python benchmarks/extrapolation/delta_sizing.py --capture --quick --only DATASET ... --out DIR
+    python benchmarks/extrapolation/delta_sizing.py --rescore DIR [--variants NAME ...] [--csv FILE]
+
+``--capture``: per task, the suite's plain posterior of the fit set (quick or full settings, seed 0), its inner
+splits (:func:`scalebayes.calibration.inner_errors`, with each refit's own training residuals), the lanes left out,
+the leave-one-dataset-out log-κ prior (:func:`methods.lodo_prior`), the held-out runs' distances, and the law and
+noise draws of the predictive at the held-out runs: everything a variant of how (κ, γ) are learned needs, saved to
+``DIR/<task>.pkl``.
+
+``--rescore``: learns (κ, γ) per family under each variant (:data:`VARIANTS`) and scores the calibrated predictive
+at the held-out runs exactly as the suite's ``discrepancy`` method does (the same random numbers: ``today``
+reproduces the suite's quick-settings scores), per task, per dataset and over all tasks. ``dir_mixed`` (a
+direction-aware δ, :func:`direction_mixed`) reloads the tasks for the held-out runs' N and C, so it needs the data.
+
+(DELTA_SIZING.md holds the numbers and what they say.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import logsumexp
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from methods import FULL, QUICK, Context, lodo_prior  # noqa: E402
+from score import score_draws, summarise  # noqa: E402
+from tasks import load_tasks  # noqa: E402
+
+import scalebayes as sb  # noqa: E402
+from scalebayes import calibration, predictive  # noqa: E402
+from scalebayes.checkpoints import intra_run_correlation  # noqa: E402
+from scalebayes.discrepancy import distances, fitted_regions  # noqa: E402
+from scalebayes.formerror import GAMMAS, FamilyKappas, KappaPosterior  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------ capture
+def capture(task, others, settings, seed: int, out: Path) -> None:
+    """Fit ``task``'s plain posterior, measure its inner splits and save what re-scoring needs to ``out``."""
+    ctx = Context(task=task, settings=settings, seed=seed)
+    post = ctx.posterior()
+    prior = lodo_prior(others)
+    splits, report = calibration.inner_errors(post)
+    ho = predictive.for_frame(post, task.heldout.frame, seed=seed, disc=None)
+    fr = task.heldout.frame
+    rec = {
+        "task": task.name,
+        "dataset": task.dataset,
+        "split": task.split,
+        "prior": prior,
+        "splits": splits,
+        "report": report,
+        "families": [str(f) for f in post.families],
+        "heldout_family": fr["family"].astype(str).to_numpy(),
+        "distance": distances(fitted_regions(post.data, post.law), fr, post.law),
+        "log_mu": ho.log_mu,
+        "sigma": ho.sigma,
+        "nu": ho.nu,
+        "y": np.log(task.heldout.loss),
+        "train_frame": task.train.frame[[c for c in ("N", "D", "C", "family", "run") if c in task.train.frame]],
+        "seed": seed,
+        "fit_ok": bool(post.diagnostics.ok),
+    }
+    with open(out / (task.name.replace("/", "__") + ".pkl"), "wb") as f:
+        pickle.dump(rec, f)
+    left = len(report.get("left_out", []))
+    print(f"{task.name}: {len(splits)} splits, {left}/{report['lanes']} lanes left out, prior {prior}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ re-scoring
+def kappa_draws(rec: dict, splits, prior, gamma_prior=None) -> dict:
+    """Per fitted family, (κ (S,), γ (S,)) as :func:`scalebayes.calibration.learn` stores them and the predictive
+    uses them (posterior draw s takes stored pair s mod their number)."""
+    fk = FamilyKappas.learn(splits, prior=prior, gamma_prior=gamma_prior)
+    fams, seed, S = rec["families"], rec["seed"], rec["log_mu"].shape[0]
+    if len(fams) == 1:
+        per = {fams[0]: fk.families.get(fams[0], fk.new).draws(calibration.N_SCALE_DRAWS, seed=seed)}
+    else:
+        per = {
+            f: fk.families.get(f, fk.new).draws(calibration.N_FAMILY_DRAWS, seed=seed + 1 + i)
+            for i, f in enumerate(fams)
+        }
+    return {f: (k[np.arange(S) % len(k)], g[np.arange(S) % len(k)]) for f, (k, g) in per.items()}
+
+
+def predictive_draws(rec: dict, per: dict, noise: bool = True) -> np.ndarray:
+    """The suite's ``discrepancy`` draws of log loss (S, P) at the held-out runs, with (κ, γ) per family ``per``."""
+    S, P = rec["log_mu"].shape
+    d = rec["distance"]
+    extra = np.zeros((S, P))
+    for f, (k, g) in per.items():
+        m = rec["heldout_family"] == f
+        extra[:, m] = k[:, None] * np.where(d[m] > 0, np.maximum(d[m], 1e-30)[None, :] ** g[:, None], 0.0)
+    out = rec["log_mu"] + predictive.delta_normals(rec["seed"], S)[:, None] * extra
+    if noise:
+        out = out + predictive.noise_draws(rec["seed"], rec["sigma"], rec["nu"], P)
+    return out
+
+
+def _rms(r: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.asarray(r) ** 2)))
+
+
+def _edge_noise(rec: dict, e, share: float = 0.25, k_min: int = 8) -> float:
+    """RMS of split ``e``'s refit training residuals at its training runs nearest the held-out edge: the largest
+    max(k_min, share·n) by the split's own variable (C or N)."""
+    col = "C" if e.info["split"] == "compute" else "N"
+    x = np.log(rec["train_frame"].loc[e.train_rows, col].to_numpy(float))
+    k = min(len(x), max(k_min, int(round(share * len(x)))))
+    return _rms(e.train_residual[np.argsort(-x)[:k]])
+
+
+def design_effect(rec: dict, e) -> float:
+    """Kish's design effect 1 + (m̃ − 1)·ρ̂ of split ``e``'s refit training set (1 without a run column): ρ̂ the
+    intra-run correlation of the refit's training residuals, m̃ = Σm²/Σm over its runs' checkpoint counts m."""
+    fr = rec["train_frame"]
+    if "run" not in fr:
+        return 1.0
+    runs = fr.loc[e.train_rows, "run"].astype(str).to_numpy()
+    m = np.unique(runs, return_counts=True)[1].astype(float)
+    return float(1 + ((m**2).sum() / m.sum() - 1) * intra_run_correlation(e.train_residual, runs))
+
+
+#: Each dataset's first suite task: its evidence for the priors learned across datasets (``methods.dataset_mode``).
+FIRST = {
+    "chinchilla_epoch": "chinchilla_epoch/all/compute",
+    "porian_isoflop": "porian_isoflop/rw/base/long/kaplan/compute",
+    "datablations": "datablations/c4/compute",
+    "misfitting": "misfitting/open_lm/N",
+    "openathena_isoflops": "openathena_isoflops/llama_3/compute",
+    "hitchhiker": "hitchhiker/gpt3/N",
+}
+
+
+def _others_first(recs: list[dict], rec: dict) -> list[dict]:
+    return [r for r in recs if r["task"] == FIRST.get(r["dataset"]) and r["dataset"] != rec["dataset"]]
+
+
+def gamma_marginal_lodo(recs: list[dict], rec: dict) -> np.ndarray:
+    """Prior of γ for ``rec``'s dataset: the mean of the other datasets' γ marginals (flat prior of log κ)."""
+    lw = [KappaPosterior.learn(r["splits"], prior=(0.0, 1e3)).log_weight for r in _others_first(recs, rec)]
+    return np.mean([np.exp(logsumexp(w, axis=(0, 2))) for w in lw], axis=0)
+
+
+def gamma_mode_lodo(recs: list[dict], rec: dict) -> np.ndarray:
+    """Prior of γ for ``rec``'s dataset from the other datasets' modes of (κ, γ) (flat prior of log κ), as the κ
+    prior is built from their modes: counts of the γ modes on :data:`GAMMAS`, plus one each."""
+    counts = np.ones(len(GAMMAS))
+    for r in _others_first(recs, rec):
+        counts[list(GAMMAS).index(KappaPosterior.learn(r["splits"], prior=(0.0, 1e3)).mode()[1])] += 1
+    return counts / counts.sum()
+
+
+def variant(name: str, rec: dict, recs: list[dict]) -> tuple[list, tuple, np.ndarray | None, float]:
+    """(splits, prior of log κ, prior of γ or None, multiplier of κ) of variant ``name`` (:data:`VARIANTS`)."""
+    splits, prior, gp, scale = rec["splits"], rec["prior"], None, 1.0
+    if name.startswith("x"):  # today's κ times a constant (what-if)
+        scale = float(name[1:])
+    elif name == "family_noise":  # s per family, not pooled over families
+        by: dict[str, list] = {}
+        for e in splits:
+            by.setdefault(e.info["family"], []).append(e.train_residual)
+        s = {f: _rms(np.concatenate(v)) for f, v in by.items()}
+        splits = [replace(e, noise=s[e.info["family"]]) for e in splits]
+    elif name == "lane_noise":  # s per split: its own refit's training residuals
+        splits = [replace(e, noise=_rms(e.train_residual)) for e in splits]
+    elif name == "edge_noise":  # s per split: its refit's training residuals nearest the held-out edge
+        splits = [replace(e, noise=_edge_noise(rec, e)) for e in splits]
+    elif name == "deff_b":  # the refit's bootstrap variance times its design effect (checkpoints are not runs)
+        splits = [replace(e, param_var=e.param_var * design_effect(rec, e)) for e in splits]
+    elif name == "gamma_half":  # γ fixed at 0.5 (what-if)
+        gp = np.r_[1.0, np.full(len(GAMMAS) - 1, 1e-12)]
+    elif name == "gamma_marginal_lodo":
+        gp = gamma_marginal_lodo(recs, rec)
+    elif name == "gamma_mode_lodo":
+        gp = gamma_mode_lodo(recs, rec)
+    elif name == "dir_oracle":  # only the inner splits of the outer task's own direction (what-if, not a method)
+        want = "params" if rec["split"] == "N" else "compute"
+        splits = [e for e in splits if e.info["split"] == want]
+    elif name != "today":
+        raise KeyError(name)
+    return splits, prior, gp, scale
+
+
+VARIANTS = (
+    "today",
+    "x0",
+    "x0.5",
+    "x2",
+    "family_noise",
+    "lane_noise",
+    "edge_noise",
+    "deff_b",
+    "gamma_half",
+    "gamma_marginal_lodo",
+    "gamma_mode_lodo",
+    "dir_oracle",
+    "dir_mixed",
+)
+
+
+def _score_sd(rec: dict, name: str, sd: np.ndarray) -> dict:
+    """A score row for δ of s.d. ``sd`` (S, P) at the held-out runs (the same random numbers as the suite)."""
+    S, P = sd.shape
+    law = rec["log_mu"] + predictive.delta_normals(rec["seed"], S)[:, None] * sd
+    full = law + predictive.noise_draws(rec["seed"], rec["sigma"], rec["nu"], P)
+    loss = np.exp(rec["y"])
+    s = summarise(score_draws(full, loss))
+    row = {"task": rec["task"], "dataset": rec["dataset"], "variant": name, **s}
+    return {**row, "cov90_no_noise": summarise(score_draws(law, loss))["coverage90"], "kappa": np.nan}
+
+
+def direction_weight(rec: dict, heldout) -> np.ndarray:
+    """Per held-out run (P,): the share w_N = e_N² / (e_N² + e_C²) of its extrapolation that is in N, e_N and e_C
+    its excess of log N and log C over its family's fitted runs (0.5 when it exceeds neither)."""
+    tr = rec["train_frame"]
+    fam = heldout["family"].astype(str).to_numpy()
+    w = np.full(len(heldout), 0.5)
+    for f in np.unique(fam):
+        m, t = fam == f, tr[tr["family"].astype(str) == f]
+        e_n = np.maximum(0, np.log(heldout.loc[m, "N"].to_numpy(float)) - np.log(t["N"].max()))
+        e_c = np.maximum(0, np.log(heldout.loc[m, "C"].to_numpy(float)) - np.log(t["C"].max()))
+        tot = e_n**2 + e_c**2
+        w[m] = np.where(tot > 0, e_n**2 / np.where(tot > 0, tot, 1.0), 0.5)
+    return w
+
+
+def direction_mixed(rec: dict, heldout) -> dict:
+    """What-if: κ learned separately from the params splits (κ_N, γ_N) and the compute splits (κ_C, γ_C); a
+    held-out run's δ has variance w_N·(κ_N·d^γ_N)² + (1 − w_N)·(κ_C·d^γ_C)² (:func:`direction_weight`), returned as
+    the equivalent per-run (κ_eff, γ = 1) per family, (S, P) via ``per_run``."""
+    by = {k: [e for e in rec["splits"] if e.info["split"] == k] for k in ("params", "compute")}
+    kd = {k: kappa_draws(rec, v or rec["splits"], rec["prior"]) for k, v in by.items()}
+    d = rec["distance"]
+    w = direction_weight(rec, heldout)
+    S, P = rec["log_mu"].shape
+    sd = np.zeros((S, P))
+    for f in kd["params"]:
+        m = rec["heldout_family"] == f
+        g = {k: kd[k][f][0][:, None] * np.maximum(d[m], 1e-30)[None] ** kd[k][f][1][:, None] for k in kd}
+        sd[:, m] = np.sqrt(w[m] * g["params"] ** 2 + (1 - w[m]) * g["compute"] ** 2) * (d[m] > 0)
+    return sd
+
+
+def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.DataFrame:
+    """Scores (one row per task and variant) of the captured tasks under ``dirs``; prints per task and dataset."""
+    recs = []
+    for d in dirs:
+        for p in sorted(Path(d).glob("*.pkl")):
+            with open(p, "rb") as f:
+                recs.append(pickle.load(f))
+    heldout = {}
+    if "dir_mixed" in variants:
+        heldout = {t.name: t.heldout.frame for t in load_tasks(None, None, log=lambda s: None)[0]}
+    rows = []
+    for rec in recs:
+        loss = np.exp(rec["y"])
+        for v in variants:
+            if v == "dir_mixed":
+                rows.append(_score_sd(rec, v, direction_mixed(rec, heldout[rec["task"]])))
+                continue
+            splits, prior, gp, scale = variant(v, rec, recs)
+            per = {f: (k * scale, g) for f, (k, g) in kappa_draws(rec, splits, prior, gp).items()}
+            s = summarise(score_draws(predictive_draws(rec, per), loss))
+            s0 = summarise(score_draws(predictive_draws(rec, per, noise=False), loss))
+            kappa = float(np.median(np.concatenate([k for k, _ in per.values()])))
+            row = {"task": rec["task"], "dataset": rec["dataset"], "variant": v, **s}
+            rows.append({**row, "cov90_no_noise": s0["coverage90"], "kappa": kappa})
+    df = pd.DataFrame(rows)
+    cols = ["coverage50", "coverage90", "are", "width", "lpd", "cov90_no_noise", "kappa"]
+    print(df.pivot_table(index="task", columns="variant", values=["coverage90", "width"]).round(3).to_string())
+    print(df.groupby(["dataset", "variant"])[cols].mean().round(4).to_string())
+    print(df.groupby("variant")[cols].mean().round(4).to_string())
+    if csv:
+        df.to_csv(csv, index=False)
+    return df
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--capture", action="store_true", help="fit and save each task's inner splits and draws")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--rescore", nargs="*", default=None, help="folders of captured tasks")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    p.add_argument("--csv", default=None)
+    a = p.parse_args(argv)
+    sb.use_float64()
+    if a.rescore:
+        rescore(a.rescore, a.variants, a.csv)
+        return
+    if not a.capture or not a.out:
+        p.error("give --capture --out DIR, or --rescore DIR")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, _, _ = load_tasks(None, a.data_root)
+    for t in tasks:
+        if a.only and t.dataset not in a.only:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            capture(t, [o for o in tasks if o.dataset != t.dataset], QUICK if a.quick else FULL, a.seed, out)
+
+
+if __name__ == "__main__":
+    main()
