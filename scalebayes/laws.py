@@ -738,5 +738,7 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-for _law in (chinchilla, kaplan, compute, data_constrained, overtrained, broken_power, broken_power_N):
+#: The laws the package ships (registered at import; users may register more).
+BUILT_IN = (chinchilla, kaplan, compute, data_constrained, overtrained, broken_power, broken_power_N)
+for _law in BUILT_IN:
     register(_law)
