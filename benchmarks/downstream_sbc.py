@@ -10,9 +10,10 @@ Two runs, each ``--sims`` datasets of 30 models at centred losses evenly over [�
 
 Each dataset gets its own NUTS fit, exactly as :func:`scalebayes.loss_to_accuracy.fit` runs (1 chain, 300 warm-up,
 990 draws; NumPyro recompiles its sampling loop at every run, so a fit costs seconds even on 30 points). Ranks of the
-true values among 99 thinned draws (0…99) are binned in 10 bins; the χ² p-values are Bonferroni-adjusted over the 4
-parameters. A third run checks the observational law of :mod:`scalebayes.downstream` the same way on a small design
-(:func:`observational`). Writes benchmarks/DOWNSTREAM_SBC.md (tables and rank histograms as text).
+true values among 99 thinned draws (0…99) are binned in 10 bins; the χ² p-values are Bonferroni-adjusted over the 7
+parameters (the published mid, slope, u, the over-dispersion od, and the sampled anchored q0, h, v). A third run
+checks the observational law of :mod:`scalebayes.downstream` the same way on a small design (:func:`observational`).
+Writes benchmarks/DOWNSTREAM_SBC.md (tables and rank histograms as text).
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def main() -> None:
         tr = train.dropna(subset=[b])
         if tr.empty:
             continue
-        fits[b] = la.fit(tr["loss"], tr[b], floor=floor, questions=n_q, seed=SEED, target_accept=0.95, **settings)
+        fits[b] = la.fit(tr["loss"], tr[b], floor=floor, questions=n_q, seed=SEED, **settings)
         two = {UNCAL: sb.TwoStep(post, fits[b])}
         if cal.calibrated:
             two[MAIN] = sb.TwoStep(cal, fits[b])
