@@ -23,6 +23,10 @@ For benchmark b, model i of family f, trained with C_i FLOP (x_i = log10 C_i −
   cells) are set to chance, and ``Design.below_chance`` counts them per benchmark: nothing is dropped, but a
   near-chance model's interval does not reach below chance.
 
+Extrapolation: a model far beyond its family's largest fitted model lands off the family's trend by more than σ_m
+says, and all its benchmarks with it. :mod:`scalebayes.downstream_discrepancy` learns that error's growth with
+distance from an inner split and sets ``DownstreamPosterior.kappa``; forecasts then add its shift.
+
 Sampling: NumPyro's own NUTS (``numpyro.infer.NUTS``) on this NumPyro model, not the package's compiled sampler
 (whose potential is written for loss laws); the verdict on R-hat, ESS and divergences is the package's
 (:func:`scalebayes.diagnostics.summarise`), and failures warn with :class:`~scalebayes.errors.SamplingWarning`.
