@@ -84,11 +84,8 @@ def model_loglik(post: DownstreamPosterior, held: BenchmarkScores, model: str, k
     scale = np.sqrt(s["sigma_m"][:, None] ** 2 + (np.asarray(kappas, float)[None, :] * far) ** 2)  # (S, K)
     z, w = hermegauss(nodes)
     xs = x[:, None, None, :] + (scale[:, None, :] * z[None, :, None])[..., None]  # (S, T, K, B)
-    mu = s["u"][:, j][:, None, None, :] * expit(
-        s["slope"][:, j][:, None, None, :] * (xs - s["mid"][:, j][:, None, None, :])
-    )
-    mu = np.clip(mu, 1e-9, 1.0 - 1e-9)
-    phi = s["phi"][:, j][:, None, None, :]
+    u, slope, mid, phi = (s[name][:, j][:, None, None, :] for name in ("u", "slope", "mid", "phi"))
+    mu = np.clip(u * expit(slope * (xs - mid)), 1e-9, 1.0 - 1e-9)  # the above-chance mean, as in downstream.model
     ll = betaln(k + mu * phi, n - k + (1.0 - mu) * phi) - betaln(mu * phi, (1.0 - mu) * phi)
     ll = ll.sum(-1) + np.log(w / w.sum())[None, :, None]  # (S, T, K)
     const = float(np.sum(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)))
