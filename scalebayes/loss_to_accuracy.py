@@ -237,8 +237,8 @@ def fit(
 
 @dataclass(frozen=True)
 class AccuracyLaw:
-    """Posterior of the accuracy-vs-loss law on one benchmark: S draws of ``mid``, ``slope``, ``u``, ``od``
-    and the precision ``phi`` = 1/od.
+    """Posterior of the accuracy-vs-loss law on one benchmark: S draws of the published ``mid``, ``slope``, ``u``,
+    of ``od`` and the precision ``phi`` = 1/od, and of the sampled (anchored) ``q0``, ``h``, ``v``.
 
     ``loss0``: the centre (nats); ``loss_range``: the fitted losses' (min, max), nats; ``below_chance``: scores
     that were below ``floor`` and were set to it."""
