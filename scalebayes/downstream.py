@@ -23,6 +23,10 @@ For benchmark b, model i of family f, trained with C_i FLOP (x_i = log10 C_i −
   cells) are set to chance, and ``Design.below_chance`` counts them per benchmark: nothing is dropped, but a
   near-chance model's interval does not reach below chance.
 
+Extrapolation: a model far beyond its family's largest fitted model lands off the family's trend by more than σ_m
+says, and all its benchmarks with it. :mod:`scalebayes.downstream_discrepancy` learns that error's growth with
+distance from an inner split and sets ``DownstreamPosterior.kappa``; forecasts then add its shift.
+
 Sampling: NumPyro's own NUTS (``numpyro.infer.NUTS``) on this NumPyro model, not the package's compiled sampler
 (whose potential is written for loss laws); the verdict on R-hat, ESS and divergences is the package's
 (:func:`scalebayes.diagnostics.summarise`), and failures warn with :class:`~scalebayes.errors.SamplingWarning`.
@@ -51,6 +55,8 @@ from .scores import CHANCE, QUESTIONS, BenchmarkScores
 
 PARAMS = ("mid", "slope", "u", "phi", "tau_b", "tau_e", "sigma_m")
 QUANTILES = (0.05, 0.5, 0.95)
+#: Second word of the seed of the extrapolation shift's normals (a stream apart from the other noise).
+SHIFT_STREAM = 17
 
 
 def law(x, floor, ceil, slope, mid):
@@ -94,6 +100,17 @@ class Design:
     floor: np.ndarray
     questions: np.ndarray
     below_chance: dict
+    #: per family, log10 C of its largest fitted model minus x0 (decades): where its data end
+    x_max: np.ndarray | None = None
+
+    def distance(self, C: float, family: str | None) -> float:
+        """Decades of log10 compute by which ``C`` (FLOP) lies beyond ``family``'s largest fitted model; 0 inside its
+        range and for a new family (``None``), which has no data to extrapolate from."""
+        if family is None or self.x_max is None:
+            return 0.0
+        if family not in self.families:
+            raise UnknownNameError(f"unknown family {family!r}; fitted: {list(self.families)}")
+        return max(0.0, float(np.log10(C) - self.x0 - self.x_max[self.families.index(family)]))
 
 
 def _design(scores: BenchmarkScores, benchmarks, questions) -> tuple[Design, dict]:
@@ -110,6 +127,7 @@ def _design(scores: BenchmarkScores, benchmarks, questions) -> tuple[Design, dic
     fams = tuple(sorted(scores.frame["family"].unique()))
     models = tuple(scores.frame.index)
     x0 = float(np.median(np.log10(scores.frame["C"])))
+    top = np.log10(scores.frame.groupby("family")["C"].max())
     d = Design(
         x0=x0,
         benchmarks=benchmarks,
@@ -118,6 +136,7 @@ def _design(scores: BenchmarkScores, benchmarks, questions) -> tuple[Design, dic
         floor=np.array([CHANCE[b] for b in benchmarks]),
         questions=np.array([questions[b] for b in benchmarks], dtype=float),
         below_chance={b: int((long.loc[long["benchmark"] == b, "score"] < CHANCE[b]).sum()) for b in benchmarks},
+        x_max=np.array([top[f] - x0 for f in fams]),
     )
     bi = long["benchmark"].map({b: i for i, b in enumerate(benchmarks)}).to_numpy()
     q = (long["score"].to_numpy() - d.floor[bi]) / (1.0 - d.floor[bi])
@@ -130,6 +149,12 @@ def _design(scores: BenchmarkScores, benchmarks, questions) -> tuple[Design, dic
         "k": np.round(np.clip(q, 0.0, 1.0) * d.questions[bi]),
     }
     return d, {key: jnp.asarray(v) for key, v in arrays.items()}
+
+
+def design_of(scores: BenchmarkScores, benchmarks=None, questions: dict | None = None) -> Design:
+    """The :class:`Design` that :func:`fit` builds from ``scores`` (names, centre, chance floors, each family's
+    largest fitted compute)."""
+    return _design(scores, benchmarks, questions)[0]
 
 
 def _diagnose(samples: dict, extra: dict, max_tree_depth: int) -> Diagnostics:
@@ -187,11 +212,16 @@ def fit(
 
 @dataclass(frozen=True)
 class DownstreamPosterior:
-    """Posterior draws of the downstream law (flattened over chains: S draws) and its diagnostics."""
+    """Posterior draws of the downstream law (flattened over chains: S draws) and its diagnostics.
+
+    ``kappa``: None, or (S,) draws of the extrapolation scale κ (decades of capability shift per decade of compute
+    beyond the family's largest fitted model; :mod:`scalebayes.downstream_discrepancy` learns it): forecasts then
+    add a shift κ·d·ε (ε standard normal, shared by the model's benchmarks) to the effective log-compute."""
 
     design: Design
     draws: dict
     diagnostics: Diagnostics
+    kappa: np.ndarray | None = None
 
     def _bench(self, benchmark: str) -> int:
         if benchmark not in self.design.benchmarks:
@@ -215,12 +245,16 @@ class DownstreamPosterior:
         """Draws (S,) of a new model's accuracy on ``benchmark`` when trained with ``C`` FLOP in ``family`` (a
         fitted family's name, or ``None`` for a new family). ``noise=True``: the score it would report (its own
         capability residual, beta-binomial over the benchmark's questions, k/n); ``False``: the law's mean for a
-        typical model of that family."""
+        typical model of that family. With ``kappa`` set, both include the extrapolation shift κ·d·ε, its ε drawn
+        from ``seed`` alone, so one model's forecasts on every benchmark share it."""
         if not np.isfinite(C) or C <= 0:
             raise DataError(f"C must be a positive number of FLOP, got {C!r}", column="C")
         j, d, rng = self._bench(benchmark), self.design, np.random.default_rng(seed)
         s = self.draws
         x = np.log10(C) - d.x0 + self._offset(family, j, rng)
+        far = d.distance(C, family)
+        if self.kappa is not None and far > 0:
+            x = x + self.kappa * far * np.random.default_rng([seed, SHIFT_STREAM]).standard_normal(x.shape)
         if noise:
             x = x + s["sigma_m"] * rng.standard_normal(x.shape)
         floor = d.floor[j]

@@ -1,25 +1,35 @@
 """Accuracy as a function of loss: the second step of a two-step forecast (compute → loss → accuracy).
 
 For one benchmark with chance accuracy ``floor`` and a model whose loss is L nats (on the validation set the loss law
-was fitted to), with ℓ = L − L0 (L0 the fitted data's median loss):
+was fitted to), with ℓ = L − L0 (L0 the fitted data's median loss), in the published convention
 
     acc = floor + (1 − floor) · u · sigmoid(slope · (mid − ℓ))
 
 - ``floor``: the benchmark's chance accuracy, fixed (from the number of choices), so the law never goes below it;
-  the ceiling is floor + (1 − floor)·u, u ~ Beta(4, 1) (most of the way to 1, not all: some questions are wrong or
-  ambiguous).
-- ``slope`` ~ LogNormal(log 2, 1) per nat of loss (accuracy rises as loss falls); ``mid`` ~ Normal(0, 1) nats from
-  L0: the loss at which the model is half-way from chance to its ceiling.
-- Likelihood on the above-chance scale q = (acc − floor)/(1 − floor), mean μ = u·sigmoid(...): beta-binomial over
-  ``questions`` (k = round(q·n)); the over-dispersion od = 1/φ ~ HalfNormal(0.02) carries the protocol noise beyond
-  binomial sampling. Sampled as od, not φ: checkpoints of one run, scored on the same questions, are often no noisier
-  than binomial (φ → ∞, od → 0, where the prior is smooth and NUTS does not stall), while scores across model
-  families have φ ~ 100 (od 0.01). Without a question count (a score that is a probability mass or an average over
-  tasks), q is read as k of :data:`PSEUDO_QUESTIONS` = 1000 pseudo-questions: binomial noise of s.d. ≤ 0.016, and
-  od adds any more the data show. A Beta likelihood on q was tried and failed SBC (the slope's ranks piled at the
-  top: scores at chance, q = 0, must be clipped for a Beta density, and the clip pulls the slope down); a count of 0
-  is an exact outcome of the beta-binomial. Scores below chance are set to chance and counted (``below_chance``):
-  nothing is dropped.
+  the ceiling is floor + (1 − floor)·u (some questions are wrong or ambiguous, so not always 1).
+- ``slope`` per nat of loss (accuracy rises as loss falls); ``mid`` nats from L0: the loss at which the model is
+  half-way from chance to its ceiling.
+
+Sampled anchored at L0, where the data pin the law nearly linearly (``mid``, ``slope`` and ``u`` trade along a
+curved ridge when the data cover part of the sigmoid: fitted that way, OLMo's PIQA and ARC-Easy fits failed the
+diagnostics with R-hat up to 1.015 and divergences):
+
+- ``q0`` ~ Beta(1, 1): the above-chance fraction q = (acc − floor)/(1 − floor) at L0;
+- ``h`` ~ LogNormal(log 2, 1): the logit slope at L0 per nat, −dq/dL = h·q0·(1 − q0) (``slope`` when u = 1);
+- ``v`` ~ Beta(2, 1): the ceiling's share of the headroom above q0, u = q0 + (1 − q0)·v (what only the data's
+  curvature tells);
+
+and (mid, slope, u) follow (:func:`published`); the draws hold both.
+
+Likelihood on the above-chance scale q, mean μ = u·sigmoid(...): beta-binomial over ``questions`` (k = round(q·n));
+the over-dispersion od = 1/φ ~ HalfNormal(0.02) carries the protocol noise beyond binomial sampling. Sampled as od,
+not φ: checkpoints of one run, scored on the same questions, are often no noisier than binomial (φ → ∞, od → 0, where
+the prior is smooth and NUTS does not stall), while scores across model families have φ ~ 100 (od 0.01). Without a
+question count (a score that is a probability mass or an average over tasks), q is read as k of
+:data:`PSEUDO_QUESTIONS` = 1000 pseudo-questions: binomial noise of s.d. ≤ 0.016, and od adds any more the data show.
+A Beta likelihood on q was tried and failed SBC (the slope's ranks piled at the top: scores at chance, q = 0, must be
+clipped for a Beta density, and the clip pulls the slope down); a count of 0 is an exact outcome of the
+beta-binomial. Scores below chance are set to chance and counted (``below_chance``): nothing is dropped.
 
 This is the form used by the OLMo model ladder's second step (Bhagia et al. 2024) with priors and a bounded
 likelihood. :mod:`scalebayes.twostep` pushes a loss posterior's predictive draws through it.
@@ -48,7 +58,10 @@ from .errors import DataError, ModelError
 from .precision import ensure_float64
 from .predict import qcol
 
-PARAMS = ("mid", "slope", "u", "od")
+#: Sampled parameters (anchored at the median loss L0, see the module docstring) and the published convention.
+SAMPLED = ("q0", "h", "v", "od")
+PUBLISHED = ("mid", "slope", "u")
+PARAMS = (*PUBLISHED, "od", "q0", "h", "v")
 #: Scale of the half-normal prior of the over-dispersion od = 1/φ.
 OD_SCALE = 0.02
 QUANTILES = (0.05, 0.5, 0.95)
@@ -61,6 +74,15 @@ def mean_fraction(loss_c, slope, mid, u):
     return u * jax.nn.sigmoid(slope * (mid - loss_c))
 
 
+def published(q0, h, v):
+    """(mid, slope, u) of the published convention from the anchored parameters (module docstring): u = q0 + (1 −
+    q0)·v; the sigmoid at L0 is s = q0/u, so 1 − s = (1 − q0)·v/u; slope = h·u/v makes −dq/dL at L0 equal to
+    h·q0·(1 − q0); mid = logit(s)/slope."""
+    u = q0 + (1.0 - q0) * v
+    slope = h * u / v
+    return (jnp.log(q0) - jnp.log1p(-q0) - jnp.log(v)) / slope, slope, u
+
+
 def model(loss_c, n, k=None, *, n_sims: int | None = None):
     """NumPyro model: ``loss_c`` (P,) centred losses (nats), ``n`` (P,) question counts, ``k`` (P,) the observed
     above-chance counts.
@@ -69,10 +91,14 @@ def model(loss_c, n, k=None, *, n_sims: int | None = None):
     (n_sims, 1)); their joint posterior is the product of the single ones, so one NUTS run fits them all (the fast
     SBC of :func:`sbc`)."""
     with numpyro.plate("sim", n_sims, dim=-2) if n_sims else contextlib.nullcontext():
-        mid = numpyro.sample("mid", dist.Normal(0.0, 1.0))
-        slope = numpyro.sample("slope", dist.LogNormal(jnp.log(2.0), 1.0))
-        u = numpyro.sample("u", dist.Beta(4.0, 1.0))
+        q0 = numpyro.sample("q0", dist.Beta(1.0, 1.0))
+        h = numpyro.sample("h", dist.LogNormal(jnp.log(2.0), 1.0))
+        v = numpyro.sample("v", dist.Beta(2.0, 1.0))
         od = numpyro.sample("od", dist.HalfNormal(OD_SCALE))
+        mid, slope, u = published(q0, h, v)
+        numpyro.deterministic("mid", mid)
+        numpyro.deterministic("slope", slope)
+        numpyro.deterministic("u", u)
         phi = numpyro.deterministic("phi", 1.0 / (od + 1e-6))  # precision; od → 0 is the binomial limit
         mu = jnp.clip(mean_fraction(loss_c, slope, mid, u), 1e-6, 1.0 - 1e-6)
         with numpyro.plate("obs", loss_c.shape[0]):
@@ -94,7 +120,7 @@ def sampler(
         functools.partial(model, n_sims=n_sims),
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
-        dense_mass=n_sims is None,  # (mid, slope, u) trade along a ridge when the data cover part of the sigmoid
+        dense_mass=n_sims is None,  # q0, h and v stay correlated (the ceiling v against the slope h)
     )
     return MCMC(
         kernel,
@@ -211,8 +237,8 @@ def fit(
 
 @dataclass(frozen=True)
 class AccuracyLaw:
-    """Posterior of the accuracy-vs-loss law on one benchmark: S draws of ``mid``, ``slope``, ``u``, ``od``
-    and the precision ``phi`` = 1/od.
+    """Posterior of the accuracy-vs-loss law on one benchmark: S draws of the published ``mid``, ``slope``, ``u``,
+    of ``od`` and the precision ``phi`` = 1/od, and of the sampled (anchored) ``q0``, ``h``, ``v``.
 
     ``loss0``: the centre (nats); ``loss_range``: the fitted losses' (min, max), nats; ``below_chance``: scores
     that were below ``floor`` and were set to it."""
@@ -303,8 +329,9 @@ def sbc(
     (``model(..., n_sims=...)``): the same marginal posteriors, one compilation, but one step size and tree depth for
     all, so it checks the model and NUTS on it less like a user's fit does; the fast version for tests.
 
-    Returns {"ranks": (n_sims, 4) int, "L": int, "p_values": {param: χ² p-value of the ranks in min(10, L+1) equal
-    bins, Bonferroni-adjusted over the 4 parameters}, "divergent": fits with any divergence, "params": PARAMS}.
+    Returns {"ranks": (n_sims, 7) int, one column per :data:`PARAMS` (the published (mid, slope, u), od and the
+    sampled q0, h, v), "L": int, "p_values": {param: χ² p-value of the ranks in min(10, L+1) equal bins,
+    Bonferroni-adjusted over the 7 columns}, "divergent": fits with any divergence, "params": PARAMS}.
     """
     ensure_float64("scalebayes.loss_to_accuracy.sbc")
     loss_c = np.linspace(-1.5, 1.5, n_obs)

@@ -10,6 +10,7 @@ import pytest
 
 import scalebayes as sb
 from scalebayes import downstream
+from scalebayes import downstream_discrepancy as dd
 from scalebayes.errors import DataError, SamplingWarning, UnknownNameError
 from scalebayes.scores import CHANCE, BenchmarkScores
 
@@ -110,3 +111,66 @@ def test_point_fit_recovers_noise_free_law():
     # beta-binomial noise with phi 300 gives sd <= 0.03 on the above-chance scale; residuals this small mean the fit
     # found the law rather than a flat line
     assert np.sqrt(np.mean((pred - data.frame["mmlu"]) ** 2)) < 0.04
+
+
+def _fixed_kappa(value: float) -> dd.KappaPosterior:
+    """A κ posterior with all its mass at ``value`` (a grid point), for forecasts with a known κ."""
+    grid = dd.KAPPA_GRID
+    prob = (np.abs(grid - value) < 1e-12).astype(float)
+    return dd.KappaPosterior(grid, prob, (), np.zeros(0), np.zeros((0, grid.size)))
+
+
+def test_extrapolation_term_widens_with_distance_only(post):
+    ext = dd.with_extrapolation(post, _fixed_kappa(0.5), seed=0)
+    top = 10 ** (post.design.x0 + post.design.x_max[post.design.families.index("f3")])
+    # inside the family's range and for a new family the distance is 0: the draws are the same numbers
+    for c, fam in ((top / 10, "f3"), (top, "f3"), (top * 10, None)):
+        np.testing.assert_array_equal(
+            ext.accuracy_draws(c, "mmlu", fam, seed=3), post.accuracy_draws(c, "mmlu", fam, seed=3)
+        )
+    width = []
+    for c in (top * 2, top * 10):
+        base = post.predict(c, "mmlu", "f3", seed=3)
+        wide = ext.predict(c, "mmlu", "f3", seed=3)
+        width.append((wide["q0.95"] - wide["q0.05"]).item() - (base["q0.95"] - base["q0.05"]).item())
+    assert 0 < width[0] < width[1], width
+    np.testing.assert_array_equal(ext.kappa, dd.with_extrapolation(post, _fixed_kappa(0.5), seed=0).kappa)
+
+
+def _held(post, kappa: float, seed: int) -> BenchmarkScores:
+    """One model per family at 10x its largest fitted compute, both benchmarks from one joint predictive draw of
+    ``post`` with the extrapolation shift of scale ``kappa``."""
+    ext = dd.with_extrapolation(post, _fixed_kappa(kappa), seed=seed)
+    rows = []
+    for i, f in enumerate(post.design.families):
+        c = 10 ** (post.design.x0 + post.design.x_max[i] + 1.0)
+        row = {"model": f"{f}-next", "family": f, "C": c, "N": np.sqrt(c / 6 / 20), "D": 20 * np.sqrt(c / 6 / 20)}
+        s = (seed * 31 + 7 * i) % len(ext.kappa)  # one draw, the same for both benchmarks: a joint sample
+        rows.append(row | {b: ext.accuracy_draws(c, b, f, seed=seed + i)[s] for b in BENCH})
+    return BenchmarkScores.from_frame(pd.DataFrame(rows).set_index("model"), BENCH, name="held")
+
+
+def test_kappa_learned_from_held_out_models(post):
+    # Held-out scores simulated from the fit's own predictive at 10x, with no shift and with κ = 1: the grid posterior
+    # must put its median lower for the first. 10 models carry little information on κ, so only the ordering and
+    # broad bounds are asserted; seeds fixed.
+    none, big = (dd.learn(post, _held(post, k, seed=5), max_draws=200) for k in (0.0, 1.0))
+    assert none.quantile(0.5) < 0.35 < big.quantile(0.5), (none.quantile(0.5), big.quantile(0.5))
+    assert np.isclose(none.prob.sum(), 1.0) and np.all(none.distances == pytest.approx(1.0))
+    again = dd.learn(post, _held(post, 0.0, seed=5), max_draws=200)
+    np.testing.assert_array_equal(again.prob, none.prob)  # deterministic: quadrature, no random numbers
+
+
+def test_kappa_loglik_flat_at_zero_distance(post):
+    held = _held(post, 0.0, seed=1)
+    f = held.frame.copy()
+    f["C"] = 10 ** (post.design.x0 + post.design.x_max[[post.design.families.index(x) for x in f["family"]]])
+    ll = dd.model_loglik(post, BenchmarkScores.from_frame(f, BENCH, name="at the top"), "f0-next", dd.KAPPA_GRID,
+                         max_draws=200)  # fmt: skip
+    assert np.ptp(ll) < 1e-9
+
+
+def test_largest_held_out_is_each_familys_largest():
+    frame = _simulate(seed=1).frame
+    keep = dd.largest_held_out(_simulate(seed=1))
+    assert sorted(frame.index[~keep]) == sorted(frame.groupby("family")["C"].idxmax())

@@ -46,6 +46,17 @@ def two(runs, acc_law):
         return sb.TwoStep(sb.fit(runs, seed=0, **QUICK), acc_law)
 
 
+def test_published_convention_from_anchored_parameters():
+    # the anchored parameters reproduce the law they name: q0 at L0, slope h·q0·(1 − q0) there, ceiling u
+    q0, h, v = 0.3, 1.7, 0.6
+    mid, slope, u = (float(t) for t in la.published(q0, h, v))
+    assert u == pytest.approx(q0 + (1 - q0) * v)
+    assert float(la.mean_fraction(0.0, slope, mid, u)) == pytest.approx(q0)
+    eps = 1e-6
+    grad = (la.mean_fraction(-eps, slope, mid, u) - la.mean_fraction(eps, slope, mid, u)) / (2 * eps)
+    assert float(grad) == pytest.approx(h * q0 * (1 - q0), rel=1e-6)
+
+
 def test_accuracy_law_recovers_parameters(acc_law):
     # one simulated dataset, fixed seeds: each true value in its central 98% interval (3 checks: a correct model
     # fails by chance with probability ≤ 0.06, and the fixed seeds make the outcome deterministic)
@@ -87,11 +98,11 @@ def test_sbc_ranks_uniform():
     # from the model's, a sign error in the law, a sampler that does not move), not subtle ones; the fuller
     # per-fit SBC is benchmarks/downstream_sbc.py. Bonferroni-adjusted p > 0.01 per parameter; fixed seed.
     r = la.sbc(20, n_obs=12, joint=True, warmup=200, draws=190, thin=10, seed=0)
-    assert r["L"] == 19 and r["ranks"].shape == (20, 4)
+    assert r["L"] == 19 and r["ranks"].shape == (20, len(la.PARAMS))
     assert min(r["p_values"].values()) > 0.01, r["p_values"]
     assert r["divergent"] == 0
     # the test can fail: ranks piled at one end are rejected
-    assert la.rank_uniformity(np.zeros((20, 4), dtype=int), 19)["mid"] < 1e-6
+    assert la.rank_uniformity(np.zeros((20, len(la.PARAMS)), dtype=int), 19)["mid"] < 1e-6
 
 
 def test_two_step_bounded_and_reproducible(two):

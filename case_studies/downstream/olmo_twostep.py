@@ -205,7 +205,7 @@ def main() -> None:
         tr = train.dropna(subset=[b])
         if tr.empty:
             continue
-        fits[b] = la.fit(tr["loss"], tr[b], floor=floor, questions=n_q, seed=SEED, target_accept=0.95, **settings)
+        fits[b] = la.fit(tr["loss"], tr[b], floor=floor, questions=n_q, seed=SEED, **settings)
         two = {UNCAL: sb.TwoStep(post, fits[b])}
         if cal.calibrated:
             two[MAIN] = sb.TwoStep(cal, fits[b])
@@ -241,7 +241,8 @@ def report(df, post, cal, fits, removed, train, test, settings, seconds, t_loss,
         g = f.diagnostics
         med = {k: round(float(np.median(v)), 3) for k, v in f.draws.items()}
         verdict = "pass" if g.ok else "FAIL: " + "; ".join(g.failures)
-        lines.append(f"Accuracy law {b}: {verdict} (R-hat max {g.r_hat_max:.3f}, ESS min {g.ess_bulk_min:.0f}); "
+        lines.append(f"Accuracy law {b}: {verdict} (R-hat max {g.r_hat_max:.3f}, bulk ESS min {g.ess_bulk_min:.0f}, "
+                     f"tail ESS min {g.ess_tail_min:.0f}, divergences {g.divergences}); "
                      f"medians {med}, loss0 {f.loss0:.3f}.")  # fmt: skip
     tab = summary(df).reset_index()
     head = "| " + " | ".join(tab.columns) + " |"
