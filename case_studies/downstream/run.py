@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pickle
+import json
 import time
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 import scalebayes as sb  # noqa: E402
 from scalebayes import downstream  # noqa: E402
 from scalebayes import downstream_discrepancy as dd  # noqa: E402
+from scalebayes.diagnostics import Diagnostics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -51,21 +52,26 @@ SEED = 0
 
 
 def fitted(tr, settings: dict, tag: str) -> tuple[downstream.DownstreamPosterior, float]:
-    """The downstream posterior on training scores ``tr`` and its fit's seconds, from ``output/<tag>.pkl`` when a
-    run with the same tag (dataset, split, settings, seed) has stored it, else fitted and stored."""
-    path = CACHE / f"{tag}_c{settings['chains']}w{settings['warmup']}d{settings['draws']}_s{SEED}.pkl"
+    """The downstream posterior on training scores ``tr`` and its fit's seconds, from ``output/<tag>.npz`` when a
+    run with the same tag (dataset, split, settings, seed) has stored it, else fitted and stored. The file holds
+    the draws and the verdict's numbers (no pickle: ``np.load(allow_pickle=False)``); the design is rebuilt from
+    the scores."""
+    path = CACHE / f"{tag}_c{settings['chains']}w{settings['warmup']}d{settings['draws']}_s{SEED}.npz"
     if path.exists():
-        with path.open("rb") as fh:
-            post, seconds = pickle.load(fh)
-        # the design is rebuilt from the scores, so a file stored before a Design field was added still works
-        return dataclasses.replace(post, design=downstream.design_of(tr, BENCHMARKS)), seconds
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            draws = {k[len("draw_") :]: z[k] for k in z.files if k.startswith("draw_")}
+        diag = Diagnostics(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["diagnostics"].items()})
+        return downstream.DownstreamPosterior(downstream.design_of(tr, BENCHMARKS), draws, diag), meta["seconds"]
     t0 = time.time()
     post = downstream.fit(tr, BENCHMARKS, seed=SEED, **settings)
-    out = (post, time.time() - t0)
+    seconds = time.time() - t0
+    d = post.diagnostics
+    verdict = {f.name: getattr(d, f.name) for f in dataclasses.fields(d) if f.name != "table"}
+    meta = json.dumps({"seconds": seconds, "diagnostics": verdict}, default=lambda v: v.item())
     CACHE.mkdir(exist_ok=True)
-    with path.open("wb") as fh:
-        pickle.dump(out, fh)
-    return out
+    np.savez(path, meta=np.asarray(meta), **{f"draw_{k}": np.asarray(v) for k, v in post.draws.items()})
+    return post, seconds
 
 
 def score_rows(posts: dict, points, held, train_frame) -> pd.DataFrame:
@@ -156,7 +162,10 @@ def _inner_lines(inner) -> list[str]:
     """The extrapolation term's inner split, its fit's verdict and the κ posterior."""
     if inner is None:
         return ["No extrapolation term (`--no-extrapolation`).", ""]
-    kappa, post, seconds = inner
+    kappa, post, seconds, note = inner
+    verdict = [_diag_line("Inner fit diagnostics", post.diagnostics) + (f" ({note})" if note else ""), ""]
+    if kappa is None:
+        return ["Extrapolation term: not used.", "", *verdict]
     q = [kappa.quantile(v) for v in (0.05, 0.5, 0.95)]
     fac = 10**kappa.distances
     return [
@@ -164,8 +173,7 @@ def _inner_lines(inner) -> list[str]:
         f"family's largest model held out ({len(kappa.models)} models, {fac.min():.1f}x to {fac.max():.1f}x their "
         f"family's largest inner-training compute, median {np.median(fac):.1f}x); inner fit {seconds:.0f} s.",
         "",
-        _diag_line("Inner fit diagnostics", post.diagnostics),
-        "",
+        *verdict,
         f"κ (decades of capability shift per decade of compute beyond the family's data): median {q[1]:.3f}, "
         f"90% interval [{q[0]:.3f}, {q[2]:.3f}] (grid posterior, HalfNormal({dd.PRIOR_SCALE}) prior).",
         "",
@@ -205,11 +213,21 @@ def markdown(name, df, post, settings, n_train, n_test, seconds, inner) -> str:
 
 def extrapolation(tr, settings: dict, tag: str):
     """The κ posterior of :mod:`scalebayes.downstream_discrepancy` from the inner split of the training set ``tr``
-    (each training family's largest model held out; one extra fit) and that fit's seconds."""
+    (each training family's largest model held out; one extra fit), that fit and its seconds. As for the loss
+    package's inner refits, a fit that fails diagnostics is not learned from: it is refitted once at
+    ``target_accept=0.95`` (smaller steps), and if that fails too the κ posterior is None (no extrapolation term)."""
     keep = dd.largest_held_out(tr)
     inner = tr.subset(keep, reason="inner hold-out: the family's largest training model")
     post, seconds = fitted(inner, settings, f"{tag}_inner")
-    return dd.learn(post, tr.subset(~keep, reason="inner training set")), post, seconds
+    note = ""
+    if not post.diagnostics.ok:
+        note = (
+            f"the default fit failed ({'; '.join(post.diagnostics.failures)}), so it was refitted at target_accept 0.95"
+        )
+        post, seconds = fitted(inner, {**settings, "target_accept": 0.95}, f"{tag}_inner_ta95")
+    if not post.diagnostics.ok:
+        return None, post, seconds, note + "; that fit failed too, so no extrapolation term is used"
+    return dd.learn(post, tr.subset(~keep, reason="inner training set")), post, seconds, note
 
 
 def main() -> None:
@@ -226,9 +244,9 @@ def main() -> None:
     base, seconds = fitted(tr, settings, f"{tag}_outer")
     posts, inner = {NO_EXTRA: base}, None
     if not args.no_extrapolation:
-        kappa, inner_post, inner_seconds = extrapolation(tr, settings, tag)
-        posts = {MAIN: dd.with_extrapolation(base, kappa, seed=SEED), **posts}
-        inner = (kappa, inner_post, inner_seconds)
+        inner = extrapolation(tr, settings, tag)
+        if inner[0] is not None:
+            posts = {MAIN: dd.with_extrapolation(base, inner[0], seed=SEED), **posts}
     points = {
         "sigmoid LS (pooled)": downstream.point_fit(tr, BENCHMARKS, family_offsets=False),
         "sigmoid LS + family offsets": downstream.point_fit(tr, BENCHMARKS, family_offsets=True),
