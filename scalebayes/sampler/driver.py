@@ -7,12 +7,13 @@ report. Nothing in the pieces depends on progress, so the same compiled (or stor
 fit with and without a bar, with the same numbers. The pieces work on the flat list of the carry's arrays, which
 is what a stored program takes and gives (:func:`flat_pieces`).
 
-Calls are dispatched without waiting; only a progress report waits for its piece (ten waits per fit), since it
-says what is done.
+Every call is dispatched without waiting; with progress on, the host then sleeps until each report's piece has
+finished (ten reports per fit), so the device never waits for the host and waiting costs no CPU.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import jax
@@ -52,21 +53,25 @@ def drive(
     every = max(1, total // PROGRESS_REPORTS)
     rows = [tuple(np.asarray(f[r]) for f in table) for r in range(len(table.n_iter))]
     carry = pieces.init(key_data, *args)
-    due = None  # (carry, iterations) of a report not yet made
+    due = []  # (a small array of the carry after the call, iterations done) for each report
     for r, upto, close, done in checkpoints(table.n_iter, total, every):
         carry = pieces.advance(carry, rows[r], np.int32(upto), np.bool_(close), *args)
-        # The next piece is queued before waiting for the reported one, so the device never idles on the host
-        _announce(due, report, total, warmup)
-        due = (carry, done) if report is not None and done is not None else None
-    _announce(due, report, total, warmup)
+        if report is not None and done is not None:
+            due.append((min(carry, key=np.size), done))
+    for i, (leaf, done) in enumerate(due):  # every piece is queued already: the device never waits for the host
+        _wait(leaf, last=i == len(due) - 1)
+        report(done, total, done > warmup)
     return pieces.finish(carry)
 
 
-def _announce(due, report, total: int, warmup: int) -> None:
-    """Wait for the carry of a due report (ten waits per fit: a report says what is done), then report it."""
-    if due is not None:
-        jax.block_until_ready(due[0][-1])  # the buffer, written last
-        report(due[1], total, due[1] > warmup)
+def _wait(leaf, *, last: bool, poll: float = 0.005) -> None:
+    """Until ``leaf`` is computed: sleeping between checks every ``poll`` seconds (a blocking wait per report cost
+    ~0.7 ms of CPU each, ~3% of a 0.25 s fit with ten reports; a sleeping thread costs none), except for the last
+    report, where the host has nothing left to do and a blocking wait returns without a poll's delay."""
+    if last:
+        jax.block_until_ready(leaf)
+    while not leaf.is_ready():
+        time.sleep(poll)
 
 
 def flat_pieces(pieces: Pieces) -> tuple[Pieces, dict]:
