@@ -75,16 +75,16 @@ def test_the_fit_path_uses_the_host_loop_and_matches_one_compiled_program(chinch
 def test_keys_name_everything_the_programs_depend_on(chinchilla_data):
     prep = prepare(chinchilla_data)
     sig = stored.shapes((np.zeros((1, 2), np.uint32), prep.args))
-    key = stored.program_key("init", prep.spec, CONFIG, sig)
-    assert key is not None and key == stored.program_key("init", prep.spec, CONFIG, sig)
+    key = stored.program_key(prep.spec, CONFIG, sig)
+    assert key is not None and key == stored.program_key(prep.spec, CONFIG, sig)
     other_config = S.SamplerConfig(chains=2, warmup=60, draws=41)
-    assert stored.program_key("init", prep.spec, other_config, sig) != key
+    assert stored.program_key(prep.spec, other_config, sig) != key
     shorter = stored.shapes(
         (np.zeros((1, 2), np.uint32), jax.tree.map(lambda a: a[:-1] if np.ndim(a) else a, prep.args))
     )
-    assert stored.program_key("init", prep.spec, CONFIG, shorter) != key
+    assert stored.program_key(prep.spec, CONFIG, shorter) != key
     normal = prepare(chinchilla_data, likelihood="normal")
-    assert stored.program_key("init", normal.spec, CONFIG, sig) != key
+    assert stored.program_key(normal.spec, CONFIG, sig) != key
 
 
 def test_a_users_own_law_is_never_stored(chinchilla_data, store):
@@ -93,7 +93,7 @@ def test_a_users_own_law_is_never_stored(chinchilla_data, store):
     prep = prepare(chinchilla_data)
     own = lambda p, x: prep.spec.law.log_mean(p, x)  # noqa: E731  (a function defined here, not in scalebayes)
     spec = dataclasses.replace(prep.spec, law=dataclasses.replace(prep.spec.law, log_mean=own))
-    assert stored.program_key("init", spec, CONFIG, ()) is None
+    assert stored.program_key(spec, CONFIG, ()) is None
     with pytest.raises(stored._NoKey):
         stored.stable_text(own)
     _, _, traces = _run(spec, prep)

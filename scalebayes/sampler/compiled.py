@@ -118,7 +118,8 @@ def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float6
     on = progress.enabled(config.progress)
     if config.chain_method == "parallel" and jax.local_device_count() > 1:
         return _parallel_chains(spec, dataclasses.replace(config, progress=on))
-    return functools.partial(_stepped(spec, n, dataclasses.replace(config, progress=False), dtype_name), progress=on)
+    run = _stepped(spec, n, dataclasses.replace(config, progress=False), dtype_name)  # one program with or without
+    return functools.partial(run, show_progress=on)
 
 
 @functools.lru_cache(maxsize=128)
@@ -131,18 +132,18 @@ class Stepped:
     """One dataset's fit as a host loop (:func:`.driver.drive`) over three compiled pieces (:class:`.Pieces`),
     each exported once per argument shape and kept on disk when the compilation cache is on (:mod:`.stored`), so
     a second process skips tracing as well as compiling. Call as ``run(key, x, log_y, fam, mask, hyper,
-    progress=False)``."""
+    show_progress=False)``."""
 
     def __init__(self, spec: Spec, config: SamplerConfig):
         self.spec, self.config = spec, config
         self.parts = make_parts(spec, config)
         self._programs: dict = {}
 
-    def __call__(self, key, x, log_y, fam, mask, hyper, progress: bool = False):
+    def __call__(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False):
         # NumPy in, so that adding the dataset axis runs no eager JAX operation (each would be compiled)
         args = jax.tree.map(lambda a: np.asarray(a)[None], (x, log_y, fam, mask, hyper))
         key_data = np.asarray(jax.random.key_data(key))[None]
-        report = _report if progress else None
+        report = progress.update if show_progress else None
         return drive(self.programs(key_data, args), self.parts.table, key_data, args, self.config.warmup, report)
 
     def programs(self, key_data, args) -> Pieces:
@@ -153,7 +154,8 @@ class Stepped:
         return self._programs[sig]
 
     def _load_or_export(self, key_data, args, sig) -> Pieces:
-        keys = [stored.program_key(name, self.spec, self.config, sig, compiler_options()) for name in Pieces._fields]
+        key = stored.program_key(self.spec, self.config, sig, compiler_options())
+        keys = [None if key is None else f"{name}-{key}" for name in Pieces._fields]
         found = [stored.load(k) for k in keys]
         if any(e is None for e in found):
             try:
@@ -167,7 +169,7 @@ class Stepped:
 
     def flat(self) -> Pieces:
         """The pure pieces over flat carries (:func:`.driver.flat_pieces`), ``finish`` without the dataset axis."""
-        flat, _ = flat_pieces(pieces(self.parts))
+        flat = flat_pieces(pieces(self.parts))
         return flat._replace(finish=lambda leaves: jax.tree.map(lambda a: a[0], flat.finish(leaves)))
 
     def export(self, key_data, args) -> list:
@@ -178,10 +180,6 @@ class Stepped:
         row = tuple(jax.ShapeDtypeStruct((), np.asarray(f).dtype) for f in self.parts.table)
         e_adv = jax.export.export(jax.jit(advance))(carry, row, np.int32(0), np.bool_(False), *args)
         return [e_init, e_adv, jax.export.export(jax.jit(finish))(carry)]
-
-
-def _report(done: int, total: int, sampling: bool) -> None:
-    progress.update(done, total, sampling)
 
 
 def _parallel_chains(spec: Spec, config: SamplerConfig):

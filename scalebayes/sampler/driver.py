@@ -74,10 +74,10 @@ def _wait(leaf, *, last: bool, poll: float = 0.005) -> None:
         time.sleep(poll)
 
 
-def flat_pieces(pieces: Pieces) -> tuple[Pieces, dict]:
+def flat_pieces(pieces: Pieces) -> Pieces:
     """``pieces`` over the flat list of the carry's arrays (state leaves, then the buffer) and a window row as a
     plain tuple, so that their inputs and outputs are lists, tuples and dicts of arrays (what a stored program
-    can hold). The carry's structure is recorded in the returned dict when ``init`` is traced."""
+    can hold). The carry's structure is recorded when ``init`` is traced, for the other two."""
     layout: dict = {}
 
     def init(key_data, *args):
@@ -91,4 +91,4 @@ def flat_pieces(pieces: Pieces) -> tuple[Pieces, dict]:
     def finish(leaves):
         return pieces.finish(*jax.tree.unflatten(layout["tree"], leaves))
 
-    return Pieces(init, advance, finish), layout
+    return Pieces(init, advance, finish)

@@ -64,7 +64,7 @@ def stable_text(obj) -> str:
     anything else (a function defined outside the package, an arbitrary object)."""
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, enum.Enum)):
         return repr(obj)
-    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+    if isinstance(obj, (np.ndarray, np.generic)):
         a = np.asarray(obj)
         return f"array({a.dtype},{a.shape},{hashlib.sha256(a.tobytes()).hexdigest()})"
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -88,9 +88,9 @@ def stable_text(obj) -> str:
     raise _NoKey(f"{type(obj).__qualname__} from {home or 'nowhere'}")
 
 
-def program_key(name: str, *parts) -> str | None:
-    """The file name of program ``name`` for the key ``parts`` (model, settings, argument shapes), or None when
-    a part has no stable text."""
+def program_key(*parts) -> str | None:
+    """The key of the programs for ``parts`` (model, settings, argument shapes): a hex digest that names their
+    files (``<piece>-<key>``), or None when a part has no stable text."""
     try:
         described = [stable_text(p) for p in parts]
     except _NoKey:
@@ -105,7 +105,7 @@ def program_key(name: str, *parts) -> str | None:
         jax.devices()[0].device_kind,
         str(jax.config.jax_enable_x64),
     ]
-    return name + "-" + hashlib.sha256("\n".join(env + described).encode()).hexdigest()[:40]
+    return hashlib.sha256("\n".join(env + described).encode()).hexdigest()[:40]
 
 
 def shapes(tree) -> tuple:
