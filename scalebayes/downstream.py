@@ -112,6 +112,12 @@ class Design:
             raise UnknownNameError(f"unknown family {family!r}; fitted: {list(self.families)}")
         return max(0.0, float(np.log10(C) - self.x0 - self.x_max[self.families.index(family)]))
 
+    def above_chance_counts(self, bench: np.ndarray, score: np.ndarray) -> np.ndarray:
+        """Questions answered above chance, the beta-binomial's k: accuracies ``score`` on benchmarks ``bench``
+        (indices), as the share of the headroom above the chance floor, clipped to [0, 1], times the questions."""
+        q = (np.asarray(score, float) - self.floor[bench]) / (1.0 - self.floor[bench])
+        return np.round(np.clip(q, 0.0, 1.0) * self.questions[bench])
+
 
 def _design(scores: BenchmarkScores, benchmarks, questions) -> tuple[Design, dict]:
     benchmarks = tuple(benchmarks or scores.benchmarks)
@@ -139,14 +145,13 @@ def _design(scores: BenchmarkScores, benchmarks, questions) -> tuple[Design, dic
         x_max=np.array([top[f] - x0 for f in fams]),
     )
     bi = long["benchmark"].map({b: i for i, b in enumerate(benchmarks)}).to_numpy()
-    q = (long["score"].to_numpy() - d.floor[bi]) / (1.0 - d.floor[bi])
     arrays = {
         "x": long["log10_C"].to_numpy() - x0,
         "fam": long["family"].map({f: i for i, f in enumerate(fams)}).to_numpy(),
         "model_idx": long["model"].map({m: i for i, m in enumerate(models)}).to_numpy(),
         "bench": bi,
         "n": d.questions[bi],
-        "k": np.round(np.clip(q, 0.0, 1.0) * d.questions[bi]),
+        "k": d.above_chance_counts(bi, long["score"].to_numpy()),
     }
     return d, {key: jnp.asarray(v) for key, v in arrays.items()}
 

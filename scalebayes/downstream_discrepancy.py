@@ -62,9 +62,7 @@ def _counts(post: DownstreamPosterior, held: BenchmarkScores, model: str):
     """Benchmark indices, above-chance counts k and question counts n of one held-out model's scores."""
     d, row = post.design, held.frame.loc[model]
     j = np.array([i for i, b in enumerate(d.benchmarks) if b in row.index and np.isfinite(row[b])], dtype=int)
-    q = (row[[d.benchmarks[i] for i in j]].to_numpy(float) - d.floor[j]) / (1.0 - d.floor[j])
-    n = d.questions[j]
-    return j, np.round(np.clip(q, 0.0, 1.0) * n), n
+    return j, d.above_chance_counts(j, row[[d.benchmarks[i] for i in j]].to_numpy(float)), d.questions[j]
 
 
 def model_loglik(post: DownstreamPosterior, held: BenchmarkScores, model: str, kappas, *, nodes: int = NODES,
