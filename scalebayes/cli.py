@@ -68,7 +68,7 @@ _CLI_HINTS = (
     ("pass U=<column> to ScalingData.from_frame", "pass --U <column>"),
     ("use pooling='partial'", "use --pooling partial"),
     ("raise target_accept", "raise --target-accept"),
-    ("run longer (warmup/draws)", "run longer (--warmup/--draws)"),
+    ("run longer (warmup/draws)", "run longer (--warmup/--draws, --extend)"),
     ("increase draws (ESS grows linearly with draws) or chains", "increase --draws (ESS grows with draws) or --chains"),
 )
 
@@ -297,6 +297,14 @@ def _add_fit_sampler(samp) -> None:
         metavar="DEPTH",
         help="NUTS maximum tree depth, at most 2^DEPTH leapfrog steps per iteration (default 10; raise it when "
         "the diagnostics report saturation)",
+    )
+    samp.add_argument(
+        "--extend",
+        type=_whole,
+        default=1,
+        metavar="K",
+        help="when the diagnostics fail only on R-hat (<= 1.05) or ESS, sample on with the same chains, another "
+        "--draws per chain, at most K times (default 1; 0: never); divergences are never sampled on",
     )
     samp.add_argument(
         "--no-calibrate",
@@ -622,6 +630,7 @@ def _sample(args, con: _Console, data: ScalingData):
         seed=args.seed,
         target_accept=args.target_accept,
         max_tree_depth=args.max_tree_depth,
+        extend=args.extend,
         progress=progress,
         warn=False,
     )

@@ -6,6 +6,12 @@ Numbers: rank-normalised split R-hat (the larger of the bulk and the folded, tai
 ``arviz_stats.rhat`` / ``ess(method="bulk")`` / ``ess(method="tail")`` to rounding (tested), and cost one sort per
 quantity instead of ArviZ's per-variable loop, which matters for a batch of a thousand fits.
 
+Sampling on (:func:`worth_extending`): when a fit fails *only* because R-hat or an ESS falls short (no divergent
+transition, R-hat ≤ :data:`EXTEND_RHAT_MAX`), :func:`scalebayes.fit` continues the same chains for another block of
+draws (``extend=1`` by default) and judges all of them, as a user told "run longer" would; a fit so extended says so
+in its notes. Divergences are never sampled away: they mark a region the sampler cannot enter, which more draws
+of the same chains do not fix.
+
 Verdict (:func:`summarise`, the only place it is decided): a fit passes when every quantity has R-hat ≤ 1.01 and
 bulk and tail ESS ≥ 400 and no transition diverged. Iterations whose trajectory hit ``max_tree_depth`` (tree-depth
 saturation) do not bias the draws, so they do not fail a fit, but they are reported with their fraction, because
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +34,11 @@ from .errors import SamplingWarning
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
+#: Largest R-hat that sampling on is tried for. Chains that agree to within this and need only more effective
+#: draws gain from more of them (R-hat - 1 shrinks about as 1/ESS); beyond it the chains disagree (a chain stuck in
+#: another mode, an unidentified parameter), which doubling the draws seldom fixes: the fit fails at once, with
+#: advice, instead of costing twice.
+EXTEND_RHAT_MAX = 1.05
 
 
 @dataclass(frozen=True)
@@ -36,9 +47,10 @@ class Diagnostics:
 
     ``ok`` requires R-hat ≤ 1.01, bulk and tail ESS ≥ 400 (Vehtari et al. 2021) and zero divergent transitions.
     ``failures`` says in words what failed; ``notes`` what did not fail but costs efficiency (tree-depth
-    saturation); ``table`` has R-hat and ESS per variable element. ``divergence_fraction`` is divergences per
-    post-warm-up iteration; ``tree_depth_saturation`` the fraction of iterations whose trajectory reached
-    ``max_tree_depth`` (NaN when the depth limit is unknown).
+    saturation; sampling that went on past the requested draws, ``extensions`` times); ``table`` has R-hat and
+    ESS per variable element. ``divergence_fraction`` is divergences per post-warm-up iteration;
+    ``tree_depth_saturation`` the fraction of iterations whose trajectory reached ``max_tree_depth`` (NaN when
+    the depth limit is unknown).
     """
 
     r_hat_max: float
@@ -53,6 +65,7 @@ class Diagnostics:
     tree_depth_saturation: float = float("nan")
     max_tree_depth: int | None = None
     notes: tuple[str, ...] = ()
+    extensions: int = 0
 
     @property
     def ok(self) -> bool:
@@ -87,6 +100,7 @@ class Diagnostics:
             "ok": self.ok,
             "failures": list(self.failures),
             "notes": list(self.notes),
+            "extensions": self.extensions,
         }
 
     def __str__(self) -> str:
@@ -298,6 +312,17 @@ def summarise(
     )
 
 
+def worth_extending(diag: Diagnostics) -> bool:
+    """True when ``diag`` failed only on R-hat (≤ :data:`EXTEND_RHAT_MAX`) or ESS: no divergences, every number
+    finite. See the module docstring."""
+    return (
+        not diag.ok
+        and diag.divergences == 0
+        and np.isfinite([diag.r_hat_max, diag.ess_bulk_min, diag.ess_tail_min]).all()
+        and diag.r_hat_max <= EXTEND_RHAT_MAX
+    )
+
+
 def _labels(da: xr.DataArray, name: str) -> list[str]:
     dims = [d for d in da.dims if d not in ("chain", "draw")]
     if not dims:
@@ -325,9 +350,15 @@ def compute(posterior: xr.Dataset, sample_stats: xr.Dataset) -> Diagnostics:
     check)."""
     labels, arr = quantities(posterior)
     depth = sample_stats.attrs.get("max_tree_depth")
-    return _verdict(
+    diag = _verdict(
         labels, arr, sample_stats["diverging"], sample_stats["n_steps"], None if depth is None else int(depth)
     )
+    k = int(sample_stats.attrs.get("extensions", 0))
+    if not k:
+        return diag
+    n = int(sample_stats.sizes["draw"])
+    note = f"sampling went on {k}x ({n // (k + 1)} → {n} draws per chain): R-hat or ESS fell short at first"
+    return replace(diag, notes=(*diag.notes, note), extensions=k)
 
 
 def _verdict(labels, arr: np.ndarray, diverging, n_steps, max_tree_depth: int | None) -> Diagnostics:

@@ -23,7 +23,8 @@ from . import laws as _laws
 from . import priors as _priors
 from .checkpoints import weights as checkpoint_weights
 from .data import ScalingData
-from .diagnostics import warn_if_failed
+from .diagnostics import compute as compute_diagnostics
+from .diagnostics import warn_if_failed, worth_extending
 from .errors import DataError, LargeFitWarning, ModelError
 from .misfit import warn_if_misfit
 from .model import Spec, family_latents, noise_params, pooling_modes, population_draws, population_sites
@@ -162,6 +163,7 @@ def fit(
     warn: bool = True,
     sampler: str = "nuts",
     n_pad: int | None = None,
+    extend: int = 1,
     **options,
 ) -> Posterior:
     """Fit a scaling law to training runs with NUTS and return the :class:`~scalebayes.posterior.Posterior`.
@@ -201,6 +203,10 @@ def fit(
             the user did not ask for. Skipped groups can be added later with ``Posterior.pointwise()``.
         warn: emit :class:`~scalebayes.errors.SamplingWarning` when diagnostics fail (the flag is set anyway) and
             :class:`~scalebayes.errors.LargeFitWarning` before a large fit.
+        extend: when the diagnostics fail only because R-hat (≤ 1.05) or an ESS falls short, continue the same
+            chains for another ``draws`` iterations, at most ``extend`` times, and judge all the draws
+            (:func:`scalebayes.diagnostics.worth_extending`; the diagnostics' notes say so). Divergences are never
+            sampled on. 0 turns it off; ``sampler="numpyro"`` and chains sharded over several devices do not extend.
         n_pad: pad the runs to this many rows instead of :func:`scalebayes.padding.pad_size`'s choice, so fits of
             subsets of one dataset share one compiled program (:func:`scalebayes.holdout.fit_padded`).
         **options: FitSpec fields. ``likelihood``: ``"student_t"`` or ``"normal"``. ``priors``: overrides, see
@@ -239,13 +245,46 @@ def fit(
     if warn:
         warn_if_large(prep, config, what)
     run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
-    draws_, stats = to_numpy(run(jax.random.key(seed), *prep.args))
-    idata = build_datatree(data, prep, draws_, stats, pointwise=pointwise, seed=seed, config=config, dtype=dtype)
+    idata = sample(run, jax.random.key(seed), data, prep, config, seed=seed, dtype=dtype, extend=check_extend(extend))
+    if want_pointwise(pointwise, int(np.prod(idata["posterior"]["sigma"].shape[:2])), prep.n_obs):
+        for name, ds in pointwise_groups(idata, seed=seed).items():
+            idata[name] = ds
     post = Posterior(idata, data=data)
     if warn:
         warn_if_failed(post.diagnostics, what)
         warn_if_misfit(post.misfit, what)
     return post
+
+
+def check_extend(extend) -> int:
+    """``fit(extend=...)``: a whole number ≥ 0."""
+    if isinstance(extend, bool) or not isinstance(extend, int | np.integer) or extend < 0:
+        raise ModelError(f"extend must be a whole number >= 0 (blocks of draws to sample on), got {extend!r}")
+    return int(extend)
+
+
+def sample(run, key, data: ScalingData, prep: Prepared, config: SamplerConfig, *, seed: int, dtype: str, extend: int):
+    """The fit's DataTree without pointwise groups: ``run``'s draws, continued (``run.start(...).extend()``) up to
+    ``extend`` times while :func:`~scalebayes.diagnostics.worth_extending` says more draws would pass. Runners
+    without ``start`` (NumPyro's, sharded chains) sample once."""
+    start = getattr(run, "start", None) if extend else None
+    chains = start(key, *prep.args) if start else None
+
+    def tree(k):
+        draws_, stats = to_numpy(chains.result() if chains else run(key, *prep.args))
+        return build_datatree(
+            data, prep, draws_, stats, pointwise=False, seed=seed, config=config, dtype=dtype, extensions=k
+        )
+
+    k, dt = 0, tree(0)
+    while chains is not None and k < extend and worth_extending(_diagnostics(dt)):
+        chains.extend()
+        k, dt = k + 1, tree(k + 1)
+    return dt
+
+
+def _diagnostics(dt):
+    return compute_diagnostics(dt["posterior"].to_dataset(), dt["sample_stats"].to_dataset())
 
 
 def constrained_summaries(spec: Spec, centre: Mapping[str, float], site: Mapping[str, np.ndarray]) -> dict:
@@ -345,10 +384,12 @@ def build_datatree(
     seed: int,
     config: SamplerConfig,
     dtype: str = "float64",
+    extensions: int = 0,
 ):
     """The ArviZ DataTree of a fit: posterior (published convention), sample_stats, observed/constant data,
     latent_posterior (sampler coordinates per family) and, when ``pointwise``, log_likelihood and
-    posterior_predictive (dims chain, draw, obs). The root attributes store the FitSpec and sampler settings."""
+    posterior_predictive (dims chain, draw, obs). The root attributes store the FitSpec and sampler settings;
+    ``sample_stats`` the depth limit and how many times sampling went on (``extensions``, :func:`sample`)."""
     spec = prep.spec
     # μ, τ of "marginal" latents are not sampler coordinates: one conditional draw per posterior draw, from a key
     # of its own (folded from the seed) so the sampler's draws stay what they were
@@ -366,7 +407,7 @@ def build_datatree(
     all_dims = {**dims, **{v: ["obs"] for v in obs_vars}, **{z: ["family"] for z in spec.latents}}
     attrs = {
         "/": {"scalebayes": _meta(data, prep, seed, config, dtype)},
-        "sample_stats": {"max_tree_depth": int(config.max_tree_depth)},
+        "sample_stats": {"max_tree_depth": int(config.max_tree_depth), "extensions": int(extensions)},
     }
     coords = {"family": list(data.families), "obs": np.asarray(data.frame.index)}
     dt = azb.from_dict(groups, dims=all_dims, coords=coords, attrs=attrs)

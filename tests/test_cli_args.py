@@ -70,13 +70,14 @@ def _capture_fit(monkeypatch, post) -> dict:
         (["predict", "p.nc", "--N", "1e9", "--D", "-5"], "--D"),
         (["plan", "p.nc", "--compute", "1e23", "-1e24"], "--compute"),
         (["fit", "r.csv", "--loss", "l", "--target-accept", "-0.5"], "--target-accept"),
+        (["fit", "r.csv", "--loss", "l", "--extend", "-1"], "--extend"),
         (["predict", "p.nc", "--N", "-inf", "--D", "1e12"], "--N"),
     ],
 )
 def test_a_negative_number_is_named_as_the_problem(capsys, argv, option):
     line = _usage_error(capsys, argv)
     assert option in line and "expected" not in line
-    assert "must be positive" in line or "strictly between 0 and 1" in line or "not a finite number" in line
+    assert any(w in line for w in ("must be positive", "strictly between 0 and 1", "not a finite number", ">= 0"))
 
 
 # ---------------------------------------------------------------------------------------------------- predict shapes
@@ -112,8 +113,9 @@ def test_fit_passes_the_nuts_options_and_quiet_turns_progress_off(monkeypatch, c
     argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--target-accept", "0.97", "--max-tree-depth", "12"]
     assert cli.main([*argv, "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert seen["target_accept"] == 0.97 and seen["max_tree_depth"] == 12 and seen["progress"] is False
-    assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
-    assert seen["progress"] is True
+    assert seen["extend"] == 1  # the Python default
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--extend", "0"]) == 0
+    assert seen["progress"] is True and seen["extend"] == 0
 
 
 def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved, runs_csv, tmp_path):

@@ -111,15 +111,16 @@ def test_predict_rejects_bad_queries(chinchilla_post):
 
 
 def test_same_seed_same_draws_and_failed_diagnostics_flagged(small_data):
-    # QUICK settings cannot reach ESS 400: the fit must say so loudly and flag the result.
+    # QUICK settings cannot reach ESS 400 (and extend=0 does not sample on): the fit must say so loudly and flag
+    # the result.
     with pytest.warns(SamplingWarning, match="ESS"):
-        a = sb.fit(small_data, seed=11, **QUICK)
+        a = sb.fit(small_data, seed=11, extend=0, **QUICK)
     assert not a.diagnostics.ok and not a.ok
     assert any("ESS" in f for f in a.diagnostics.failures)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        b = sb.fit(small_data, seed=11, **QUICK)
-        c = sb.fit(small_data, seed=12, **QUICK)
+        b = sb.fit(small_data, seed=11, extend=0, **QUICK)
+        c = sb.fit(small_data, seed=12, extend=0, **QUICK)
     xr.testing.assert_equal(
         a.idata["posterior"].to_dataset(), b.idata["posterior"].to_dataset()
     )  # values, not timestamps
@@ -128,6 +129,51 @@ def test_same_seed_same_draws_and_failed_diagnostics_flagged(small_data):
     p1 = a.predict(1e10, 2e11, seed=4)
     p2 = a.predict(1e10, 2e11, seed=4)
     assert p1.equals(p2)
+
+
+def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data):
+    """QUICK's 2 x 100 draws fail only on ESS, so the default ``extend=1`` continues the same chains for 100 more:
+    the first 100 draws per chain are exactly those of the fit that stopped (``extend=0``), nothing is compiled
+    again, the kernel (step size) is the one warm-up chose, and the diagnostics judge all 200 and say why there
+    are 200. Extending changes nothing for a fit that passes (``worth_extending`` is False for it)."""
+    from scalebayes.diagnostics import worth_extending
+    from scalebayes.sampler import COMPILE_COUNT
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        stop = sb.fit(small_data, seed=14, extend=0, **QUICK)
+        compiled = COMPILE_COUNT["n"]
+        more = sb.fit(small_data, seed=14, **QUICK)
+    # the premise: seed 14's chains agree (R-hat 1.028) and fall short only on ESS (83); seed 11's R-hat (1.07)
+    # would not be sampled on
+    assert worth_extending(stop.diagnostics), stop.diagnostics
+    assert COMPILE_COUNT["n"] == compiled
+    assert stop.diagnostics.extensions == 0 and more.diagnostics.extensions == 1
+    assert more.posterior.sizes["draw"] == 2 * QUICK["draws"] == 2 * stop.posterior.sizes["draw"]
+    n = QUICK["draws"]
+    for name in ("E", "alpha", "sigma"):
+        np.testing.assert_array_equal(more.draws(name).reshape(2, 2 * n)[:, :n], stop.draws(name).reshape(2, n))
+        assert not np.array_equal(more.draws(name).reshape(2, 2 * n)[:, n:], stop.draws(name).reshape(2, n))
+    st_more, st_stop = more.idata["sample_stats"], stop.idata["sample_stats"]
+    np.testing.assert_array_equal(st_more["step_size"].values[:, n:], st_stop["step_size"].values)
+    assert any("sampling went on 1x (100 → 200 draws per chain)" in note for note in more.diagnostics.notes)
+    assert more.diagnostics.n_samples == 2 * stop.diagnostics.n_samples
+
+
+def test_worth_extending_only_for_chains_that_agree_without_divergences():
+    from scalebayes.diagnostics import summarise, worth_extending
+
+    def verdict(rhat, ess, div=0):
+        d = np.zeros((2, 100), bool)
+        d[0, : int(div)] = True
+        return summarise(["x"], [rhat], [ess], [ess], diverging=d, n_steps=np.full((2, 100), 7))
+
+    assert worth_extending(verdict(1.02, 1000))  # R-hat short, chains close
+    assert worth_extending(verdict(1.001, 150))  # ESS short
+    assert not worth_extending(verdict(1.001, 1000))  # passed: nothing to do
+    assert not worth_extending(verdict(1.2, 1000))  # chains disagree: a stuck chain or another mode
+    assert not worth_extending(verdict(1.001, 150, div=1))  # divergences are never sampled away
+    assert not worth_extending(verdict(float("nan"), 150))
 
 
 @pytest.mark.parametrize("suffix", [".nc", ".zarr"])
@@ -151,3 +197,6 @@ def test_bad_options(small_data):
         sb.fit(small_data, priors={"sigma": -1})
     with pytest.raises(ModelError, match="draws"):
         sb.fit(small_data, draws=0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ModelError, match="extend"):
+            sb.fit(small_data, extend=bad)

@@ -302,7 +302,7 @@ def test_float32_samples_in_float32(chinchilla_data):
     adaptation — is float32 (checked on the traced pieces, so no compilation), and the draws come back as
     float32."""
     prep = prepare(chinchilla_data, dtype="float32")
-    run = S.sampler(prep.spec, prep.n_pad, S.SamplerConfig(**QUICK), "float32").func
+    run = S.sampler(prep.spec, prep.n_pad, S.SamplerConfig(**QUICK), "float32").stepped
     init, advance, finish = run.flat()
     args = jax.tree.map(lambda a: np.asarray(a)[None], prep.args)
     carry = jax.eval_shape(init, np.asarray(jax.random.key_data(jax.random.key(0)))[None], *args)

@@ -90,6 +90,8 @@ def diagnostics_box(diag: Diagnostics, health: dict | None = None) -> Box:
     """The box that states plainly whether the sampler's diagnostics passed; if not, which parameters failed and
     what to try (in Python and command-line terms). ``health``: :func:`~.numbers.sampler_health`."""
     extra = _health_words(health) if health else Html("")
+    if diag.extensions:  # its note says by how much; these numbers are of all the draws
+        extra = extra + h(" Note: {}; the numbers above judge all the draws.", diag.notes[-1])
     if diag.ok:
         return Box(
             "ok",
@@ -261,7 +263,7 @@ def summary(ctx: Context) -> Section:
         ctx.data_name,
         fam_words,
         st["chains"],
-        st["draws"],
+        post.posterior.sizes["draw"],
         st["warmup"],
         st["seed"],
         post.n_samples,

@@ -25,7 +25,7 @@ from ..errors import UnknownNameError
 from ..model import Spec
 from . import stored
 from .config import SamplerConfig
-from .driver import drive, flat_pieces
+from .driver import Chains, drive, flat_pieces
 from .program import Pieces, build, make_parts, pieces
 from .reference import numpyro_sampler
 
@@ -119,13 +119,28 @@ def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float6
     if config.chain_method == "parallel" and jax.local_device_count() > 1:
         return _parallel_chains(spec, dataclasses.replace(config, progress=on))
     run = _stepped(spec, n, dataclasses.replace(config, progress=False), dtype_name)  # one program with or without
-    return functools.partial(run, show_progress=on)
+    return Run(run, on)
 
 
 @functools.lru_cache(maxsize=128)
 def _stepped(spec: Spec, n: int, config: SamplerConfig, dtype_name: str) -> Stepped:
     del n, dtype_name  # part of the cache key only
     return Stepped(spec, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A :class:`Stepped` with one call's progress setting: ``run(key, x, log_y, fam, mask, hyper)`` gives
+    (draws, stats); ``run.start(...)`` the :class:`~.driver.Chains`, which can sample on."""
+
+    stepped: Stepped
+    show_progress: bool
+
+    def __call__(self, *args):
+        return self.stepped(*args, show_progress=self.show_progress)
+
+    def start(self, *args) -> Chains:
+        return self.stepped.start(*args, show_progress=self.show_progress)
 
 
 class Stepped:
@@ -140,11 +155,17 @@ class Stepped:
         self._programs: dict = {}
 
     def __call__(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False):
+        return self.start(key, x, log_y, fam, mask, hyper, show_progress=show_progress).result()
+
+    def start(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False) -> Chains:
+        """Warm-up and sampling; the returned :class:`~.driver.Chains` gives the draws and can sample on."""
         # NumPy in, so that adding the dataset axis runs no eager JAX operation (each would be compiled)
         args = jax.tree.map(lambda a: np.asarray(a)[None], (x, log_y, fam, mask, hyper))
         key_data = np.asarray(jax.random.key_data(key))[None]
         report = progress.update if show_progress else None
-        return drive(self.programs(key_data, args), self.parts.table, key_data, args, self.config.warmup, report)
+        pieces = self.programs(key_data, args)
+        carry = drive(pieces, self.parts.table, key_data, args, self.config.warmup, report)
+        return Chains(pieces, self.parts.table, carry, args, report)
 
     def programs(self, key_data, args) -> Pieces:
         """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored)."""
