@@ -9,7 +9,8 @@ fit::
 
 It is off when ``SCALEBAYES_COMPILATION_CACHE=0``, and a cache folder already chosen (``JAX_COMPILATION_CACHE_DIR``
 or ``jax.config.update("jax_compilation_cache_dir", ...)``) is kept. A folder that cannot be created or written
-leaves compilation uncached, with a warning; it never stops a fit.
+leaves compilation uncached, with a warning; it never stops a fit. The folder is bounded: past
+:data:`COMPILED_MAX_BYTES` JAX removes the least recently used compiled programs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .store import check_writable
 
 #: Environment variable that turns the cache off when set to ``0``.
 ENV_SWITCH = "SCALEBAYES_COMPILATION_CACHE"
+#: Most bytes of compiled programs kept (unless ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise); the traced
+#: sampler programs beside them have their own bound (:data:`scalebayes.sampler.stored.MAX_BYTES`).
+COMPILED_MAX_BYTES = 2 * 2**30
 
 
 def default_folder() -> Path:
@@ -44,6 +48,7 @@ def enable_compilation_cache(folder: str | Path | None = None) -> Path | None:
         return None
     chosen = jax.config.jax_compilation_cache_dir
     if chosen:  # the user (or JAX_COMPILATION_CACHE_DIR) already picked one
+        _bound_size()
         return Path(chosen)
     folder = Path(folder) if folder is not None else default_folder()
     try:
@@ -59,4 +64,12 @@ def enable_compilation_cache(folder: str | Path | None = None) -> Path | None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _bound_size()
     return folder
+
+
+def _bound_size() -> None:
+    """Cap the compiled programs at :data:`COMPILED_MAX_BYTES` unless a size was chosen (JAX keeps every program
+    forever by default; with a cap it removes the least recently used ones)."""
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ and jax.config.jax_compilation_cache_max_size == -1:
+        jax.config.update("jax_compilation_cache_max_size", COMPILED_MAX_BYTES)

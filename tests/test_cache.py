@@ -12,12 +12,19 @@ from scalebayes import cache, cli
 @pytest.fixture
 def no_cache_chosen(monkeypatch):
     """JAX with no cache folder chosen (the test suite's conftest picks one); restored afterwards."""
-    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    before = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+        jax.config.jax_compilation_cache_max_size,
+    )
     jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_compilation_cache_max_size", -1)
     monkeypatch.delenv(cache.ENV_SWITCH, raising=False)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_MAX_SIZE", raising=False)
     yield
     jax.config.update("jax_compilation_cache_dir", before[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    jax.config.update("jax_compilation_cache_max_size", before[2])
 
 
 def test_default_folder_follows_xdg_cache_home(monkeypatch, tmp_path):
@@ -34,6 +41,13 @@ def test_the_command_line_turns_the_cache_on(no_cache_chosen, monkeypatch, tmp_p
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "scalebayes" / "jax")
     assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
     assert (tmp_path / "scalebayes" / "jax").is_dir()
+    assert jax.config.jax_compilation_cache_max_size == cache.COMPILED_MAX_BYTES  # bounded, not JAX's "forever"
+
+
+def test_a_chosen_cache_size_is_kept(no_cache_chosen, monkeypatch, tmp_path):
+    jax.config.update("jax_compilation_cache_max_size", 12345)
+    cache.enable_compilation_cache(tmp_path)
+    assert jax.config.jax_compilation_cache_max_size == 12345
 
 
 def test_an_unwritable_cache_folder_warns_and_changes_nothing(no_cache_chosen, monkeypatch, tmp_path, capsys):

@@ -114,3 +114,35 @@ def test_every_built_in_law_has_a_key():
     stored; a regression here would silently make every fit of that law trace again."""
     for law in sb.laws.BUILT_IN:  # not laws.available(): other tests register laws of their own
         assert stored.stable_text(law), law.name
+
+
+def test_the_store_stays_bounded_and_keeps_what_was_used_last(tmp_path):
+    """Past ``max_bytes`` the least recently used files go until three quarters remain; loading a program renews
+    it (its modification time), so a program in use outlives stale ones (e.g. an edited package's)."""
+    import os
+
+    for i in range(8):  # 8 files of 100 bytes, file i last used at time 1000 + i
+        p = tmp_path / f"init-{i}"
+        p.write_bytes(b"x" * 100)
+        os.utime(p, (1000 + i, 1000 + i))
+    os.utime(tmp_path / "init-0", (5000, 5000))  # the oldest file was just used
+    (tmp_path / ".tmp-half-written").write_bytes(b"x" * 100)  # another process's write in progress: never removed
+    assert stored.evict(tmp_path, max_bytes=900) == []  # 800 bytes of programs: under the bound
+    removed = stored.evict(tmp_path, max_bytes=700)  # over it: down to 525 bytes, least recently used first
+    assert removed == ["init-1", "init-2", "init-3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".tmp-half-written",
+        "init-0",
+        *(f"init-{i}" for i in range(4, 8)),
+    ]
+
+
+def test_loading_renews_a_program(chinchilla_data, store):
+    import os
+
+    prep = prepare(chinchilla_data)
+    _run(prep.spec, prep)
+    for p in store.iterdir():
+        os.utime(p, (1000, 1000))
+    _run(prep.spec, prep)  # loads all three
+    assert all(p.stat().st_mtime > 1000 for p in store.iterdir())

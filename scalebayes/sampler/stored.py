@@ -13,6 +13,8 @@ arguments. A ``Spec`` holding a function from outside the package and the librar
 (a user's own law) has no key: its programs are traced every time, never stored.
 
 A file that cannot be read or parsed is ignored and rewritten; one that cannot be written leaves the fit uncached.
+The folder is bounded (:data:`MAX_BYTES`): loading a program marks it used, and a save that takes the folder past
+the bound removes the least recently used programs (those of an edited or upgraded package are never used again).
 Files are written to a temporary name and moved into place, so a reader never sees half a program. Trust: like the
 compilation cache beside it (which holds native code), the folder is trusted input; a stored program can only
 compute, it holds no Python.
@@ -34,6 +36,9 @@ import numpy as np
 
 #: Sub-folder of the compilation cache folder holding the stored programs.
 SUBFOLDER = "scalebayes_programs"
+#: Most bytes of stored programs kept (a fit's three pieces take ~200 KB per argument shape): past it, a save removes
+#: the least recently used files until the folder holds three quarters of it.
+MAX_BYTES = 256 * 2**20
 #: Modules whose functions a ``Spec`` may hold by name: their code is fixed by versions the key names.
 _VERSIONED = ("builtins", "math", "operator", "numpy", "jax", "jaxlib")
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -120,9 +125,14 @@ def load(key: str | None):
     if key is None or where is None:
         return None
     try:
-        return jax.export.deserialize(bytearray((where / key).read_bytes()))
+        found = jax.export.deserialize(bytearray((where / key).read_bytes()))
     except Exception:  # absent, unreadable, truncated or from an incompatible writer: trace anew
         return None
+    try:
+        os.utime(where / key)  # used now: what eviction goes by
+    except OSError:  # a read-only folder: still usable
+        pass
+    return found
 
 
 def save(key: str | None, exported) -> bool:
@@ -142,4 +152,33 @@ def save(key: str | None, exported) -> bool:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         return False
+    evict(where)
     return True
+
+
+def evict(where: Path, max_bytes: int = MAX_BYTES) -> list[str]:
+    """When the programs in ``where`` take more than ``max_bytes``, remove the least recently used (oldest
+    modification time: :func:`load` renews it) until they take at most three quarters of it. Returns the names
+    removed. Another process may be removing the same files: a file already gone is skipped."""
+    files = []
+    for p in where.iterdir():
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.is_file() and not p.name.startswith(".tmp-"):
+            files.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in files)
+    removed: list[str] = []
+    if total <= max_bytes:
+        return removed
+    for _, size, p in sorted(files, key=lambda f: f[0]):
+        if total <= 0.75 * max_bytes:
+            break
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(p.name)
+    return removed
