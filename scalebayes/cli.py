@@ -641,6 +641,9 @@ def _sample(args, con: _Console, data: ScalingData):
             f"sampler diagnostics failed: {'; '.join(diag.failures)}. Do not trust this posterior as is "
             f"(the report says so). Try: {advice(diag)}."
         )
+    if post.misfit.flagged:  # fit(warn=False) above: the command line says it here, once
+        for line in post.misfit.message().splitlines():
+            con.warn(f"misfit: {line}")
     return post
 
 

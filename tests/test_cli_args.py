@@ -118,6 +118,21 @@ def test_fit_passes_the_nuts_options_and_quiet_turns_progress_off(monkeypatch, c
     assert seen["progress"] is True and seen["extend"] == 0
 
 
+def test_fit_says_when_the_law_misfits(monkeypatch, capsys, saved, runs_csv, tmp_path):
+    """A flagged residual trend (scalebayes.misfit) is a warning line of ``scalebayes fit``, as in Python."""
+    import dataclasses
+
+    post, _ = saved
+    table = post.misfit.table.copy()
+    table.loc[table.index[0], "flagged"] = True
+    flagged = dataclasses.replace(post.misfit, table=table)
+    monkeypatch.setattr(type(post), "misfit", property(lambda self: flagged))
+    _capture_fit(monkeypatch, post)
+    assert cli.main(["fit", str(runs_csv), *FIT_COLUMNS, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: misfit: residuals trend with {table.iloc[0]['against']}" in err
+
+
 def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved, runs_csv, tmp_path):
     post, _ = saved
     assert not post.diagnostics.ok  # 1 chain of 30 draws cannot reach the ESS threshold
