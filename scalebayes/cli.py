@@ -49,6 +49,7 @@ from .data import ScalingData
 from .diagnostics import advice
 from .errors import DataError, ModelError, SamplingWarning, ScaleBayesError, UnknownNameError
 from .fitting import fit
+from .identification import message as prior_message
 from .laws import get as get_law
 from .posterior import load
 from .precision import ensure_float64
@@ -641,9 +642,11 @@ def _sample(args, con: _Console, data: ScalingData):
             f"sampler diagnostics failed: {'; '.join(diag.failures)}. Do not trust this posterior as is "
             f"(the report says so). Try: {advice(diag)}."
         )
-    if post.misfit.flagged:  # fit(warn=False) above: the command line says it here, once
-        for line in post.misfit.message().splitlines():
-            con.warn(f"misfit: {line}")
+    # fit(warn=False) above: the command line says these here, once each
+    for line in post.misfit.message().splitlines() if post.misfit.flagged else []:
+        con.warn(f"misfit: {line}")
+    for line in prior_message(post.contraction).splitlines():
+        con.warn(line)
     return post
 
 

@@ -73,3 +73,8 @@ class MisfitWarning(UserWarning):
 class CalibrationWarning(UserWarning):
     """Some inner refits of a calibration did not converge and were left out of it, or none could be made and the
     discrepancy is its prior's."""
+
+
+class PriorDominatedWarning(UserWarning):
+    """The runs barely pin some parameter: its posterior is about as wide as its prior, so its value (and any
+    prediction that depends on it) comes from the prior; see :mod:`scalebayes.identification`."""

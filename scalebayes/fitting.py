@@ -26,6 +26,7 @@ from .data import ScalingData
 from .diagnostics import compute as compute_diagnostics
 from .diagnostics import warn_if_failed, worth_extending
 from .errors import DataError, LargeFitWarning, ModelError
+from .identification import warn_if_prior_dominated
 from .misfit import warn_if_misfit
 from .model import Spec, family_latents, noise_params, pooling_modes, population_draws, population_sites
 from .padding import pad, pad_size
@@ -253,6 +254,7 @@ def fit(
     if warn:
         warn_if_failed(post.diagnostics, what)
         warn_if_misfit(post.misfit, what)
+        warn_if_prior_dominated(post.contraction, what)
     return post
 
 

@@ -26,6 +26,7 @@ from .diagnostics import Diagnostics
 from .diagnostics import compute as compute_diagnostics
 from .discrepancy import Discrepancy, stored
 from .errors import DataError, ModelError, UnknownNameError
+from .identification import contraction as contraction_table
 from .misfit import Misfit
 from .misfit import check as misfit_check
 from .model import Spec
@@ -93,6 +94,12 @@ class Posterior:
         """Residual trends against N, D, C and family, residuals against the law's pointwise posterior median
         (:mod:`scalebayes.misfit`)."""
         return misfit_check(self)
+
+    @functools.cached_property
+    def contraction(self) -> pd.DataFrame:
+        """Per latent and family, how much the runs narrowed the prior (1 − posterior/prior variance) and whether
+        the prior still sets it (:mod:`scalebayes.identification`)."""
+        return contraction_table(self)
 
     @functools.cached_property
     def diagnostics(self) -> Diagnostics:

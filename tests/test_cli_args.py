@@ -118,8 +118,9 @@ def test_fit_passes_the_nuts_options_and_quiet_turns_progress_off(monkeypatch, c
     assert seen["progress"] is True and seen["extend"] == 0
 
 
-def test_fit_says_when_the_law_misfits(monkeypatch, capsys, saved, runs_csv, tmp_path):
-    """A flagged residual trend (scalebayes.misfit) is a warning line of ``scalebayes fit``, as in Python."""
+def test_fit_says_when_the_law_misfits_or_the_prior_decides(monkeypatch, capsys, saved, runs_csv, tmp_path):
+    """A flagged residual trend (scalebayes.misfit) and a parameter the runs leave to the prior
+    (scalebayes.identification) are warning lines of ``scalebayes fit``, as in Python."""
     import dataclasses
 
     post, _ = saved
@@ -127,10 +128,13 @@ def test_fit_says_when_the_law_misfits(monkeypatch, capsys, saved, runs_csv, tmp
     table.loc[table.index[0], "flagged"] = True
     flagged = dataclasses.replace(post.misfit, table=table)
     monkeypatch.setattr(type(post), "misfit", property(lambda self: flagged))
+    prior = post.contraction.assign(prior_dominated=post.contraction["parameter"] == "alpha")
+    monkeypatch.setattr(type(post), "contraction", property(lambda self: prior))
     _capture_fit(monkeypatch, post)
     assert cli.main(["fit", str(runs_csv), *FIT_COLUMNS, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
     assert f"warning: misfit: residuals trend with {table.iloc[0]['against']}" in err
+    assert "warning: the runs barely pin alpha" in err  # scalebayes.identification, as in Python
 
 
 def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved, runs_csv, tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import plots
 from ..diagnostics import ESS_MIN, RHAT_MAX, Diagnostics, advice
+from ..identification import PRIOR_DOMINATED
 from ..predict import qcol
 from . import numbers
 from .page import HI, LO, MID, Box, Figure, Html, Items, Para, Pre, Row, Section, Table, esc, figure, fmt, h
@@ -408,7 +409,44 @@ def fit(ctx: Context) -> Section:
                 )
             )
         ]
-    return Section("fit", "2. Fitted law", "Fitted law", [*blocks, misfit_box(ctx.post.misfit)])
+    return Section(
+        "fit", "2. Fitted law", "Fitted law", [*blocks, misfit_box(ctx.post.misfit), prior_box(ctx.post.contraction)]
+    )
+
+
+def prior_box(table) -> Box:
+    """Which parameters the runs pin and which the prior still sets (:mod:`scalebayes.identification`): green
+    with the smallest contraction when every one is pinned, red naming the others."""
+    low = table.sort_values("contraction").iloc[0]
+    if not table["prior_dominated"].any():
+        text = h(
+            "<b>The runs pin every parameter.</b> Each posterior is narrower than its prior (contraction, 1 − "
+            "posterior/prior variance, at least {}; lowest {}, for {}), so the fitted values come from the runs, not "
+            "from the priors.",
+            PRIOR_DOMINATED,
+            fmt(low["contraction"], 2),
+            low["parameter"],
+        )
+        return Box("ok", [Para(text)])
+    rows = [
+        [
+            esc(r["parameter"]),
+            esc(r["family"]),
+            fmt(r["prior_sd"], 3),
+            fmt(r["posterior_sd"], 3),
+            fmt(r["contraction"], 2),
+        ]
+        for _, r in table[table["prior_dominated"]].iterrows()
+    ]
+    text = (
+        "The runs barely narrow these parameters: their posteriors are about as wide as their priors (contraction "
+        f"below {PRIOR_DOMINATED}), so their values, and every prediction that leans on them, come mostly from the "
+        "prior. The usual cause is a design that cannot separate a term (two model sizes leave the N exponent to "
+        "the prior). Intervals that depend on them are the prior's intervals: add runs that vary that input, or "
+        "state the prior you mean (priors=...)."
+    )
+    table_ = Table(["parameter", "family", "prior s.d.", "posterior s.d.", "contraction"], rows, "small")
+    return Box("fail", [Para(text), table_], head="⚠ Parameters set by the prior")
 
 
 def misfit_box(m) -> Box:
