@@ -131,7 +131,7 @@ def test_same_seed_same_draws_and_failed_diagnostics_flagged(small_data):
     assert p1.equals(p2)
 
 
-def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data):
+def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path):
     """QUICK's 2 x 100 draws fail only on ESS, so the default ``extend=1`` continues the same chains for 100 more:
     the first 100 draws per chain are exactly those of the fit that stopped (``extend=0``), nothing is compiled
     again, the kernel (step size) is the one warm-up chose, and the diagnostics judge all 200 and say why there
@@ -158,6 +158,8 @@ def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data):
     np.testing.assert_array_equal(st_more["step_size"].values[:, n:], st_stop["step_size"].values)
     assert any("sampling went on 1x (100 → 200 draws per chain)" in note for note in more.diagnostics.notes)
     assert more.diagnostics.n_samples == 2 * stop.diagnostics.n_samples
+    back = sb.load(more.save(tmp_path / "more.nc"))  # the saved posterior still says it was sampled on
+    assert back.diagnostics.extensions == 1 and back.diagnostics.notes == more.diagnostics.notes
 
 
 def test_worth_extending_only_for_chains_that_agree_without_divergences():
