@@ -42,9 +42,10 @@ def format_line(done: int, total: int, phase: str, elapsed: float, datasets: tup
 
 def update(done, total, sampling, finished=-1, n_datasets=-1) -> None:
     """Host callback of the compiled loop: ``done`` of ``total`` iterations per chain (the slowest chain's count),
-    ``sampling`` (else warm-up), and for the batch program ``finished`` of ``n_datasets`` datasets."""
+    ``sampling`` (else warm-up; or the phase's name, e.g. ``"sampling on"``), and for the batch program ``finished``
+    of ``n_datasets`` datasets."""
     done, total, finished, n_datasets = int(done), int(total), int(finished), int(n_datasets)
-    phase = "sampling" if bool(sampling) else "warm-up"
+    phase = sampling if isinstance(sampling, str) else ("sampling" if bool(sampling) else "warm-up")
     with _LOCK:
         now = time.perf_counter()
         if not _STATE or done < _STATE["done"] or _STATE.get("closed"):

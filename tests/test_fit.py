@@ -131,7 +131,7 @@ def test_same_seed_same_draws_and_failed_diagnostics_flagged(small_data):
     assert p1.equals(p2)
 
 
-def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path):
+def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path, capsys):
     """QUICK's 2 x 100 draws fail only on ESS, so the default ``extend=1`` continues the same chains for 100 more:
     the first 100 draws per chain are exactly those of the fit that stopped (``extend=0``), nothing is compiled
     again, the kernel (step size) is the one warm-up chose, and the diagnostics judge all 200 and say why there
@@ -143,7 +143,8 @@ def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path
         warnings.simplefilter("ignore", SamplingWarning)
         stop = sb.fit(small_data, seed=14, extend=0, **QUICK)
         compiled = COMPILE_COUNT["n"]
-        more = sb.fit(small_data, seed=14, **QUICK)
+        more = sb.fit(small_data, seed=14, progress=True, **QUICK)
+    assert "100/100 sampling on" in capsys.readouterr().err  # the progress bar names the extra block
     # the premise: seed 14's chains agree (R-hat 1.028) and fall short only on ESS (83); seed 11's R-hat (1.07)
     # would not be sampled on
     assert worth_extending(stop.diagnostics), stop.diagnostics

@@ -92,7 +92,8 @@ class Chains:
         self.blocks = [pieces.finish(carry)]
 
     def extend(self) -> None:
-        self.carry = _advance(self.pieces, self.sampling, self.carry, self.args, 0, self.report)
+        report = None if self.report is None else lambda done, total, _: self.report(done, total, "sampling on")
+        self.carry = _advance(self.pieces, self.sampling, self.carry, self.args, 0, report)
         self.blocks.append(self.pieces.finish(self.carry))
 
     def result(self):
