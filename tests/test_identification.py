@@ -13,7 +13,7 @@ import pytest
 import scalebayes as sb
 from scalebayes import identification
 from scalebayes.errors import PriorDominatedWarning
-from scalebayes.report import page, sections
+from scalebayes.report import page, sections, write_report
 
 #: Converged settings for the two-size design (its E-A-α ridge takes ~190 leapfrog steps per iteration): a
 #: contraction read off unconverged chains would mean nothing.
@@ -31,7 +31,7 @@ def two_sizes():
     return sb.ScalingData.from_frame(pd.DataFrame({"N": N, "D": D, "loss": loss}), N="N", D="D", loss="loss")
 
 
-def test_two_model_sizes_leave_alpha_to_the_prior(two_sizes):
+def test_two_model_sizes_leave_alpha_to_the_prior(two_sizes, tmp_path):
     with pytest.warns(PriorDominatedWarning, match="barely pin alpha"):
         post = sb.fit(two_sizes, **SETTINGS)
     assert post.diagnostics.ok, post.diagnostics
@@ -43,6 +43,8 @@ def test_two_model_sizes_leave_alpha_to_the_prior(two_sizes):
     assert set(t.columns) >= {"latent", "family", "prior_sd", "posterior_sd", "contraction"}
     html = page.render_block(sections.prior_box(post.contraction))
     assert "Parameters set by the prior" in html and "alpha" in html
+    report = write_report(post, tmp_path).read_text()  # the headline, read first, carries the caution too
+    assert "Caution: the runs barely pin alpha" in report
 
 
 def test_a_design_that_pins_everything_says_nothing(chinchilla_post):

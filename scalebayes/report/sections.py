@@ -211,6 +211,18 @@ def _headline(ctx: Context) -> Box:
         fmt(c_max, 3),
     )
     which = Para(h("Loss intervals: {}.", numbers.predictive_words(post)), "note")
+    prior_set = sorted(set(post.contraction.loc[post.contraction["prior_dominated"], "parameter"]))
+    if prior_set:  # a headline resting on a prior says so where it is read, not only in section 2
+        which = Para(
+            h(
+                "Loss intervals: {}. Caution: the runs barely pin {}, so these numbers rest largely on {} prior "
+                "(section 2, Parameters set by the prior).",
+                numbers.predictive_words(post),
+                ", ".join(prior_set),
+                "its" if len(prior_set) == 1 else "their",
+            ),
+            "note",
+        )
     if len(lines) == 1:
         return Box("key", [Para(head + Html(", ") + lines[0]), which])
     more = (
