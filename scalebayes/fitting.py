@@ -73,7 +73,9 @@ def model_spec(fit_spec: FitSpec, data: ScalingData) -> Spec:
     )
     noise = fit_spec.noise if F > 1 else "shared"
     spec = Spec(law=law, modes=modes, n_families=F, likelihood=fit_spec.likelihood, noise=noise)
-    data.check_enough_rows(sum(F if m != "shared" else 1 for m in modes), law.name)
+    # A partially pooled latent counts once: the families' values are shrunk toward their population, which is what
+    # lets a family with fewer runs than the law has parameters be fitted at all; a free latent counts per family.
+    data.check_enough_rows(sum(F if m == "free" else 1 for m in modes), law.name)
     if F > 1 and pooling != "complete" and any(m == "free" for m in modes):
         small = data.family_counts()
         tiny = small[small < 2]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FULL
+from conftest import FULL, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import laws
@@ -27,6 +27,8 @@ from scalebayes.fitting import prepare
 from scalebayes.model import pooling_modes, population_draws, population_logpdf
 
 LAW = laws.chinchilla
+#: Parameters of the few-runs-per-family check (Hoffmann et al.'s fit).
+HOFFMANN = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 #: Runs per family: four well-measured families and one with three runs.
 RUNS = {"f0": 30, "f1": 30, "f2": 30, "f3": 30, "tiny": 3}
 BIG = [f for f, n in RUNS.items() if n >= 30]
@@ -121,6 +123,19 @@ def test_pooling_options_set_the_modes(sim):
     lone = data.subset(np.r_[np.ones(len(data) - 2, bool), False, False])
     with pytest.raises(DataError, match="fewer than 2 runs"):
         prepare(lone, pooling="none")
+    # Too few runs for the law: a partially pooled parameter counts once (the population is what lets a family
+    # with fewer runs than parameters be fitted), a free one once per family. 4 families x 3 runs = 12 runs: enough
+    # for partial pooling's 5 pooled parameters, not for 4 x 5 free ones.
+    few = sb.ScalingData.from_frame(
+        pd.concat([simulate_chinchilla(HOFFMANN, n=3, seed=i, family=f"g{i}") for i in range(4)]),
+        N="N",
+        D="D",
+        loss="loss",
+        family="family",
+    )
+    assert prepare(few).spec.modes == ("marginal",) * K
+    with pytest.raises(DataError, match="12 runs cannot constrain the 20 parameters"):
+        prepare(few, pooling="none")
 
 
 @pytest.mark.parametrize("F", [2, 3, 8, 50])
