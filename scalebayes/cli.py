@@ -643,7 +643,7 @@ def _sample(args, con: _Console, data: ScalingData):
             f"(the report says so). Try: {advice(diag)}."
         )
     # fit(warn=False) above: the command line says these here, once each
-    for line in post.misfit.message().splitlines() if post.misfit.flagged else []:
+    for line in post.misfit.message().splitlines():
         con.warn(f"misfit: {line}")
     for line in prior_message(post.contraction).splitlines():
         con.warn(line)

@@ -23,7 +23,6 @@ from . import laws as _laws
 from . import priors as _priors
 from .checkpoints import weights as checkpoint_weights
 from .data import ScalingData
-from .diagnostics import compute as compute_diagnostics
 from .diagnostics import warn_if_failed, worth_extending
 from .errors import DataError, LargeFitWarning, ModelError
 from .identification import warn_if_prior_dominated
@@ -34,7 +33,7 @@ from .pointwise import pointwise_groups, want_pointwise
 from .posterior import Posterior
 from .precision import ensure_float64
 from .sampler import SamplerConfig, factory_for, n_dim, to_numpy
-from .spec import FitSpec, check_dtype, check_seed, resolve, sampler_config
+from .spec import FitSpec, check_dtype, check_seed, resolve, sampler_config, whole_number
 
 #: A fit warns (:class:`~scalebayes.errors.LargeFitWarning`) before sampling when it has more unconstrained
 #: coordinates than this (e.g. 40 families × 5 partially pooled latents) ...
@@ -248,11 +247,10 @@ def fit(
     if warn:
         warn_if_large(prep, config, what)
     run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
-    idata = sample(run, jax.random.key(seed), data, prep, config, seed=seed, dtype=dtype, extend=check_extend(extend))
-    if want_pointwise(pointwise, int(np.prod(idata["posterior"]["sigma"].shape[:2])), prep.n_obs):
-        for name, ds in pointwise_groups(idata, seed=seed).items():
-            idata[name] = ds
-    post = Posterior(idata, data=data)
+    extend = whole_number(extend, "extend", 0)
+    post = sample(run, jax.random.key(seed), data, prep, config, seed=seed, dtype=dtype, extend=extend)
+    if want_pointwise(pointwise, post.n_samples, prep.n_obs):
+        post.pointwise()
     if warn:
         warn_if_failed(post.diagnostics, what)
         warn_if_misfit(post.misfit, what)
@@ -260,35 +258,28 @@ def fit(
     return post
 
 
-def check_extend(extend) -> int:
-    """``fit(extend=...)``: a whole number ≥ 0."""
-    if isinstance(extend, bool) or not isinstance(extend, int | np.integer) or extend < 0:
-        raise ModelError(f"extend must be a whole number >= 0 (blocks of draws to sample on), got {extend!r}")
-    return int(extend)
-
-
-def sample(run, key, data: ScalingData, prep: Prepared, config: SamplerConfig, *, seed: int, dtype: str, extend: int):
-    """The fit's DataTree without pointwise groups: ``run``'s draws, continued (``run.start(...).extend()``) up to
-    ``extend`` times while :func:`~scalebayes.diagnostics.worth_extending` says more draws would pass. Runners
-    without ``start`` (NumPyro's, sharded chains) sample once."""
+def sample(
+    run, key, data: ScalingData, prep: Prepared, config: SamplerConfig, *, seed: int, dtype: str, extend: int
+) -> Posterior:
+    """The fit's Posterior without pointwise groups: ``run``'s draws, continued (``run.start(...).extend()``) up to
+    ``extend`` times while :func:`~scalebayes.diagnostics.worth_extending` says more draws would pass (the verdict
+    is the Posterior's own, computed once per block). Runners without ``start`` (NumPyro's, sharded chains) sample
+    once."""
     start = getattr(run, "start", None) if extend else None
     chains = start(key, *prep.args) if start else None
 
-    def tree(k):
+    def posterior(k):
         draws_, stats = to_numpy(chains.result() if chains else run(key, *prep.args))
-        return build_datatree(
+        dt = build_datatree(
             data, prep, draws_, stats, pointwise=False, seed=seed, config=config, dtype=dtype, extensions=k
         )
+        return Posterior(dt, data=data)
 
-    k, dt = 0, tree(0)
-    while chains is not None and k < extend and worth_extending(_diagnostics(dt)):
+    k, post = 0, posterior(0)
+    while chains is not None and k < extend and worth_extending(post.diagnostics):
         chains.extend()
-        k, dt = k + 1, tree(k + 1)
-    return dt
-
-
-def _diagnostics(dt):
-    return compute_diagnostics(dt["posterior"].to_dataset(), dt["sample_stats"].to_dataset())
+        k, post = k + 1, posterior(k + 1)
+    return post
 
 
 def constrained_summaries(spec: Spec, centre: Mapping[str, float], site: Mapping[str, np.ndarray]) -> dict:

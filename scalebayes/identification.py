@@ -29,9 +29,8 @@ PRIOR_DOMINATED = 0.5
 
 def contraction(post) -> pd.DataFrame:
     """One row per latent and family: ``latent``, ``parameter`` (the published parameter it carries), ``family``,
-    ``prior_sd`` and ``posterior_sd`` (latent units),
-    ``contraction`` (1 − posterior variance / prior variance) and ``prior_dominated`` (contraction below
-    :data:`PRIOR_DOMINATED`)."""
+    ``prior_sd`` and ``posterior_sd`` (latent units), ``contraction`` (1 − posterior variance / prior variance)
+    and ``prior_dominated`` (contraction below :data:`PRIOR_DOMINATED`)."""
     priors = post.meta["priors"]["latent"]
     lat = post.idata["latent_posterior"]
     rows = []
@@ -56,9 +55,8 @@ def message(table: pd.DataFrame) -> str:
         worst = g.sort_values("contraction").iloc[0]
         lines.append(
             f"the runs barely pin {worst['parameter']}{fams}: posterior s.d. of {z} {worst['posterior_sd']:.3g} "
-            f"against the prior's "
-            f"{worst['prior_sd']:.3g} (contraction {worst['contraction']:.2f}); its value, and any prediction that "
-            "depends on it, comes mostly from the prior"
+            f"against the prior's {worst['prior_sd']:.3g} (contraction {worst['contraction']:.2f}); its value, and "
+            "any prediction that depends on it, comes mostly from the prior"
         )
     return "\n".join(lines)
 

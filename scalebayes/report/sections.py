@@ -210,19 +210,16 @@ def _headline(ctx: Context) -> Box:
         fmt(c_max * fac, 3),
         fmt(c_max, 3),
     )
-    which = Para(h("Loss intervals: {}.", numbers.predictive_words(post)), "note")
+    words = h("Loss intervals: {}.", numbers.predictive_words(post))
     prior_set = sorted(set(post.contraction.loc[post.contraction["prior_dominated"], "parameter"]))
     if prior_set:  # a headline resting on a prior says so where it is read, not only in section 2
-        which = Para(
-            h(
-                "Loss intervals: {}. Caution: the runs barely pin {}, so these numbers rest largely on {} prior "
-                "(section 2, Parameters set by the prior).",
-                numbers.predictive_words(post),
-                ", ".join(prior_set),
-                "its" if len(prior_set) == 1 else "their",
-            ),
-            "note",
+        words = words + h(
+            " Caution: the runs barely pin {}, so these numbers rest largely on {} prior (section 2, Parameters set "
+            "by the prior).",
+            ", ".join(prior_set),
+            "its" if len(prior_set) == 1 else "their",
         )
+    which = Para(words, "note")
     if len(lines) == 1:
         return Box("key", [Para(head + Html(", ") + lines[0]), which])
     more = (

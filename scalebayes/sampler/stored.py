@@ -27,6 +27,7 @@ import enum
 import functools
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -166,7 +167,7 @@ def evict(where: Path, max_bytes: int = MAX_BYTES) -> list[str]:
             st = p.stat()
         except OSError:
             continue
-        if p.is_file() and not p.name.startswith(".tmp-"):
+        if stat.S_ISREG(st.st_mode) and not p.name.startswith(".tmp-"):
             files.append((st.st_mtime, st.st_size, p))
     total = sum(size for _, size, _ in files)
     removed: list[str] = []
