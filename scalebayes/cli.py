@@ -48,7 +48,8 @@ from .calibration import calibrate
 from .data import ScalingData
 from .diagnostics import advice
 from .errors import DataError, ModelError, SamplingWarning, ScaleBayesError, UnknownNameError
-from .fitting import fit
+from .fitting import fit, model_spec
+from .identification import design_for
 from .identification import message as prior_message
 from .laws import get as get_law
 from .posterior import load
@@ -56,6 +57,7 @@ from .precision import ensure_float64
 from .predict import qcol
 from .progress import enabled as progress_enabled
 from .report import REPORT_NAME, write_report
+from .spec import resolve
 from .store import output_folder, require_zarr, staged_outputs
 
 PROG = "scalebayes"
@@ -614,6 +616,10 @@ def _status_runs(con: _Console, data: ScalingData, csv: Path) -> None:
 def _sample(args, con: _Console, data: ScalingData):
     """The posterior of ``scalebayes fit``'s options; a diagnostics failure is a warning with advice."""
     progress = progress_enabled(False if con.quiet else None)
+    # fit(warn=False) below: a design that cannot separate the law's N and D terms is said before sampling
+    spec = model_spec(resolve(None, args.law, {"pooling": args.pooling, "likelihood": args.likelihood}), data)
+    for line in design_for(data, spec).splitlines():
+        con.warn(line)
     con.status(
         f"fitting the {args.law!r} law with NUTS: {args.chains} chain{'s' if args.chains > 1 else ''} × "
         f"({args.warmup} warm-up + {args.draws} draws); compiling the sampler takes a while the first time"

@@ -25,7 +25,7 @@ from .checkpoints import weights as checkpoint_weights
 from .data import ScalingData
 from .diagnostics import warn_if_failed, worth_extending
 from .errors import DataError, LargeFitWarning, ModelError
-from .identification import warn_if_prior_dominated
+from .identification import warn_if_poor_design, warn_if_prior_dominated
 from .misfit import warn_if_misfit
 from .model import Spec, family_latents, noise_params, pooling_modes, population_draws, population_sites
 from .padding import pad, pad_size
@@ -246,6 +246,7 @@ def fit(
     what = f"fit of {prep.spec.law.name!r} to {data.name!r}"
     if warn:
         warn_if_large(prep, config, what)
+        warn_if_poor_design(data, prep.spec, what)
     run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
     extend = whole_number(extend, "extend", 0)
     post = sample(run, jax.random.key(seed), data, prep, config, seed=seed, dtype=dtype, extend=extend)

@@ -137,6 +137,22 @@ def test_fit_says_when_the_law_misfits_or_the_prior_decides(monkeypatch, capsys,
     assert "warning: the runs barely pin alpha" in err  # scalebayes.identification, as in Python
 
 
+def test_fit_says_before_sampling_when_the_design_cannot_separate_N_and_D(monkeypatch, capsys, saved, tmp_path):
+    """Runs whose token counts follow their model sizes (D = 20·N) get their warning line before the sampler starts
+    (scalebayes.identification.design), as fit(warn=True) warns in Python."""
+    post, _ = saved
+    runs = simulate_chinchilla(PARAMS, n=30, seed=3)
+    runs["D"] = 20 * runs["N"]
+    path = tmp_path / "ratio.csv"
+    runs.to_csv(path, index=False)
+    seen = _capture_fit(monkeypatch, post)
+    assert cli.main(["fit", str(path), *FIT_COLUMNS, "--out", str(tmp_path / "a"), "--no-calibrate"]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "N varies only together with D" in x)
+    assert "warning: " in line and err.index(line) < err.index("fitting the 'chinchilla' law")
+    assert seen  # and the fit still ran: a warning, not a refusal
+
+
 def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved, runs_csv, tmp_path):
     post, _ = saved
     assert not post.diagnostics.ok  # 1 chain of 30 draws cannot reach the ESS threshold
