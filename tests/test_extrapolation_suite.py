@@ -154,3 +154,47 @@ def test_delta_sizing_direction_weight():
     )
     w = direction_weight({"train_frame": train}, held)
     assert w == pytest.approx([1.0, 0.0, 0.5, 0.5])
+
+
+def test_reference_coverage_of_a_shared_error_is_all_or_nothing():
+    """A predictive whose P runs share one error (z_s·1 for every run) covers a task's runs all together or not at
+    all when it is right; one with independent errors covers close to the nominal share of each task's runs."""
+    from score import reference_coverage
+
+    rng = np.random.default_rng(0)
+    S, P = 4000, 40
+    shared = np.repeat(rng.standard_normal((S, 1)), P, axis=1) + 1e-6 * rng.standard_normal((S, P))
+    ref = reference_coverage(shared, reps=400, seed=1)
+    assert ref.shape == (400, 2)
+    assert np.isin(ref, [0.0, 1.0]).all()
+    # 400 replicates of a Bernoulli(0.9) (0.5): binomial s.e. 1.5 (2.5) points; 4 s.e. tolerance
+    assert abs(ref[:, 1].mean() - 0.9) < 0.06 and abs(ref[:, 0].mean() - 0.5) < 0.10
+    indep = reference_coverage(rng.standard_normal((S, P)), reps=400, seed=1)
+    # each replicate is a binomial share of 40 runs: s.d. 4.7 points at 90%, 7.9 at 50%; the mean of 400 is
+    # within 0.5 point of nominal (1.5 with the tolerance of 3 s.e.)
+    assert abs(indep[:, 1].mean() - 0.9) < 0.015 and abs(indep[:, 0].mean() - 0.5) < 0.02
+    assert 0.03 < indep[:, 1].std() < 0.07
+    assert (reference_coverage(shared, reps=400, seed=1) == ref).all()  # a fixed seed: reruns agree
+
+
+def test_reference_table_reads_replicates_and_the_bar():
+    """run.reference_table: the observed coverage's mid-p among its replicates, and the share of replicates that
+    meet issue 13's bar, on a hand-made payload of two tasks."""
+    from run import reference_table, task_table
+
+    def method(cov50, cov90, ref):
+        runs = {"n": 10, "coverage50": cov50, "coverage90": cov90, "are": 0.01, "width": 0.05, "lpd": 1.0}
+        return {"summary": runs, "seconds": 1.0, "reference": ref}
+
+    inside, outside = [[0.5, 0.9]] * 3 + [[0.2, 1.0]], [[0.2, 1.0]] * 4
+    tasks = [
+        {"task": f"d/t{i}", "factor": 2.0, "n_train": 20, "info": {}, "methods": {"m": method(0.5, 0.9, ref)}}
+        for i, ref in enumerate((inside, outside))
+    ]
+    payload = {"datasets": {"d": {"status": "run", "tasks": tasks}}}
+    rt = reference_table(payload, task_table(payload))
+    row = rt.loc[("d", "m")]
+    # replicate means over the two tasks: (0.35, 0.95) three times and (0.2, 1.0) once: none inside 40-60%
+    assert row["p_bar"] == 0.0 and row["tasks"] == 2
+    assert row["coverage90"] == 0.9 and row["p90"] == 0.0  # 0.9 lies below every replicate (0.95, 1.0)
+    assert rt.loc[("all tasks", "m"), "p_bar"] == 0.0

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # run as a script: tasks, score, methods sit next to this file
 
 from methods import FULL, METHODS, QUICK, Context  # noqa: E402
-from score import score_draws, summarise  # noqa: E402
+from score import reference_coverage, score_draws, summarise  # noqa: E402
 from tasks import DATASETS, Task, data_root, load_tasks  # noqa: E402
 
 METRICS = ("coverage50", "coverage90", "are", "width", "lpd")
@@ -49,7 +49,11 @@ def run_task(task: Task, methods: list[str], settings, seed: int, others: list[T
             runs.insert(0, "row", [str(i) for i in task.heldout.frame.index])
             for k in ("N", "D", "C"):
                 runs[k] = task.heldout.frame[k].to_numpy()
-            out[name] = {"summary": summarise(runs), "runs": runs.to_dict(orient="records")}
+            out[name] = {
+                "summary": summarise(runs),
+                "runs": runs.to_dict(orient="records"),
+                "reference": np.round(reference_coverage(log_draws, seed=seed), 4).tolist(),
+            }
         except Exception as e:  # noqa: BLE001 - one failing method must not stop the suite; the error is reported
             out[name] = {"error": f"{type(e).__name__}: {e}"}
         out[name]["seconds"] = time.perf_counter() - t0
@@ -171,6 +175,60 @@ def overall_table(dt: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Issue 13's bar for one dataset: nominal 90% intervals cover 80-95%, nominal 50% intervals 40-60%.
+BAR90, BAR50 = (0.80, 0.95), (0.40, 0.60)
+
+
+def _reference(payload: dict, ok: pd.DataFrame) -> dict:
+    """{(dataset, method): (reps, 2) replicate coverages of the mean over the dataset's scored tasks}."""
+    reps: dict = {}
+    scored = set(ok["task"])
+    for ds, rec in payload["datasets"].items():
+        for t in rec.get("tasks", []):
+            for m, r in t["methods"].items():
+                if t["task"] in scored and "reference" in r:
+                    reps.setdefault((ds, m), []).append(np.asarray(r["reference"], float))
+    # Replicate r of every task is an independent draw (each from its own task's predictive), so the mean over
+    # tasks of replicate r is one replicate of the dataset's coverage.
+    return {k: np.mean(v, axis=0) for k, v in reps.items() if len({len(a) for a in v}) == 1}
+
+
+def _mid_p(ref: np.ndarray, obs: float) -> float:
+    """Two-sided mid-p of ``obs`` among the replicates ``ref`` (coverages are discrete: ties count half)."""
+    lower = (ref < obs - 1e-9).mean() + 0.5 * (np.abs(ref - obs) <= 1e-9).mean()
+    return float(min(1.0, 2 * min(lower, 1 - lower)))
+
+
+def reference_table(payload: dict, tt: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method) and pooled over all tasks: the observed coverages beside the range (5-95%) a calibrated
+    predictive would score by chance (:func:`score.reference_coverage`), the two-sided mid-p of the observed one
+    among those replicates, and the chance ``p_bar`` that a calibrated predictive meets issue 13's bar there."""
+    ok = _scored(tt)
+    ref = _reference(payload, ok)
+    if not ref:
+        return pd.DataFrame()
+    pooled: dict = {}
+    for (ds, m), r in ref.items():  # pooled: task-weighted mean of the datasets' replicates
+        n = int((ok["dataset"].eq(ds) & ok["method"].eq(m)).sum())
+        pooled.setdefault(m, []).append((n, r))
+    ref.update({("all tasks", m): sum(n * r for n, r in v) / sum(n for n, _ in v) for m, v in pooled.items()})
+    obs = _task_means(ok, ["dataset", "method"])
+    allobs = _task_means(ok, ["method"])
+    rows = []
+    for (ds, m), r in ref.items():
+        o = allobs.loc[m] if ds == "all tasks" else obs.loc[(ds, m)]
+        row = {"dataset": ds, "method": m, "tasks": int(o["tasks"])}
+        for i, lev in ((0, "50"), (1, "90")):
+            lo, hi = np.quantile(r[:, i], [0.05, 0.95])
+            row[f"coverage{lev}"] = o[f"coverage{lev}"]
+            row[f"calibrated{lev}"] = f"{100 * lo:.0f}-{100 * hi:.0f}%"
+            row[f"p{lev}"] = _mid_p(r[:, i], o[f"coverage{lev}"])
+        inside = (r[:, 1] >= BAR90[0]) & (r[:, 1] <= BAR90[1]) & (r[:, 0] >= BAR50[0]) & (r[:, 0] <= BAR50[1])
+        row["p_bar"] = float(inside.mean())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
 def _fmt(df: pd.DataFrame) -> str:
     f = {
         "coverage50": lambda v: f"{100 * v:.0f}%",
@@ -180,6 +238,9 @@ def _fmt(df: pd.DataFrame) -> str:
         "are": lambda v: f"{100 * v:.2f}%",
         "width": lambda v: f"{100 * v:.1f}%",
         "lpd": lambda v: f"{v:.2f}",
+        "p50": lambda v: f"{v:.2f}",
+        "p90": lambda v: f"{v:.2f}",
+        "p_bar": lambda v: f"{100 * v:.0f}%",
         "factor": lambda v: f"{v:.1f}x",
         "seconds": lambda v: f"{v:.0f}",
         **{k: (lambda v: f"{int(v)}") for k in ("n", "runs", "n_train", "tasks", "datasets")},
@@ -233,6 +294,7 @@ def markdown(payload: dict) -> str:
         "",
     ]
     lines += ["## Per dataset (mean over its tasks)", "", _fmt(dt), ""]
+    lines += _reference_section(payload, tt)
     cols = ["task", "factor", "n_train", "n", "method", *METRICS, "seconds", "fit_ok", "error"]
     lines += [
         "## Per task",
@@ -250,6 +312,32 @@ def markdown(payload: dict) -> str:
         lines += ["", "CPU seconds (all threads) per process: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())]
     lines += [""]
     return "\n".join(lines) + "\n"
+
+
+def _reference_section(payload: dict, tt: pd.DataFrame) -> list[str]:
+    rt = reference_table(payload, tt)
+    if rt.empty:
+        return []
+    lines = [
+        "## What a calibrated predictive would score (reference coverage)",
+        "",
+        "For each method, `calibrated50`/`calibrated90`: the 5-95% range of the coverage its *own* predictive would",
+        "score if it were right (the held-out losses replaced by one of its joint draws, 400 replicates per task;",
+        "`score.reference_coverage`). `p50`/`p90`: two-sided mid-p of the observed coverage among those replicates",
+        "(small: the observed coverage is not what this predictive's own uncertainty allows). `p_bar`: the share of",
+        "replicates inside issue 13's bar (90% intervals 80-95% and 50% intervals 40-60%), i.e. how often a",
+        "predictive that is exactly right would meet the bar on that dataset.",
+        "",
+        _fmt(rt),
+        "",
+    ]
+    for m in rt.index.get_level_values("method").unique():
+        per = rt.xs(m, level="method").drop(index="all tasks", errors="ignore")["p_bar"]
+        lines.append(
+            f"- `{m}`: chance that it meets the bar on all {len(per)} datasets at once if it were exactly right "
+            f"(datasets independent): {100 * float(np.prod(per)):.1f}%."
+        )
+    return [*lines, ""]
 
 
 #: RESULTS.md's generated part ends here; the reading written below it survives reruns.

@@ -18,6 +18,12 @@ of the P held-out runs (law + run-to-run noise + whatever else the method adds).
 
 Summaries (:func:`summarise`): coverage = share of runs covered, ``are`` and ``width`` the medians over runs (robust to
 one wild run), ``lpd`` the mean over runs (a proper scoring rule must be averaged, not medianed).
+
+Reference coverage (:func:`reference_coverage`): the coverage the *same* predictive would score if it were right,
+i.e. if the held-out losses were one more joint draw from it. A task's held-out runs share the law's draw and the
+discrepancy's (one δ per draw and family), so even a perfectly calibrated predictive covers a task's runs nearly
+all-or-nothing; these replicates say how far from nominal a dataset's coverage can land by chance, given how many
+tasks it has and how strongly its predictive ties their runs together.
 """
 
 from __future__ import annotations
@@ -68,6 +74,23 @@ def score_draws(log_draws: np.ndarray, loss: np.ndarray) -> pd.DataFrame:
     out["lpd"] = kde_log_density(x, np.log(obs))
     out["capped_draws"] = (np.abs(x) >= LOG_CAP).mean(axis=0)  # share of draws that were infinite
     return pd.DataFrame(out)
+
+
+def reference_coverage(log_draws: np.ndarray, reps: int = 400, seed: int = 0) -> np.ndarray:
+    """Coverage (reps, len(LEVELS)) of the central intervals of ``log_draws`` (S, P) when the "observed" log losses
+    are one of its own rows: ``reps`` rows chosen without replacement (a fixed ``seed``, so reruns agree).
+
+    Each row is a joint draw of the P held-out runs (law, δ and run noise of one posterior draw), so the replicates
+    carry exactly the correlation the predictive claims between runs. The intervals are those of all S rows; leaving
+    the one row out would move an interval end by about one row in S (S ≥ 1200 here), which changes no coverage
+    beyond ±1/P of one run."""
+    x = np.clip(np.asarray(log_draws, float), -LOG_CAP, LOG_CAP)
+    rows = np.random.default_rng(seed).choice(x.shape[0], size=min(reps, x.shape[0]), replace=False)
+    out = []
+    for level in LEVELS:
+        lo, hi = np.quantile(x, [(1 - level) / 2, (1 + level) / 2], axis=0)
+        out.append(((x[rows] >= lo) & (x[rows] <= hi)).mean(axis=1))
+    return np.stack(out, axis=1)
 
 
 def summarise(runs: pd.DataFrame) -> dict:
