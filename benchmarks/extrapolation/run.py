@@ -241,6 +241,7 @@ def _fmt(df: pd.DataFrame) -> str:
         "p50": lambda v: f"{v:.2f}",
         "p90": lambda v: f"{v:.2f}",
         "p_bar": lambda v: f"{100 * v:.0f}%",
+        **{f"{k}{lev}": (lambda v: f"{100 * v:.0f}") for k in SPREADS for lev in ("50", "90")},
         "factor": lambda v: f"{v:.1f}x",
         "seconds": lambda v: f"{v:.0f}",
         **{k: (lambda v: f"{int(v)}") for k in ("n", "runs", "n_train", "tasks", "datasets")},
@@ -314,6 +315,34 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SPREADS = ("observed", "own", "independent")
+
+
+def spread_table(payload: dict, tt: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the s.d. over tasks of a task's coverage (50%, 90%) as observed, as its own predictive's
+    replicates say it should be (root mean over tasks of each task's replicate variance), and as it would be if a
+    task's held-out runs missed independently (binomial at the nominal level, root mean of p(1-p)/n)."""
+    ok = _scored(tt)
+    rows = []
+    for m, g in ok.groupby("method"):
+        refs = [
+            np.asarray(r["reference"], float)
+            for rec in payload["datasets"].values()
+            for t in rec.get("tasks", [])
+            for name, r in t["methods"].items()
+            if name == m and t["task"] in set(g["task"]) and "reference" in r
+        ]
+        if len(refs) != len(g):
+            continue
+        row = {"method": m, "tasks": len(g)}
+        for i, (lev, p) in enumerate((("50", 0.5), ("90", 0.9))):
+            row[f"observed{lev}"] = g[f"coverage{lev}"].std(ddof=1)
+            row[f"own{lev}"] = float(np.sqrt(np.mean([r[:, i].var() for r in refs])))
+            row[f"independent{lev}"] = float(np.sqrt(np.mean(p * (1 - p) / g["n"].to_numpy())))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
+
+
 def _reference_section(payload: dict, tt: pd.DataFrame) -> list[str]:
     rt = reference_table(payload, tt)
     if rt.empty:
@@ -331,6 +360,16 @@ def _reference_section(payload: dict, tt: pd.DataFrame) -> list[str]:
         _fmt(rt),
         "",
     ]
+    spread = spread_table(payload, tt)
+    if not spread.empty:
+        lines += [
+            "How much a task's coverage varies from task to task (s.d. over tasks, percentage points): `observed`;",
+            "`own`, what the method's own predictive says it should (its replicates); `independent`, what it would",
+            "be if a task's held-out runs missed independently of each other (binomial at the nominal level).",
+            "",
+            _fmt(spread),
+            "",
+        ]
     for m in rt.index.get_level_values("method").unique():
         per = rt.xs(m, level="method").drop(index="all tasks", errors="ignore")["p_bar"]
         lines.append(
@@ -360,9 +399,13 @@ def main(argv=None) -> None:
     p.add_argument("--data-root", default=None, help=f"datasets folder (default {data_root()})")
     p.add_argument("--merge", action="store_true", help="keep saved results of datasets not run now")
     p.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
+    p.add_argument("--tables", action="store_true", help="only rewrite RESULTS.md from the saved results.json")
     a = p.parse_args(argv)
     out = Path(a.out)
     path = out / "results.json"
+    if a.tables:
+        write_kept(out / "RESULTS.md", markdown(json.loads(path.read_text())))
+        return
     old = json.loads(path.read_text()) if a.merge and path.exists() else {}
 
     def save(new: dict) -> None:
