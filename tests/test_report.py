@@ -308,6 +308,7 @@ def test_report_says_which_predictive_it_shows():
     assert numbers.predictive_words(plain).startswith("parameters only")
     words = numbers.predictive_words(cal)
     assert words.startswith("calibrated predictive") and "0.0123" in words and "γ ≈ 1.5" in words
+    assert "9 in 10 analyses like this one, not 9 in 10 of its queries" in words  # one δ draw shared by all queries
     # several families: each family's own κ is named, and a new family's
     fams = {"a": {"kappa_median": 0.004, "gamma_mode": 1.0}, "b": {"kappa_median": 0.09, "gamma_mode": 0.5}}
     many = types.SimpleNamespace(

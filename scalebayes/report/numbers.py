@@ -58,7 +58,10 @@ def predictive_words(post) -> str:
         return (
             f"calibrated predictive: besides the parameters' uncertainty the loss carries the law's own error beyond "
             f"the data, δ = κ·d^γ·z at distance d outside the fitted runs ({scale}; "
-            "learned from leave-largest-out refits of these runs), as scalebayes predict/plan show it"
+            "learned from leave-largest-out refits of these runs), as scalebayes predict/plan show it. Every query "
+            "shares the draw of z, because the law's error far out is one error, not a new one per run: the queries "
+            "beyond the data fall inside or outside their intervals largely together, so a 90% interval means about "
+            "9 in 10 analyses like this one, not 9 in 10 of its queries"
         )
     return (
         "parameters only: the posterior is not calibrated, so L* shows the parameters' uncertainty and no model "
