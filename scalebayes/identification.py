@@ -97,6 +97,7 @@ def design(data, law, per_family: bool = True) -> pd.DataFrame:
     rows = []
     for f in pd.unique(fam):
         m = fam == f
+        together = False  # a pair that moves together is said once, on N (the first input)
         for k in ("N", "D"):
             x, y = logs[k][m], logs[other[k]][m]
             k_distinct = len(np.unique(np.round(x, 2)))  # values 1% apart or less count once
@@ -104,7 +105,8 @@ def design(data, law, per_family: bool = True) -> pd.DataFrame:
             reason = ""
             if k_distinct < MIN_DISTINCT:
                 reason = f"only {k_distinct} distinct value{'s' if k_distinct > 1 else ''} of {k}"
-            elif sd < TOGETHER and not (k == "D" and rows[-1][5].startswith("N varies")):  # said once, on N
+            elif sd < TOGETHER and not together:
+                together = True
                 reason = f"{k} varies only together with {other[k]} (s.d. of log {k} beyond log {other[k]}: {sd:.3f})"
             rows.append((str(f), k, int(m.sum()), k_distinct, sd, reason))
     return pd.DataFrame(rows, columns=cols)
@@ -117,9 +119,9 @@ def _runs(n: int) -> str:
 def design_message(table: pd.DataFrame, pooled: bool = False) -> str:
     """One line per family whose runs cannot pin a term of the law (empty when none)."""
     lines = []
+    rest = "the other families and the prior" if pooled else "the prior"
     for f, g in table[table["reason"] != ""].groupby("family", sort=False):
         who = "" if f == "all" else f"family {f!r}: "
-        rest = "the other families and the prior" if pooled else "the prior"
         lines.append(
             f"{who}{'; '.join(g['reason'])} in {_runs(int(g['runs'].iloc[0]))}: these runs alone cannot separate the "
             f"law's N and D terms, so {rest} will set that split (and any prediction that depends on it)"

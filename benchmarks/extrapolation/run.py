@@ -184,8 +184,9 @@ def overall_table(dt: pd.DataFrame) -> pd.DataFrame:
 BAR90, BAR50 = (0.80, 0.95), (0.40, 0.60)
 
 
-def _reference(payload: dict, ok: pd.DataFrame) -> dict:
-    """{(dataset, method): (reps, 2) replicate coverages of the mean over the dataset's scored tasks}."""
+def _task_references(payload: dict, ok: pd.DataFrame) -> dict:
+    """{(dataset, method): [(reps, 2) replicate coverages of each scored task]} (tasks saved without them are
+    left out)."""
     reps: dict = {}
     scored = set(ok["task"])
     for ds, rec in payload["datasets"].items():
@@ -193,8 +194,14 @@ def _reference(payload: dict, ok: pd.DataFrame) -> dict:
             for m, r in t["methods"].items():
                 if t["task"] in scored and "reference" in r:
                     reps.setdefault((ds, m), []).append(np.asarray(r["reference"], float))
+    return reps
+
+
+def _reference(payload: dict, ok: pd.DataFrame) -> dict:
+    """{(dataset, method): (reps, 2) replicate coverages of the mean over the dataset's scored tasks}."""
     # Replicate r of every task is an independent draw (each from its own task's predictive), so the mean over
     # tasks of replicate r is one replicate of the dataset's coverage.
+    reps = _task_references(payload, ok)
     return {k: np.mean(v, axis=0) for k, v in reps.items() if len({len(a) for a in v}) == 1}
 
 
@@ -328,15 +335,12 @@ def spread_table(payload: dict, tt: pd.DataFrame) -> pd.DataFrame:
     replicates say it should be (root mean over tasks of each task's replicate variance), and as it would be if a
     task's held-out runs missed independently (binomial at the nominal level, root mean of p(1-p)/n)."""
     ok = _scored(tt)
+    by_method: dict = {}
+    for (_, m), refs in _task_references(payload, ok).items():
+        by_method.setdefault(m, []).extend(refs)
     rows = []
     for m, g in ok.groupby("method"):
-        refs = [
-            np.asarray(r["reference"], float)
-            for rec in payload["datasets"].values()
-            for t in rec.get("tasks", [])
-            for name, r in t["methods"].items()
-            if name == m and t["task"] in set(g["task"]) and "reference" in r
-        ]
+        refs = by_method.get(m, [])
         if len(refs) != len(g):
             continue
         row = {"method": m, "tasks": len(g)}
