@@ -272,14 +272,17 @@ def _objective(kind: str, spec: _Spec, th, w, log_x, log_y, tau, delta, log_z):
 
 
 def _solve_impl(x0, w, log_x, log_y, tau, delta, log_z, maxiter, *, spec: _Spec, kind: str) -> _State:
-    """BFGS from every row of ``x0`` (B, k) on weights ``w`` ((B, n) per-lane or (n,) shared), one vmapped run."""
+    """BFGS from every row of ``x0`` (B, k) on weights ``w`` ((B, n) per-lane or (n,) shared), one vmapped run.
+    Runs ``log_x`` (each (n,)) and ``log_y`` (n,) are shared by every lane, or per lane when ``log_y`` is (B, n)."""
 
-    def one(x, wi):
-        return _bfgs(
-            lambda th: _objective(kind, spec, th, wi, log_x, log_y, tau, delta, log_z), x, maxiter, _GTOL, _FTOL, _XTOL
-        )
+    def one(x, wi, lx, ly):
+        def objective(th):
+            return _objective(kind, spec, th, wi, lx, ly, tau, delta, log_z)
 
-    return jax.vmap(one, in_axes=(0, 0 if w.ndim == 2 else None))(x0, w)
+        return _bfgs(objective, x, maxiter, _GTOL, _FTOL, _XTOL)
+
+    per_lane = 0 if log_y.ndim == 2 else None
+    return jax.vmap(one, in_axes=(0, 0 if w.ndim == 2 else None, per_lane, per_lane))(x0, w, log_x, log_y)
 
 
 _solve = jax.jit(_solve_impl, static_argnames=("spec", "kind"))
@@ -594,11 +597,14 @@ def refit_subsets(
     starts: Sequence[Mapping[str, float]],
     *,
     delta: float = 1e-3,
+    rows: np.ndarray | None = None,
 ) -> tuple[list[dict[str, float]], np.ndarray]:
     """Hoffmann's Huber objective minimised on K weightings of ``data``'s runs at once: one vmapped BFGS, lane k with
-    run weights ``weights[k]`` (K, n) (0 leaves a run out; bootstrap multiplicities), started at ``starts[k]``
-    (published parameters). Lanes are padded to :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K
-    share one compiled program.
+    run weights ``weights[k]`` (0 leaves a run out; bootstrap multiplicities), started at ``starts[k]`` (published
+    parameters). ``weights`` is (K, n) over all n runs, or with ``rows`` (K, m) (indices of the runs each lane
+    sees, e.g. one family's, padded with any index whose weight is 0) (K, m) over those: a lane then costs m runs,
+    not n. Lanes are padded to :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K share one
+    compiled program.
 
     Returns the published parameters of each lane's optimum and whether it stopped on a tolerance, (K,) bool.
     """
@@ -609,6 +615,9 @@ def refit_subsets(
     weights = np.asarray(weights, float)
     K = weights.shape[0]
     lanes = np.r_[np.arange(K), np.zeros(pad_size(K) - K, int)]  # padding lanes repeat lane 0
+    if rows is not None:
+        idx = jnp.asarray(np.asarray(rows)[lanes])
+        log_x, log_y = {k: v[idx] for k, v in log_x.items()}, log_y[idx]
     x0 = jnp.asarray(np.stack([spec.from_params(starts[i]) for i in lanes]))
     w = jnp.asarray(weights[lanes], log_y.dtype)
     tau = jnp.asarray(float(delta))

@@ -50,6 +50,7 @@ from .baselines import refit_subsets
 from .discrepancy import distances, fitted_regions
 from .holdout import SPLIT_COLUMN, holdout_mask
 from .likelihood import robust_sd
+from .padding import pad, pad_size
 from .predict import log_mean_draws
 
 #: Inner hold-out fractions: the largest 10-40% of the runs, so the errors are seen at several distances.
@@ -126,6 +127,17 @@ def _weights(lanes: list[_Lane], bootstrap: int, seed: int) -> np.ndarray:
     return np.stack(rows)
 
 
+def _family_rows(fam: np.ndarray, lane_families: list[str], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each refit's runs gathered from its own family: indices (K, m) and their weights (K, m), m the padded size of
+    the largest family (padding: index 0 at weight 0). A lane only ever weighs its own family's runs, so it need
+    not scan the others' (with 8 families, an eighth of the work)."""
+    members = {g: np.flatnonzero(fam == g) for g in dict.fromkeys(lane_families)}
+    m = pad_size(max(len(v) for v in members.values()))
+    idx = np.stack([pad(members[g], m, 0) for g in lane_families])
+    real = np.arange(m)[None, :] < np.array([len(members[g]) for g in lane_families])[:, None]
+    return idx, np.take_along_axis(weights, idx, axis=1) * real
+
+
 def split_errors(
     data,
     law,
@@ -148,8 +160,9 @@ def split_errors(
     fam = np.asarray(data.frame["family"], dtype=str)
     log_y = np.log(data.loss)
     delta = huber_threshold(data, law, starts)
-    lane_starts = [starts[ln.family] for ln in lanes for _ in range(B + 1)]
-    params, ok = refit_subsets(data, law, _weights(lanes, B, seed), lane_starts, delta=delta)
+    lane_fams = [ln.family for ln in lanes for _ in range(B + 1)]
+    rows, weights = _family_rows(fam, lane_fams, _weights(lanes, B, seed))
+    params, ok = refit_subsets(data, law, weights, [starts[g] for g in lane_fams], delta=delta, rows=rows)
     parts: dict[tuple[int, str], tuple] = {}
     train_r, left_out = [], []
     for j, lane in enumerate(lanes):

@@ -115,6 +115,12 @@ def test_two_step_bounded_and_reproducible(two):
     assert (a["loss_q0.05"] < a["loss_q0.95"]).all() and a.attrs["predictive"] == "parameters only"
     loss, acc = two.draws(**q, seed=3)
     assert loss.shape == acc.shape == (two.loss_posterior.n_samples, 3)
+    # predict builds its loss predictive once: its loss columns are the loss posterior's own forecast and its
+    # accuracy columns summarise the draws of `draws` with the same seed
+    lp = two.loss_posterior.predict(**q, seed=3)
+    np.testing.assert_array_equal(a["loss_q0.5"], lp["q0.5"])
+    np.testing.assert_array_equal(a["loss_mean"], lp["mean"])
+    np.testing.assert_allclose(a["q0.5"], np.quantile(acc, 0.5, axis=0))
     assert np.diff(np.median(acc, axis=0)).min() > 0  # more compute, lower loss, higher accuracy
 
 
