@@ -7,7 +7,8 @@
 splits (:func:`scalebayes.calibration.inner_errors`, with each refit's own training residuals), the lanes left out,
 the leave-one-dataset-out log-κ prior (:func:`methods.lodo_prior`), the held-out runs' distances, and the law and
 noise draws of the predictive at the held-out runs: everything a variant of how (κ, γ) are learned needs, saved to
-``DIR/<task>.pkl``.
+``DIR/<task>.npz`` (arrays, and the rest as JSON in its ``meta`` entry: no pickle, so a capture cannot run code when
+it is read back).
 
 ``--rescore``: learns (κ, γ) per family under each variant (:data:`VARIANTS`) and scores the calibrated predictive
 at the held-out runs exactly as the suite's ``discrepancy`` method does (the same random numbers: ``today``
@@ -20,7 +21,7 @@ direction-aware δ, :func:`direction_mixed`) reloads the tasks for the held-out 
 from __future__ import annotations
 
 import argparse
-import pickle
+import json
 import sys
 import warnings
 from dataclasses import replace
@@ -41,7 +42,7 @@ import scalebayes as sb  # noqa: E402
 from scalebayes import calibration, predictive  # noqa: E402
 from scalebayes.checkpoints import intra_run_correlation  # noqa: E402
 from scalebayes.discrepancy import distances, fitted_regions  # noqa: E402
-from scalebayes.formerror import GAMMAS, FamilyKappas, KappaPosterior  # noqa: E402
+from scalebayes.formerror import GAMMAS, FamilyKappas, KappaPosterior, SplitErrors  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ capture
@@ -71,10 +72,47 @@ def capture(task, others, settings, seed: int, out: Path) -> None:
         "seed": seed,
         "fit_ok": bool(post.diagnostics.ok),
     }
-    with open(out / (task.name.replace("/", "__") + ".pkl"), "wb") as f:
-        pickle.dump(rec, f)
+    save_capture(rec, out / (task.name.replace("/", "__") + ".npz"))
     left = len(report.get("left_out", []))
     print(f"{task.name}: {len(splits)} splits, {left}/{report['lanes']} lanes left out, prior {prior}", flush=True)
+
+
+#: A capture's arrays, and each inner split's (:class:`scalebayes.formerror.SplitErrors`).
+ARRAYS = ("heldout_family", "distance", "log_mu", "sigma", "nu", "y")
+SPLIT_ARRAYS = ("residual", "distance", "param_var", "rows", "train_residual", "train_rows")
+META = ("task", "dataset", "split", "prior", "report", "families", "seed", "fit_ok")
+
+
+def save_capture(rec: dict, path: Path) -> None:
+    """``rec`` as one ``.npz``: arrays by name, the training frame by column, row labels as strings (the frame's
+    index too, so the splits' row labels still find their rows), the rest as JSON."""
+    tf = rec["train_frame"]
+    arrays = {k: np.asarray(rec[k]) for k in ARRAYS} | {"heldout_family": np.asarray(rec["heldout_family"], str)}
+    num = pd.api.types.is_numeric_dtype
+    arrays |= {f"train_frame/{c}": tf[c].to_numpy(float) if num(tf[c]) else tf[c].to_numpy(str) for c in tf}
+    arrays["train_frame/index"] = tf.index.astype(str).to_numpy(str)
+    for i, e in enumerate(rec["splits"]):
+        for f in SPLIT_ARRAYS:
+            v = np.asarray(getattr(e, f))
+            arrays[f"split{i}/{f}"] = v.astype(str) if f.endswith("rows") else v
+    meta = {k: rec[k] for k in META} | {"splits": [{"noise": e.noise, "info": e.info} for e in rec["splits"]]}
+    meta["train_columns"] = list(tf.columns)
+    np.savez_compressed(path, meta=np.asarray(json.dumps(meta, default=float)), **arrays)
+
+
+def load_capture(path: Path) -> dict:
+    """The record :func:`save_capture` wrote (read with ``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        rec = {k: meta[k] for k in META} | {k: z[k] for k in ARRAYS}
+        cols = meta["train_columns"]
+        rec["train_frame"] = pd.DataFrame({c: z[f"train_frame/{c}"] for c in cols}, index=z["train_frame/index"])
+        rec["splits"] = [
+            SplitErrors(**{f: z[f"split{i}/{f}"] for f in SPLIT_ARRAYS}, noise=m["noise"], info=m["info"])
+            for i, m in enumerate(meta["splits"])
+        ]
+    rec["prior"] = tuple(rec["prior"])
+    return rec
 
 
 # ------------------------------------------------------------------------------------------------ re-scoring
@@ -256,9 +294,7 @@ def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.
     """Scores (one row per task and variant) of the captured tasks under ``dirs``; prints per task and dataset."""
     recs = []
     for d in dirs:
-        for p in sorted(Path(d).glob("*.pkl")):
-            with open(p, "rb") as f:
-                recs.append(pickle.load(f))
+        recs += [load_capture(p) for p in sorted(Path(d).glob("*.npz"))]
     heldout = {}
     if "dir_mixed" in variants:
         heldout = {t.name: t.heldout.frame for t in load_tasks(None, None, log=lambda s: None)[0]}
