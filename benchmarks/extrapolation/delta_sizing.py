@@ -43,6 +43,7 @@ from scalebayes import calibration, predictive  # noqa: E402
 from scalebayes.checkpoints import intra_run_correlation  # noqa: E402
 from scalebayes.discrepancy import distances, fitted_regions  # noqa: E402
 from scalebayes.formerror import GAMMAS, FamilyKappas, KappaPosterior, SplitErrors  # noqa: E402
+from scalebayes.likelihood import robust_sd  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ capture
@@ -53,6 +54,7 @@ def capture(task, others, settings, seed: int, out: Path) -> None:
     prior = lodo_prior(others)
     splits, report = calibration.inner_errors(post)
     ho = predictive.for_frame(post, task.heldout.frame, seed=seed, disc=None)
+    fit = predictive.for_frame(post, post.data.frame, seed=seed, disc=None)
     fr = task.heldout.frame
     rec = {
         "task": task.name,
@@ -68,6 +70,10 @@ def capture(task, others, settings, seed: int, out: Path) -> None:
         "sigma": ho.sigma,
         "nu": ho.nu,
         "y": np.log(task.heldout.loss),
+        # the fit's own residuals (log loss − the law's median log mean, nats) and both sets' log tokens per parameter
+        "train_resid": np.log(post.data.loss) - np.median(fit.log_mu, axis=0),
+        "train_log_tpp": np.log(post.data.frame["D"].to_numpy(float) / post.data.frame["N"].to_numpy(float)),
+        "heldout_log_tpp": np.log(fr["D"].to_numpy(float) / fr["N"].to_numpy(float)),
         "train_frame": task.train.frame[[c for c in ("N", "D", "C", "family", "run") if c in task.train.frame]],
         "seed": seed,
         "fit_ok": bool(post.diagnostics.ok),
@@ -78,7 +84,7 @@ def capture(task, others, settings, seed: int, out: Path) -> None:
 
 
 #: A capture's arrays, and each inner split's (:class:`scalebayes.formerror.SplitErrors`).
-ARRAYS = ("heldout_family", "distance", "log_mu", "sigma", "nu", "y")
+ARRAYS = ("heldout_family", "distance", "log_mu", "sigma", "nu", "y", "train_resid", "train_log_tpp", "heldout_log_tpp")
 SPLIT_ARRAYS = ("residual", "distance", "param_var", "rows", "train_residual", "train_rows")
 META = ("task", "dataset", "split", "prior", "report", "families", "seed", "fit_ok")
 
@@ -131,8 +137,9 @@ def kappa_draws(rec: dict, splits, prior, gamma_prior=None) -> dict:
     return {f: (k[np.arange(S) % len(k)], g[np.arange(S) % len(k)]) for f, (k, g) in per.items()}
 
 
-def predictive_draws(rec: dict, per: dict, noise: bool = True) -> np.ndarray:
-    """The suite's ``discrepancy`` draws of log loss (S, P) at the held-out runs, with (κ, γ) per family ``per``."""
+def predictive_draws(rec: dict, per: dict, noise: bool = True, sigma=None, nu=None) -> np.ndarray:
+    """The suite's ``discrepancy`` draws of log loss (S, P) at the held-out runs, with (κ, γ) per family ``per``
+    (and run noise of scale ``sigma`` (S,) or (S, P) and degrees of freedom ``nu`` (S,) in place of the fit's)."""
     S, P = rec["log_mu"].shape
     d = rec["distance"]
     extra = np.zeros((S, P))
@@ -141,8 +148,40 @@ def predictive_draws(rec: dict, per: dict, noise: bool = True) -> np.ndarray:
         extra[:, m] = k[:, None] * np.where(d[m] > 0, np.maximum(d[m], 1e-30)[None, :] ** g[:, None], 0.0)
     out = rec["log_mu"] + predictive.delta_normals(rec["seed"], S)[:, None] * extra
     if noise:
-        out = out + predictive.noise_draws(rec["seed"], rec["sigma"], rec["nu"], P)
+        sigma, nu = (rec["sigma"], rec["nu"]) if sigma is None else (sigma, nu)
+        out = out + predictive.noise_draws(rec["seed"], sigma, nu, P)
     return out
+
+
+def t_noise_fit(r: np.ndarray, x: np.ndarray | None) -> tuple[float, float, float]:
+    """Maximum-likelihood Student-t of residuals ``r`` (n,) whose log scale is a + b·x (``x`` (n,) centred; None:
+    b = 0): (a, b, ν), ν in [0.5, 200]."""
+    from scipy.optimize import minimize
+    from scipy.stats import t as student_t
+
+    xs = np.zeros_like(r) if x is None else x
+
+    def nll(th):
+        a, b, lnu = th[0], (th[1] if x is not None else 0.0), th[-1]
+        return -student_t.logpdf(r, np.exp(np.clip(lnu, np.log(0.5), np.log(200))), 0.0, np.exp(a + b * xs)).sum()
+
+    start = [np.log(robust_sd(r) + 1e-6), *([0.0] if x is not None else []), np.log(5.0)]
+    th = minimize(nll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}).x
+    nu = float(np.exp(np.clip(th[-1], np.log(0.5), np.log(200))))
+    return float(th[0]), float(th[1]) if x is not None else 0.0, nu
+
+
+def noise_variant(name: str, rec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Run noise of variant ``name`` at the held-out runs: scale (S, P), ν (S,) and the fitted (a, b, ν).
+    ``tpp_noise``: a Student-t whose log scale is linear in log tokens per parameter (under-trained runs scatter
+    more), fitted by maximum likelihood to the fit's own residuals; ``ml_t_noise``: the same with a constant scale
+    (what the plug-in fit alone changes)."""
+    S, P = rec["log_mu"].shape
+    x0 = rec["train_log_tpp"].mean()
+    x = rec["train_log_tpp"] - x0 if name == "tpp_noise" else None
+    a, b, nu = t_noise_fit(rec["train_resid"], x)
+    scale = np.exp(a + b * (rec["heldout_log_tpp"] - x0))
+    return np.broadcast_to(scale, (S, P)), np.full(S, nu), {"a": a, "b": b, "nu": nu}
 
 
 def _rms(r: np.ndarray) -> float:
@@ -244,7 +283,11 @@ VARIANTS = (
     "gamma_mode_lodo",
     "dir_oracle",
     "dir_mixed",
+    "ml_t_noise",
+    "tpp_noise",
 )
+#: Variants of the run noise alone (today's δ).
+NOISE_VARIANTS = ("ml_t_noise", "tpp_noise")
 
 
 def _score_sd(rec: dict, name: str, sd: np.ndarray) -> dict:
@@ -304,6 +347,14 @@ def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.
         for v in variants:
             if v == "dir_mixed":
                 rows.append(_score_sd(rec, v, direction_mixed(rec, heldout[rec["task"]])))
+                continue
+            if v in NOISE_VARIANTS:
+                per = kappa_draws(rec, rec["splits"], rec["prior"])
+                sigma, nu, fitted = noise_variant(v, rec)
+                print(f"{rec['task']} {v}: {fitted}", flush=True)
+                s = summarise(score_draws(predictive_draws(rec, per, sigma=sigma, nu=nu), loss))
+                row = {"task": rec["task"], "dataset": rec["dataset"], "variant": v, **s}
+                rows.append({**row, "cov90_no_noise": np.nan, "kappa": np.nan, "tpp_slope": fitted["b"]})
                 continue
             splits, prior, gp, scale = variant(v, rec, recs)
             per = {f: (k * scale, g) for f, (k, g) in kappa_draws(rec, splits, prior, gp).items()}
