@@ -8,13 +8,22 @@ the run's family), are checked for structure:
 * against each input the data have (log N, log D, log C): the runs are cut into :data:`BINS` quantile bins of the
   input and the bins' residual medians compared by a Kruskal-Wallis test (rank-based, so a few outliers neither
   make nor hide a trend; it sees curvature as well as a slope);
-* against the family, with several families: the families' residual medians, compared the same way.
+* against the family, with several families: the families' residual medians, compared the same way;
+* the *scatter* against tokens per parameter (log D/N): the runs' absolute deviations from their bin's median
+  residual compared across :data:`BINS` quantile bins of log D/N (the Brown-Forsythe form of Levene's test, by ranks).
+  Under-trained runs (few tokens per parameter) often scatter several times more than well-trained ones; one noise
+  scale then averages over them and its Student-t tails widen to cover the noisiest runs, so predictive intervals are
+  too narrow at few tokens per parameter and too wide at many (benchmarks/extrapolation/DELTA_SIZING.md,
+  ``tpp_noise``). With several families each family's residuals are first divided by their own robust scale, so a
+  noisier family is not read as a trend.
 
 A check is flagged when its p-value is below :data:`P_FLAG` (with at most four checks per fit, a well-specified
 law raises a false alarm in about 1 fit in 250) *and* its largest bin median is at least half the runs' own scatter
 (1.4826·MAD of the residuals) and at least :data:`MIN_EFFECT` in log loss: a trend smaller than that moves an
 extrapolation less than run-to-run noise does, however many runs make it significant. (chinchilla_epoch's residuals
-trend with log D at p = 5e-4, but by at most 0.22% against a scatter of ~0.6%: not flagged.)
+trend with log D at p = 5e-4, but by at most 0.22% against a scatter of ~0.6%: not flagged.) The scatter check is
+flagged at the same p-value when its noisiest bin's robust scale is at least :data:`SCATTER_RATIO` times its
+calmest bin's.
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ P_FLAG = 1e-3
 #: ...and whose largest bin (or family) median residual is at least this (nats of log loss: 0.1% of the loss) and
 #: half the residuals' robust scatter.
 MIN_EFFECT = 1e-3
+#: Flag the scatter check when the noisiest bin's robust scale is at least this many times the calmest bin's: with
+#: one scale between them, a Normal 90% interval covers ~59% of the noisy bin's runs and ~99.9% of the calm bin's.
+SCATTER_RATIO = 2.0
 
 
 @dataclass
@@ -56,6 +68,14 @@ class Misfit:
         """One line per flagged check, saying which way the residuals run (empty when nothing is flagged)."""
         lines = []
         for _, row in self.table[self.table["flagged"]].iterrows():
+            if row["against"] == SCATTER:
+                scales = ", ".join(f"{100 * m:.2f}%" for m in row["medians"])
+                lines.append(
+                    f"run-to-run scatter changes with tokens per parameter (p = {row['p_value']:.1g}; robust s.d. "
+                    f"per bin of log D/N, low to high: {scales}): the fit's one noise scale averages over them, so "
+                    "predictive intervals are too narrow for under-trained runs and too wide for well-trained ones"
+                )
+                continue
             meds = ", ".join(f"{100 * m:+.2f}%" for m in row["medians"])
             lines.append(
                 f"residuals trend with {row['against']} (p = {row['p_value']:.1g}; binned medians {meds}): the law "
@@ -109,6 +129,32 @@ def _check(against: str, r: np.ndarray, groups: np.ndarray, labels, floor: float
     return {"against": against, "p_value": p, "effect": effect, "medians": meds, "flagged": flagged}
 
 
+#: The scatter check's name in :attr:`Misfit.table` (its ``medians`` are the bins' robust scales, its ``effect`` the
+#: largest over the smallest).
+SCATTER = "scatter vs log D/N"
+
+
+def _scatter(r: np.ndarray, fam: np.ndarray, log_tpp: np.ndarray) -> dict:
+    """The scatter check (module docstring) of residuals ``r`` (n,) of families ``fam`` against ``log_tpp``."""
+    z = r.copy()
+    if len(np.unique(fam)) > 1:  # each family in units of its own scatter, then back to nats at the pooled scale
+        for f in np.unique(fam):
+            m = fam == f
+            z[m] = (r[m] - np.median(r[m])) / max(robust_sd(r[m]), 1e-12)
+        z *= robust_sd(r)
+    edges = np.quantile(log_tpp, np.linspace(0, 1, BINS + 1)[1:-1])
+    bins = np.searchsorted(edges, log_tpp, side="right")
+    dev = np.empty_like(z)
+    for b in np.unique(bins):
+        dev[bins == b] = np.abs(z[bins == b] - np.median(z[bins == b]))
+    row = _check(SCATTER, dev, bins, range(BINS), np.inf)
+    scales = [robust_sd(z[bins == b]) for b in range(BINS) if (bins == b).sum() >= 2]
+    if len(scales) < 2:
+        return row
+    effect = max(scales) / max(min(scales), 1e-12)
+    return {**row, "effect": effect, "medians": scales, "flagged": row["p_value"] < P_FLAG and effect >= SCATTER_RATIO}
+
+
 def check(post) -> Misfit:
     """The residual checks (module docstring) of a :class:`~scalebayes.posterior.Posterior`."""
     frame = post.data.frame
@@ -120,8 +166,12 @@ def check(post) -> Misfit:
             v = np.log(frame[col].to_numpy(dtype=float))
             edges = np.quantile(v, np.linspace(0, 1, BINS + 1)[1:-1])
             rows.append(_check(f"log {col}", r, np.searchsorted(edges, v, side="right"), range(BINS), floor))
+    fam = np.asarray(frame["family"], dtype=str)
     if len(post.families) > 1:
-        rows.append(_check("family", r, np.asarray(frame["family"], dtype=str), post.families, floor))
+        rows.append(_check("family", r, fam, post.families, floor))
+    log_tpp = np.log(frame["D"].to_numpy(dtype=float) / frame["N"].to_numpy(dtype=float))
+    if np.all(np.isfinite(log_tpp)) and len(np.unique(log_tpp)) >= BINS:
+        rows.append(_scatter(r, fam, log_tpp))
     return Misfit(pd.DataFrame(rows, columns=["against", "p_value", "effect", "medians", "flagged"]), r)
 
 

@@ -31,8 +31,44 @@ def test_a_well_specified_fit_is_not_flagged():
     # alarm a 1-in-250 event, and the effect floor needs a median of half the scatter)
     df = simulate_chinchilla(TRUTH, n=200, sigma=0.01, seed=4)
     m = misfit.check(_stub(df, {"all": TRUTH}))
-    assert list(m.table["against"]) == ["log N", "log D", "log C"]
+    assert list(m.table["against"]) == ["log N", "log D", "log C", misfit.SCATTER]
     assert not m.flagged and m.message() == ""
+
+
+def _tpp_noise(df: pd.DataFrame, slope: float, seed: int) -> pd.DataFrame:
+    """``df``'s losses with their 1% noise replaced by noise whose scale is 1%·exp(slope·(log D/N − its mean))."""
+    x = np.log(df["D"] / df["N"])
+    clean = TRUTH["E"] + TRUTH["A"] * df["N"] ** -TRUTH["alpha"] + TRUTH["B"] * df["D"] ** -TRUTH["beta"]
+    sd = 0.01 * np.exp(slope * (x - x.mean()))
+    return df.assign(loss=clean * np.exp(sd * np.random.default_rng(seed).standard_normal(len(df))))
+
+
+def test_scatter_that_grows_as_tokens_per_parameter_fall_is_flagged():
+    # Noise 1%·exp(-0.6·(log D/N - mean)) over D/N = 5-200 (log range 3.7): the lowest fifth of D/N scatters ~6x
+    # more than the highest, far beyond SCATTER_RATIO = 2 and, with 300 runs, at p far below 1e-3. With slope 0 the
+    # same design is not flagged (the test above and this one's control).
+    df = simulate_chinchilla(TRUTH, n=300, sigma=0.0, seed=7)
+    m = misfit.check(_stub(_tpp_noise(df, -0.6, seed=8), {"all": TRUTH}))
+    row = m.table.set_index("against").loc[misfit.SCATTER]
+    assert row["flagged"] and row["effect"] > 3 and row["medians"][0] > row["medians"][-1]
+    assert "tokens per parameter" in m.message() and "too narrow for under-trained runs" in m.message()
+    control = misfit.check(_stub(_tpp_noise(df, 0.0, seed=8), {"all": TRUTH}))
+    assert not control.table.set_index("against").loc[misfit.SCATTER, "flagged"]
+
+
+def test_a_noisier_family_is_not_read_as_scatter_that_follows_tokens_per_parameter():
+    # Family a: well-trained runs (D/N 60-200) with 0.4% noise; family b: under-trained (D/N 5-15) with 2.4% noise.
+    # Pooled, the low D/N bins scatter 6x more; within each family the scale is constant, so nothing is flagged.
+    rng = np.random.default_rng(9)
+    frames = []
+    for name, lo, hi, sd in (("a", 60, 200, 0.004), ("b", 5, 15, 0.024)):
+        N = 10 ** rng.uniform(7, 10, 150)
+        D = N * np.exp(rng.uniform(np.log(lo), np.log(hi), 150))
+        clean = TRUTH["E"] + TRUTH["A"] * N ** -TRUTH["alpha"] + TRUTH["B"] * D ** -TRUTH["beta"]
+        loss = clean * np.exp(sd * rng.standard_normal(150))
+        frames.append(pd.DataFrame({"N": N, "D": D, "loss": loss, "family": name}))
+    m = misfit.check(_stub(pd.concat(frames, ignore_index=True), {"a": TRUTH, "b": TRUTH}))
+    assert not m.table.set_index("against").loc[misfit.SCATTER, "flagged"]
 
 
 def test_curvature_the_law_lacks_is_flagged():

@@ -26,7 +26,7 @@ from conftest import QUICK, simulate_chinchilla
 import scalebayes as sb
 from scalebayes import cli, fitting, laws, plots, posterior, report
 from scalebayes.diagnostics import Diagnostics
-from scalebayes.misfit import Misfit
+from scalebayes.misfit import SCATTER, Misfit
 from scalebayes.report import numbers, page, sections
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -333,3 +333,9 @@ def test_misfit_box_names_the_trends():
     assert "Misfit: residual trends" in bad and "log C" in bad and "+2.00%" in bad and "flagged" in bad
     good = page.render_block(sections.misfit_box(Misfit(table.assign(flagged=False), np.zeros(3))))
     assert "No residual trend flagged" in good and "Misfit:" not in good
+    # the scatter check shows scales, not signed medians, and says what a single noise scale does to intervals
+    scatter = pd.DataFrame(
+        {"against": [SCATTER], "p_value": [1e-9], "effect": [5.0], "medians": [[0.05, 0.02, 0.01]], "flagged": [True]}
+    )
+    box = page.render_block(sections.misfit_box(Misfit(scatter, np.zeros(3))))
+    assert "s.d. 5.00%, 2.00%, 1.00%" in box and "too narrow" in box and "trend with the inputs" not in box

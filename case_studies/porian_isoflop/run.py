@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 import scalebayes as sb  # noqa: E402
 from scalebayes.errors import MisfitWarning, SamplingWarning  # noqa: E402
 from scalebayes.likelihood import robust_sd  # noqa: E402
+from scalebayes.misfit import SCATTER  # noqa: E402
 from scalebayes.model import TAU_LOG_SD, tau_grid  # noqa: E402
 from scalebayes.priors import TAU_FRACTION  # noqa: E402
 from scalebayes.sampler.start import MAX_NEWTON  # noqa: E402
@@ -269,7 +270,10 @@ def misfit_caveat(mis: dict) -> str:
             f"({len(flagged)} of the four fits flagged)."
         )
     checks = "; ".join(
-        f"against {c['against']}: p = {c['p_value']:.0e}, bin medians "
+        f"scatter against log D/N: p = {c['p_value']:.0e}, robust s.d. per bin "
+        + ", ".join(f"{v:.2f}%" for v in c["medians_pct"])
+        if c["against"] == SCATTER
+        else f"against {c['against']}: p = {c['p_value']:.0e}, bin medians "
         + ", ".join(f"{v:+.2f}%" for v in c["medians_pct"])
         for c in p["flagged"]
     )

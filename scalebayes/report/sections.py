@@ -17,6 +17,7 @@ import numpy as np
 from .. import plots
 from ..diagnostics import ESS_MIN, RHAT_MAX, Diagnostics, advice
 from ..identification import PRIOR_DOMINATED
+from ..misfit import SCATTER, SCATTER_RATIO
 from ..predict import qcol
 from . import numbers
 from .page import HI, LO, MID, Box, Figure, Html, Items, Para, Pre, Row, Section, Table, esc, figure, fmt, h
@@ -459,15 +460,17 @@ def prior_box(table) -> Box:
 
 
 def misfit_box(m) -> Box:
-    """Whether the residuals trend with N, D, C or family (:mod:`scalebayes.misfit`): green when no check is
-    flagged, red naming the trends otherwise, with every check's p-value and binned medians either way."""
+    """Whether the residuals trend with N, D, C or family, or scatter more at some tokens per parameter than at
+    others (:mod:`scalebayes.misfit`): green when no check is flagged, red naming the flagged checks otherwise, with
+    every check's p-value and binned medians (robust scales for the scatter check) either way."""
+
+    def per_bin(r) -> str:
+        if r["against"] == SCATTER:
+            return "s.d. " + ", ".join(f"{100 * v:.2f}%" for v in r["medians"])
+        return ", ".join(f"{100 * v:+.2f}%" for v in r["medians"])
+
     rows = [
-        [
-            esc(r["against"]),
-            fmt(r["p_value"], 2),
-            ", ".join(f"{100 * v:+.2f}%" for v in r["medians"]),
-            "flagged" if r["flagged"] else "",
-        ]
+        [esc(r["against"]), fmt(r["p_value"], 2), per_bin(r), "flagged" if r["flagged"] else ""]
         for _, r in m.table.iterrows()
     ]
     header = ["residuals against", "p-value", "median residual per bin (low to high) or family", ""]
@@ -475,17 +478,27 @@ def misfit_box(m) -> Box:
     if not m.flagged:
         text = (
             "<b>No residual trend flagged.</b> The runs' residuals (observed − fitted log loss) show no structure with "
-            "N, D, C or family beyond run-to-run noise (Kruskal-Wallis across quantile bins; flagged at p < 0.001 "
-            "with a median of at least half the scatter)."
+            "N, D, C or family beyond run-to-run noise, and their scatter does not change with tokens per parameter "
+            "(Kruskal-Wallis across quantile bins; flagged at p < 0.001 with a median of at least half the scatter, "
+            f"or a scale {SCATTER_RATIO:g}x another bin's)."
         )
         return Box("ok", [Para(text), table])
-    text = (
-        "The fitted law leaves structure in its residuals: they trend with the inputs named below, beyond run-to-run "
-        "noise. The law's form misses something inside the fitted range, and extrapolations along that direction are "
-        "suspect beyond what any interval here says; consider another law, a per-family parameter, or fewer, more "
-        "comparable runs."
-    )
-    return Box("fail", [Para(text), table], head="⚠ Misfit: residual trends inside the data")
+    flagged = set(m.table.loc[m.table["flagged"], "against"])
+    text = []
+    if flagged - {SCATTER}:
+        text.append(
+            "The fitted law leaves structure in its residuals: they trend with the inputs named below, beyond "
+            "run-to-run noise. The law's form misses something inside the fitted range, and extrapolations along that "
+            "direction are suspect beyond what any interval here says; consider another law, a per-family parameter, "
+            "or fewer, more comparable runs."
+        )
+    if SCATTER in flagged:
+        text.append(
+            "The runs scatter more at some tokens per parameter (D/N) than at others (robust s.d. per bin below). The "
+            "fit has one noise scale, so its predictive intervals are too narrow for runs like the noisiest bin's "
+            "(usually the under-trained) and too wide for the calmest."
+        )
+    return Box("fail", [Para(" ".join(text)), table], head="⚠ Misfit: residual trends inside the data")
 
 
 # ---------------------------------------------------------------------------------------------------- parameters
