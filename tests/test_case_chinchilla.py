@@ -41,6 +41,9 @@ def test_report_sections_and_figures(report):
         assert f"]({name})" in md
     back = json.loads((out / "results.json").read_text())
     assert back["data"]["runs_fitted"] == 240 and len(back["data"]["excluded"]) == 5
+    # the misfit check's verdict is kept and shown, not dropped with the other recorded warnings
+    assert [r["against"] for r in back["misfit"]] == ["log N", "log D", "log C", "scatter vs log D/N"]
+    assert "residual checks (`post.misfit`" in md and (back["misfit_message"] in md)
 
 
 def test_report_numbers_are_computed_not_quoted(report):

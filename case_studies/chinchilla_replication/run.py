@@ -139,6 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
     res["diagnostics"] = diag.to_dict()
     res["sampling_warnings"] = [str(w.message) for w in caught if issubclass(w.category, sb.errors.SamplingWarning)]
     log(f"posterior: {diag}")
+    # The misfit check's warning was recorded (and dropped) with the sampling warnings above: keep and show it here.
+    mis = post.misfit
+    res["misfit"] = mis.table.to_dict(orient="records")
+    res["misfit_message"] = mis.message()
+    log("misfit: " + (mis.message().replace("\n", "; ") or "no check flagged"))
     # The headline extrapolations use the calibrated predictive (issue #13): the discrepancy's scale κ and growth γ,
     # learned from inner leave-largest-out point refits of these runs, widen predictions with distance beyond them.
     # Inner refits that do not converge are left out and warned about; the warnings are kept in the results.
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warnings": [str(w.message) for w in said if issubclass(w.category, sb.errors.CalibrationWarning)],
         "seconds": time.time() - t,
     }
-    log(f"calibration: {res['calibration'].get('kappa', res['calibration'].get('error'))}")
+    log(f"calibration: discrepancy κ ≈ {disc.kappa:.3g} nats per nat of distance (posterior median), γ ≈ {disc.gamma:g}")
     post.save(out / "posterior.nc")
 
     boot = refit.bootstrap_draws
@@ -351,6 +356,14 @@ def render(res: dict, data: sb.ScalingData, post: sb.Posterior) -> str:
         f"![residuals]({res['figures']['residuals']})\n\nHoffmann's published parameters sit systematically "
         "above or below the data (their mean residual is far from zero), the refit and the posterior scatter "
         "around zero.\n"
+    )
+    checks = "; ".join(
+        f"{r['against']}: p = {r['p_value']:.1g}" + (" (flagged)" if r["flagged"] else "") for r in res["misfit"]
+    )
+    L.append(
+        f"The package's residual checks (`post.misfit`: trends with log N, log D, log C and the scatter against log "
+        f"D/N) give {checks}. "
+        + (f"Flagged: {res['misfit_message']}.\n" if res["misfit_message"] else "None is flagged.\n")
     )
     L.append(f"![fit]({res['figures']['fit']})\n\n![ppc]({res['figures']['ppc']})\n")
     L.append("## 4. How wide should the intervals be?\n")
