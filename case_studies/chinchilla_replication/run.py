@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warnings": [str(w.message) for w in said if issubclass(w.category, sb.errors.CalibrationWarning)],
         "seconds": time.time() - t,
     }
-    log(f"calibration: discrepancy κ ≈ {disc.kappa:.3g} nats per nat of distance (posterior median), γ ≈ {disc.gamma:g}")
+    log(f"calibration: discrepancy κ ≈ {disc.kappa:.3g} nats per nat of distance (median), γ ≈ {disc.gamma:g}")
     post.save(out / "posterior.nc")
 
     boot = refit.bootstrap_draws
