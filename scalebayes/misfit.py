@@ -17,8 +17,8 @@ the run's family), are checked for structure:
   ``tpp_noise``). With several families each family's residuals are first divided by their own robust scale, so a
   noisier family is not read as a trend.
 
-A check is flagged when its p-value is below :data:`P_FLAG` (with at most four checks per fit, a well-specified
-law raises a false alarm in about 1 fit in 250) *and* its largest bin median is at least half the runs' own scatter
+A check is flagged when its p-value is below :data:`P_FLAG` (with at most five checks per fit, a well-specified
+law raises a false alarm in about 1 fit in 200) *and* its largest bin median is at least half the runs' own scatter
 (1.4826·MAD of the residuals) and at least :data:`MIN_EFFECT` in log loss: a trend smaller than that moves an
 extrapolation less than run-to-run noise does, however many runs make it significant. (chinchilla_epoch's residuals
 trend with log D at p = 5e-4, but by at most 0.22% against a scatter of ~0.6%: not flagged.) The scatter check is
@@ -138,10 +138,11 @@ def _scatter(r: np.ndarray, fam: np.ndarray, log_tpp: np.ndarray) -> dict:
     """The scatter check (module docstring) of residuals ``r`` (n,) of families ``fam`` against ``log_tpp``."""
     z = r.copy()
     if len(np.unique(fam)) > 1:  # each family in units of its own scatter, then back to nats at the pooled scale
+        pooled = robust_sd(r)
         for f in np.unique(fam):
             m = fam == f
-            z[m] = (r[m] - np.median(r[m])) / max(robust_sd(r[m]), 1e-12)
-        z *= robust_sd(r)
+            own = robust_sd(r[m]) if m.sum() >= 3 else 0.0
+            z[m] = (r[m] - np.median(r[m])) * (pooled / own if own > 0 else 1.0)  # too few runs: left in nats
     edges = np.quantile(log_tpp, np.linspace(0, 1, BINS + 1)[1:-1])
     bins = np.searchsorted(edges, log_tpp, side="right")
     dev = np.empty_like(z)

@@ -67,8 +67,11 @@ def test_a_noisier_family_is_not_read_as_scatter_that_follows_tokens_per_paramet
         clean = TRUTH["E"] + TRUTH["A"] * N ** -TRUTH["alpha"] + TRUTH["B"] * D ** -TRUTH["beta"]
         loss = clean * np.exp(sd * rng.standard_normal(150))
         frames.append(pd.DataFrame({"N": N, "D": D, "loss": loss, "family": name}))
-    m = misfit.check(_stub(pd.concat(frames, ignore_index=True), {"a": TRUTH, "b": TRUTH}))
-    assert not m.table.set_index("against").loc[misfit.SCATTER, "flagged"]
+    # a family of two runs has no scale of its own: its residuals stay in nats rather than dividing by zero
+    frames.append(frames[0].iloc[:2].assign(family="c"))
+    m = misfit.check(_stub(pd.concat(frames, ignore_index=True), {"a": TRUTH, "b": TRUTH, "c": TRUTH}))
+    row = m.table.set_index("against").loc[misfit.SCATTER]
+    assert not row["flagged"] and np.isfinite(row["effect"]) and np.all(np.isfinite(row["medians"]))
 
 
 def test_curvature_the_law_lacks_is_flagged():
