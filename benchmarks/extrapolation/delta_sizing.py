@@ -171,13 +171,43 @@ def t_noise_fit(r: np.ndarray, x: np.ndarray | None) -> tuple[float, float, floa
     return float(th[0]), float(th[1]) if x is not None else 0.0, nu
 
 
+def t_noise_posterior(r: np.ndarray, x: np.ndarray, n_draws: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Posterior draws (σ, b, ν), each (n_draws,), of residuals ``r`` ~ Student-t(ν, 0, σ·exp(b·x)) under the
+    package's priors for σ (HalfNormal(0.1)) and ν (Gamma(2, 0.1)) and b ~ Normal(0, 0.5): NUTS, 2 chains × (500 +
+    500), draws cycled to ``n_draws``."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    def model(r, x):
+        sigma = numpyro.sample("sigma", dist.HalfNormal(0.1))
+        b = numpyro.sample("b", dist.Normal(0.0, 0.5))
+        nu = numpyro.sample("nu", dist.Gamma(2.0, 0.1))
+        numpyro.sample("r", dist.StudentT(nu, 0.0, sigma * jnp.exp(b * x)), obs=r)
+
+    mcmc = MCMC(
+        NUTS(model), num_warmup=500, num_samples=500, num_chains=2, progress_bar=False, chain_method="sequential"
+    )
+    mcmc.run(jax.random.key(seed), jnp.asarray(r), jnp.asarray(x))
+    d = mcmc.get_samples()
+    i = np.arange(n_draws) % len(d["b"])
+    return tuple(np.asarray(d[k])[i] for k in ("sigma", "b", "nu"))
+
+
 def noise_variant(name: str, rec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """Run noise of variant ``name`` at the held-out runs: scale (S, P), ν (S,) and the fitted (a, b, ν).
     ``tpp_noise``: a Student-t whose log scale is linear in log tokens per parameter (under-trained runs scatter
     more), fitted by maximum likelihood to the fit's own residuals; ``ml_t_noise``: the same with a constant scale
-    (what the plug-in fit alone changes)."""
+    (what the plug-in fit alone changes); ``tpp_noise_bayes``: ``tpp_noise`` with its posterior (σ, b, ν) draws
+    instead of the plug-in (:func:`t_noise_posterior`), one per posterior draw of the law."""
     S, P = rec["log_mu"].shape
     x0 = rec["train_log_tpp"].mean()
+    if name == "tpp_noise_bayes":
+        sigma, b, nu = t_noise_posterior(rec["train_resid"], rec["train_log_tpp"] - x0, S, rec["seed"])
+        scale = sigma[:, None] * np.exp(b[:, None] * (rec["heldout_log_tpp"] - x0)[None, :])
+        return scale, nu, {"b": float(np.median(b)), "nu": float(np.median(nu)), "sigma": float(np.median(sigma))}
     x = rec["train_log_tpp"] - x0 if name == "tpp_noise" else None
     a, b, nu = t_noise_fit(rec["train_resid"], x)
     scale = np.exp(a + b * (rec["heldout_log_tpp"] - x0))
@@ -285,9 +315,10 @@ VARIANTS = (
     "dir_mixed",
     "ml_t_noise",
     "tpp_noise",
+    "tpp_noise_bayes",
 )
 #: Variants of the run noise alone (today's δ).
-NOISE_VARIANTS = ("ml_t_noise", "tpp_noise")
+NOISE_VARIANTS = ("ml_t_noise", "tpp_noise", "tpp_noise_bayes")
 
 
 def _score_sd(rec: dict, name: str, sd: np.ndarray) -> dict:
