@@ -601,9 +601,9 @@ def refit_subsets(
 ) -> tuple[list[dict[str, float]], np.ndarray]:
     """Hoffmann's Huber objective minimised on K weightings of ``data``'s runs at once: one vmapped BFGS, lane k with
     run weights ``weights[k]`` (0 leaves a run out; bootstrap multiplicities), started at ``starts[k]`` (published
-    parameters). ``weights`` is (K, n) over all n runs, or with ``rows`` (K, m) (indices of the runs each lane
-    sees, e.g. one family's, padded with any index whose weight is 0) (K, m) over those: a lane then costs m runs,
-    not n. Lanes are padded to :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K share one
+    parameters). ``weights`` is (K, n) over all n runs; or, with ``rows`` (K, m), the indices of the runs each lane
+    sees (e.g. one family's, padded with any index at weight 0), it is (K, m) over those, and a lane costs m runs
+    rather than n. Lanes are padded to :func:`~scalebayes.padding.pad_size` (K) so that calls with nearby K share one
     compiled program.
 
     Returns the published parameters of each lane's optimum and whether it stopped on a tolerance, (K,) bool.

@@ -69,19 +69,25 @@ class Misfit:
         lines = []
         for _, row in self.table[self.table["flagged"]].iterrows():
             if row["against"] == SCATTER:
-                scales = ", ".join(f"{100 * m:.2f}%" for m in row["medians"])
                 lines.append(
                     f"run-to-run scatter changes with tokens per parameter (p = {row['p_value']:.1g}; robust s.d. "
-                    f"per bin of log D/N, low to high: {scales}): the fit's one noise scale averages over them, so "
-                    "predictive intervals are too narrow for under-trained runs and too wide for well-trained ones"
+                    f"per bin of log D/N, low to high: {per_bin(row)}): the fit's one noise scale averages over them, "
+                    "so predictive intervals are too narrow for under-trained runs and too wide for well-trained ones"
                 )
                 continue
-            meds = ", ".join(f"{100 * m:+.2f}%" for m in row["medians"])
             lines.append(
-                f"residuals trend with {row['against']} (p = {row['p_value']:.1g}; binned medians {meds}): the law "
-                "misses structure inside the fitted runs, so extrapolations along it are suspect"
+                f"residuals trend with {row['against']} (p = {row['p_value']:.1g}; binned medians {per_bin(row)}): "
+                "the law misses structure inside the fitted runs, so extrapolations along it are suspect"
             )
         return "\n".join(lines)
+
+
+def per_bin(row) -> str:
+    """A check's per-bin (or per-family) values, low to high, in %: signed median residuals, or for the scatter check
+    the bins' robust scales."""
+    if row["against"] == SCATTER:
+        return ", ".join(f"{100 * v:.2f}%" for v in row["medians"])
+    return ", ".join(f"{100 * v:+.2f}%" for v in row["medians"])
 
 
 #: Posterior draws (evenly thinned) behind each run's fitted value: the median of a smooth function of the
@@ -136,20 +142,22 @@ SCATTER = "scatter vs log D/N"
 
 def _scatter(r: np.ndarray, fam: np.ndarray, log_tpp: np.ndarray) -> dict:
     """The scatter check (module docstring) of residuals ``r`` (n,) of families ``fam`` against ``log_tpp``."""
-    z = r.copy()
-    if len(np.unique(fam)) > 1:  # each family in units of its own scatter, then back to nats at the pooled scale
+    z, families = r.copy(), np.unique(fam)
+    if len(families) > 1:  # each family in units of its own scatter, then back to nats at the pooled scale
         pooled = robust_sd(r)
-        for f in np.unique(fam):
+        for f in families:
             m = fam == f
             own = robust_sd(r[m]) if m.sum() >= 3 else 0.0
             z[m] = (r[m] - np.median(r[m])) * (pooled / own if own > 0 else 1.0)  # too few runs: left in nats
     edges = np.quantile(log_tpp, np.linspace(0, 1, BINS + 1)[1:-1])
     bins = np.searchsorted(edges, log_tpp, side="right")
-    dev = np.empty_like(z)
+    dev, scales = np.empty_like(z), []
     for b in np.unique(bins):
-        dev[bins == b] = np.abs(z[bins == b] - np.median(z[bins == b]))
+        m = bins == b
+        dev[m] = np.abs(z[m] - np.median(z[m]))
+        if m.sum() >= 2:
+            scales.append(robust_sd(z[m]))
     row = _check(SCATTER, dev, bins, range(BINS), np.inf)
-    scales = [robust_sd(z[bins == b]) for b in range(BINS) if (bins == b).sum() >= 2]
     if len(scales) < 2:
         return row
     effect = max(scales) / max(min(scales), 1e-12)

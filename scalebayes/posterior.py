@@ -265,10 +265,15 @@ class Posterior:
             infinite under Student-t noise on log loss; see :meth:`scalebayes.predictive.LogPredictive.mean`).
             ``attrs["predictive"]`` says which predictive is shown: ``"calibrated"`` or ``"parameters only"``.
         """
+        return self._forecast(N, D, C, U, family, quantiles, include_noise, seed, extrapolation)[0]
+
+    def _forecast(self, N, D, C, U, family, quantiles, include_noise, seed, extrapolation):
+        """The one body of :meth:`predict` and of forecasts built on its loss draws (``TwoStep.predict``): the frame
+        :meth:`predict` returns, and the loss draws (S, P) in nats behind it."""
         pred, q, disc = self._predictive(N, D, C, U, family, seed, extrapolation)
-        out = _predictive.summary(pred, q, quantiles=quantiles, include_noise=include_noise, seed=seed)
+        out, values = _predictive.summary(pred, q, quantiles=quantiles, include_noise=include_noise, seed=seed)
         out.attrs.update(predictive=_predictive.label(disc), include_noise=bool(include_noise), family=family)
-        return out
+        return out, values
 
     def predictive_draws(
         self,

@@ -274,12 +274,14 @@ def _build(post, frame: pd.DataFrame, fams: list, seed: int, disc: Discrepancy |
     return LogPredictive(log_mu=log_mu, sigma=sigma, nu=nu, extra_sd=extra)
 
 
-def summary(pred: LogPredictive, query: pd.DataFrame, *, quantiles: Sequence[float], include_noise: bool, seed: int):
+def summary(
+    pred: LogPredictive, query: pd.DataFrame, *, quantiles: Sequence[float], include_noise: bool, seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The query's columns, ``mean`` (:meth:`LogPredictive.mean`) and one ``q<p>`` column per quantile of the loss
-    (nats), with the draws of :meth:`LogPredictive.draws`."""
+    (nats), with the draws of :meth:`LogPredictive.draws`; and those loss draws (S, P), nats."""
     values = np.exp(pred.draws(seed, include_noise=include_noise))
     out = query.copy()
     out["mean"] = pred.mean(seed)
     for k, v in quantile_frame(values, quantiles).items():
         out[k] = v
-    return out
+    return out, values

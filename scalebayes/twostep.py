@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from . import predictive as _predictive
 from .errors import DataError
 from .loss_to_accuracy import AccuracyLaw
 from .predict import qcol, quantile_frame
@@ -87,13 +86,11 @@ class TwoStep:
         losses the accuracy law was fitted on (there the sigmoid extrapolates in loss; near 1, the accuracy
         forecast rests on the law's form and its ceiling prior). ``attrs["predictive"]``: ``"calibrated"`` or
         ``"parameters only"`` (whether the loss draws carry the model discrepancy)."""
-        # One loss predictive for both the loss columns and the accuracy draws: the same numbers as
-        # ``loss_posterior.predict`` and :meth:`draws` with this seed, built once.
-        pred, query, disc = self.loss_posterior._predictive(N, D, C, U, family, seed, extrapolation)
-        out = _predictive.summary(pred, query, quantiles=quantiles, include_noise=include_noise, seed=seed)
+        # One loss forecast gives both the loss columns and the draws the accuracy law maps: the same numbers as
+        # ``loss_posterior.predict`` and :meth:`draws` with this seed, drawn once.
+        post = self.loss_posterior
+        out, loss = post._forecast(N, D, C, U, family, quantiles, include_noise, seed, extrapolation)
         out = out.rename(columns={"mean": "loss_mean", **{qcol(q): f"loss_{qcol(q)}" for q in quantiles}})
-        out.attrs.update(predictive=_predictive.label(disc), include_noise=bool(include_noise), family=family)
-        loss = np.exp(pred.draws(seed, include_noise=include_noise))
         acc = self.accuracy.accuracy_draws(loss, seed=seed, noise=include_noise)
         out["mean"] = acc.mean(axis=0)
         for k, v in quantile_frame(acc, quantiles).items():

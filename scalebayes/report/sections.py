@@ -17,7 +17,7 @@ import numpy as np
 from .. import plots
 from ..diagnostics import ESS_MIN, RHAT_MAX, Diagnostics, advice
 from ..identification import PRIOR_DOMINATED
-from ..misfit import SCATTER, SCATTER_RATIO
+from ..misfit import SCATTER, SCATTER_RATIO, per_bin
 from ..predict import qcol
 from . import numbers
 from .page import HI, LO, MID, Box, Figure, Html, Items, Para, Pre, Row, Section, Table, esc, figure, fmt, h
@@ -463,14 +463,13 @@ def misfit_box(m) -> Box:
     """Whether the residuals trend with N, D, C or family, or scatter more at some tokens per parameter than at
     others (:mod:`scalebayes.misfit`): green when no check is flagged, red naming the flagged checks otherwise, with
     every check's p-value and binned medians (robust scales for the scatter check) either way."""
-
-    def per_bin(r) -> str:
-        if r["against"] == SCATTER:
-            return "s.d. " + ", ".join(f"{100 * v:.2f}%" for v in r["medians"])
-        return ", ".join(f"{100 * v:+.2f}%" for v in r["medians"])
-
     rows = [
-        [esc(r["against"]), fmt(r["p_value"], 2), per_bin(r), "flagged" if r["flagged"] else ""]
+        [
+            esc(r["against"]),
+            fmt(r["p_value"], 2),
+            ("s.d. " if r["against"] == SCATTER else "") + per_bin(r),
+            "flagged" if r["flagged"] else "",
+        ]
         for _, r in m.table.iterrows()
     ]
     header = ["residuals against", "p-value", "median residual per bin (low to high) or family", ""]
