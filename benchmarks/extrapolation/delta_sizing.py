@@ -44,6 +44,7 @@ from scalebayes.checkpoints import intra_run_correlation  # noqa: E402
 from scalebayes.discrepancy import distances, fitted_regions  # noqa: E402
 from scalebayes.formerror import GAMMAS, FamilyKappas, KappaPosterior, SplitErrors  # noqa: E402
 from scalebayes.likelihood import robust_sd  # noqa: E402
+from scalebayes.priors import NU_SHAPE_RATE, SIGMA_SCALE  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ capture
@@ -161,20 +162,23 @@ def t_noise_fit(r: np.ndarray, x: np.ndarray | None) -> tuple[float, float, floa
 
     xs = np.zeros_like(r) if x is None else x
 
+    def unpack(th):  # (a, b, ν) from the optimiser's coordinates (b absent without x; ν as its clipped log)
+        return th[0], (th[1] if x is not None else 0.0), float(np.exp(np.clip(th[-1], np.log(0.5), np.log(200))))
+
     def nll(th):
-        a, b, lnu = th[0], (th[1] if x is not None else 0.0), th[-1]
-        return -student_t.logpdf(r, np.exp(np.clip(lnu, np.log(0.5), np.log(200))), 0.0, np.exp(a + b * xs)).sum()
+        a, b, nu = unpack(th)
+        return -student_t.logpdf(r, nu, 0.0, np.exp(a + b * xs)).sum()
 
     start = [np.log(robust_sd(r) + 1e-6), *([0.0] if x is not None else []), np.log(5.0)]
     th = minimize(nll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}).x
-    nu = float(np.exp(np.clip(th[-1], np.log(0.5), np.log(200))))
-    return float(th[0]), float(th[1]) if x is not None else 0.0, nu
+    a, b, nu = unpack(th)
+    return float(a), float(b), nu
 
 
 def t_noise_posterior(r: np.ndarray, x: np.ndarray, n_draws: int, seed: int) -> tuple[np.ndarray, ...]:
     """Posterior draws (σ, b, ν), each (n_draws,), of residuals ``r`` ~ Student-t(ν, 0, σ·exp(b·x)) under the
-    package's priors for σ (HalfNormal(0.1)) and ν (Gamma(2, 0.1)) and b ~ Normal(0, 0.5): NUTS, 2 chains × (500 +
-    500), draws cycled to ``n_draws``."""
+    package's default priors for σ and ν (``SIGMA_SCALE``, ``NU_SHAPE_RATE`` of :mod:`scalebayes.priors`) and
+    b ~ Normal(0, 0.5): NUTS, 2 chains × (500 + 500), draws cycled to ``n_draws``."""
     import jax
     import jax.numpy as jnp
     import numpyro
@@ -182,9 +186,9 @@ def t_noise_posterior(r: np.ndarray, x: np.ndarray, n_draws: int, seed: int) -> 
     from numpyro.infer import MCMC, NUTS
 
     def model(r, x):
-        sigma = numpyro.sample("sigma", dist.HalfNormal(0.1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(SIGMA_SCALE))
         b = numpyro.sample("b", dist.Normal(0.0, 0.5))
-        nu = numpyro.sample("nu", dist.Gamma(2.0, 0.1))
+        nu = numpyro.sample("nu", dist.Gamma(*NU_SHAPE_RATE))
         numpyro.sample("r", dist.StudentT(nu, 0.0, sigma * jnp.exp(b * x)), obs=r)
 
     mcmc = MCMC(
