@@ -280,6 +280,13 @@ def _add_fit_model(model) -> None:
         default="student_t",
         help="noise model on log loss (default student_t, robust to outlying runs)",
     )
+    model.add_argument(
+        "--noise-trend",
+        choices=("none", "tokens_per_parameter"),
+        default="none",
+        help="tokens_per_parameter: the noise scale changes with tokens per parameter, log scale linear in log(D/N) "
+        "(default none: one scale for every run)",
+    )
 
 
 def _add_fit_sampler(samp) -> None:
@@ -617,7 +624,8 @@ def _sample(args, con: _Console, data: ScalingData):
     """The posterior of ``scalebayes fit``'s options; a diagnostics failure is a warning with advice."""
     progress = progress_enabled(False if con.quiet else None)
     # fit(warn=False) below: a design that cannot separate the law's N and D terms is said before sampling
-    spec = model_spec(resolve(None, args.law, {"pooling": args.pooling, "likelihood": args.likelihood}), data)
+    options = {"pooling": args.pooling, "likelihood": args.likelihood, "noise_trend": args.noise_trend}
+    spec = model_spec(resolve(None, args.law, options), data)
     for line in design_for(data, spec).splitlines():
         con.warn(line)
     con.status(
@@ -631,6 +639,7 @@ def _sample(args, con: _Console, data: ScalingData):
         law=args.law,
         pooling=args.pooling,
         likelihood=args.likelihood,
+        noise_trend=args.noise_trend,
         chains=args.chains,
         draws=args.draws,
         warmup=args.warmup,

@@ -71,7 +71,9 @@ def model_spec(fit_spec: FitSpec, data: ScalingData) -> Spec:
         law, pooling, F, fit_spec.shared, fit_spec.free, centred=fit_spec.centred, marginal=fit_spec.marginal
     )
     noise = fit_spec.noise if F > 1 else "shared"
-    spec = Spec(law=law, modes=modes, n_families=F, likelihood=fit_spec.likelihood, noise=noise)
+    spec = Spec(
+        law=law, modes=modes, n_families=F, likelihood=fit_spec.likelihood, noise=noise, noise_trend=fit_spec.trend
+    )
     # A partially pooled latent counts once: the families' values are shrunk toward their population, which is what
     # lets a family with fewer runs than the law has parameters be fitted at all; a free latent counts per family.
     data.check_enough_rows(sum(F if m == "free" else 1 for m in modes), law.name)
@@ -121,6 +123,7 @@ def prepare(
         "tau": jnp.asarray(pri.tau_scale(law_.latents), dt),
         "sigma": jnp.asarray(pri.sigma, dt),
         "nu": jnp.asarray(pri.nu, dt),
+        "sigma_trend": jnp.asarray(pri.sigma_trend, dt),
         "centre": {k: jnp.asarray(v, dt) for k, v in centre.items()},
     }
     fam = jnp.asarray(pad(data.family_index, n, 0, np.int32), jnp.int32)
@@ -305,6 +308,8 @@ def posterior_group(spec: Spec, centre: Mapping[str, float], site: Mapping[str, 
     posterior["sigma"] = sig if spec.noise == "family" else sig[..., 0]
     if spec.likelihood == "student_t":
         posterior["nu"] = out["noise"]["nu"]
+    if spec.noise_trend:
+        posterior["sigma_trend"] = out["noise"]["sigma_trend"]
     posterior.update({name: site[name] for name in population_sites(spec) if name in site})
     dims = {}
     if multi:
@@ -357,6 +362,7 @@ def _meta(data: ScalingData, prep: Prepared, seed: int, config: SamplerConfig, d
             "families": list(data.families),
             "likelihood": spec.likelihood,
             "noise": spec.noise,
+            "noise_trend": spec.noise_trend,
             "priors": prep.priors.to_dict(),
             "centre": prep.centre,
             "data_name": data.name,

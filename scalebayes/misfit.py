@@ -15,7 +15,9 @@ the run's family), are checked for structure:
   scale then averages over them and its Student-t tails widen to cover the noisiest runs, so predictive intervals are
   too narrow at few tokens per parameter and too wide at many (benchmarks/extrapolation/DELTA_SIZING.md,
   ``tpp_noise``). With several families each family's residuals are first divided by their own robust scale, so a
-  noisier family is not read as a trend.
+  noisier family is not read as a trend. When the fit models that trend (``noise_trend``, the default for laws of N
+  and D: :mod:`scalebayes.model`), the residuals are first divided by the fitted trend exp(ζ̂·(log(D/N) − c)) (ζ̂
+  the posterior median), so the check asks whether the scatter changes *more than the fit says*.
 
 A check is flagged when its p-value is below :data:`P_FLAG` (with at most five checks per fit, a well-specified
 law raises a false alarm in about 1 fit in 200) *and* its largest bin median is at least half the runs' own scatter
@@ -59,6 +61,7 @@ class Misfit:
 
     table: pd.DataFrame
     residuals: np.ndarray
+    trend: bool = False  # the fit models a noise trend in tokens per parameter (the scatter check is relative to it)
 
     @property
     def flagged(self) -> bool:
@@ -68,11 +71,19 @@ class Misfit:
         """One line per flagged check, saying which way the residuals run (empty when nothing is flagged)."""
         lines = []
         for _, row in self.table[self.table["flagged"]].iterrows():
+            if row["against"] == SCATTER and self.trend:
+                lines.append(
+                    f"run-to-run scatter changes with tokens per parameter more than the fitted noise trend says "
+                    f"(p = {row['p_value']:.1g}; robust s.d. per bin of log D/N, low to high, after the fitted trend: "
+                    f"{per_bin(row)}): predictive intervals are too narrow where the scatter is largest"
+                )
+                continue
             if row["against"] == SCATTER:
                 lines.append(
                     f"run-to-run scatter changes with tokens per parameter (p = {row['p_value']:.1g}; robust s.d. "
                     f"per bin of log D/N, low to high: {per_bin(row)}): the fit's one noise scale averages over them, "
-                    "so predictive intervals are too narrow for under-trained runs and too wide for well-trained ones"
+                    "so predictive intervals are too narrow for under-trained runs and too wide for well-trained ones "
+                    "(noise_trend='tokens_per_parameter' models it, and also reweights the runs in the law's fit)"
                 )
                 continue
             lines.append(
@@ -180,8 +191,18 @@ def check(post) -> Misfit:
         rows.append(_check("family", r, fam, post.families, floor))
     log_tpp = np.log(frame["D"].to_numpy(dtype=float) / frame["N"].to_numpy(dtype=float))
     if np.all(np.isfinite(log_tpp)) and len(np.unique(log_tpp)) >= BINS:
-        rows.append(_scatter(r, fam, log_tpp))
-    return Misfit(pd.DataFrame(rows, columns=["against", "p_value", "effect", "medians", "flagged"]), r)
+        rows.append(_scatter(r / fitted_trend(post, log_tpp), fam, log_tpp))
+    table = pd.DataFrame(rows, columns=["against", "p_value", "effect", "medians", "flagged"])
+    return Misfit(table, r, trend=post.spec.noise_trend)
+
+
+def fitted_trend(post, log_tpp: np.ndarray) -> np.ndarray:
+    """The fitted noise trend exp(ζ̂·(log(D/N) − c)) at ``log_tpp`` (n,), ζ̂ the posterior median (1 without a
+    trend)."""
+    if not post.spec.noise_trend:
+        return np.ones_like(log_tpp)
+    zeta = float(np.median(post.draws("sigma_trend")))
+    return np.exp(zeta * (log_tpp - (post.centre["D"] - post.centre["N"])))
 
 
 def warn_if_misfit(misfit: Misfit, what: str, stacklevel: int = 3) -> None:

@@ -22,13 +22,22 @@ Per latent coordinate θ (see :mod:`scalebayes.laws`) the pooling *mode* is one 
   steps per iteration, or divergences: benchmarks/HIERARCHY.md); the marginal form removes μ and τ from what
   NUTS samples, which is why it is the default.
 
-Likelihood: log L_obs ~ StudentT(ν, log L_law, σ) (or Normal), σ shared or one per family.
+Likelihood: log L_obs ~ StudentT(ν, log L_law, σ_i) (or Normal), σ shared or one per family. With a noise trend
+(``noise_trend="tokens_per_parameter"``, laws of N and D) the scale grows or shrinks with tokens per parameter,
+σ_i = σ·exp(ζ·(log(D_i/N_i) − c)), c the data's mean log(D/N), ζ ~ Normal(0, ``sigma_trend`` prior scale): under-trained
+runs (few tokens per parameter) scatter more around the law than long ones (benchmarks/extrapolation/DELTA_SIZING.md
+"Run noise that grows as tokens per parameter fall"), and a constant σ makes intervals too narrow there and too
+wide elsewhere. σ is the scale at the data's mean tokens per parameter. The trend also weighs the runs in the
+law's fit (noisier runs count less), so it moves the law itself, not only its intervals; on the extrapolation suite
+that helps some directions and hurts others, which is why it is not the default (benchmarks/extrapolation/
+noise_trend/).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +61,8 @@ TAU_LOG_SD = 1.0
 #: beyond ±7 prior SDs the LogNormal prior holds < 1e-11 of its mass.
 TAU_GRID_HALF_WIDTH = 7.0
 NOISE = ("shared", "family")
+#: Inputs a noise trend in tokens per parameter reads (log D − log N).
+TREND_INPUTS = ("N", "D")
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,18 @@ class Spec:
     n_families: int
     likelihood: str = "student_t"
     noise: str = "shared"
+    noise_trend: bool = False
 
     def __post_init__(self):
         if self.likelihood not in LIKELIHOODS:
             raise UnknownNameError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         if self.noise not in NOISE:
             raise UnknownNameError(f"unknown noise {self.noise!r}; choose one of {NOISE}")
+        if self.noise_trend and not has_trend_inputs(self.law):
+            raise ModelError(
+                f"a noise trend in tokens per parameter needs N and D; the {self.law.name!r} law reads "
+                f"{list(self.law.inputs)}"
+            )
         if len(self.modes) != len(self.law.latents) or any(m not in MODES for m in self.modes):
             raise ModelError(f"modes {self.modes} must give one of {MODES} per latent {self.law.latents}")
 
@@ -78,6 +95,33 @@ class Spec:
 
     def mode(self, latent: str) -> str:
         return self.modes[self.latents.index(latent)]
+
+
+def has_trend_inputs(law: Law) -> bool:
+    """Whether ``law`` reads N and D, so that its runs have a tokens per parameter for the noise trend."""
+    return all(k in law.inputs for k in TREND_INPUTS)
+
+
+def tpp_offset(x: dict, centre: dict) -> jnp.ndarray:
+    """log(D/N) − c per run, (..., n): ``x`` log inputs (log N, log D), ``centre`` their means, c = its D − N."""
+    return (x["D"] - x["N"]) - (centre["D"] - centre["N"])
+
+
+class RunNoise(NamedTuple):
+    """Run-to-run noise of log loss per posterior draw: Student-t(ν_s) of scale σ_s·exp(ζ_s·(log(D/N) − c)).
+
+    ``sigma`` (S,): scale at the fitted data's mean log tokens per parameter c = ``centre`` (nats); ``nu`` (S,)
+    (inf: Normal); ``trend`` (S,): ζ_s, the change of log σ per nat of log(D/N) (0 without a trend)."""
+
+    sigma: jnp.ndarray
+    nu: jnp.ndarray
+    trend: jnp.ndarray
+    centre: float
+
+    def scale(self, log_N, log_D) -> jnp.ndarray:
+        """Noise scale (S, P) at runs of log N, log D (P,) (natural logs of parameters and tokens)."""
+        t = jnp.asarray(log_D) - jnp.asarray(log_N) - self.centre
+        return jnp.asarray(self.sigma)[:, None] * jnp.exp(jnp.asarray(self.trend)[:, None] * t[None, :])
 
 
 def pooling_modes(
@@ -161,7 +205,8 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
         mask: each real run's likelihood weight (1, or less for checkpoints of one run: :mod:`scalebayes.checkpoints`),
             0.0 for padding, shape (n,).
         hyper: dict with ``loc``, ``scale``, ``tau`` (each (K,), one per latent; ``tau`` is the median of τ's
-            LogNormal prior), ``sigma`` and ``nu`` (2,) prior parameters, and ``centre`` (dict of mean log inputs).
+            LogNormal prior), ``sigma`` and ``nu`` (2,) prior parameters, ``sigma_trend`` (the noise trend's
+            prior scale) and ``centre`` (dict of mean log inputs).
     """
     F = spec.n_families
     site = {}
@@ -189,6 +234,9 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
         sigma = numpyro.sample("sigma", dist.HalfNormal(hyper["sigma"]).expand([F]).to_event(1))[fam]
     else:
         sigma = numpyro.sample("sigma", dist.HalfNormal(hyper["sigma"]))
+    if spec.noise_trend:
+        zeta = numpyro.sample("sigma_trend", dist.Normal(0.0, hyper["sigma_trend"]))
+        sigma = sigma * jnp.exp(zeta * tpp_offset(x, hyper["centre"]))
     if spec.likelihood == "student_t":
         nu = numpyro.sample("nu", dist.Gamma(hyper["nu"][0], hyper["nu"][1]))
         lik = dist.StudentT(nu, mu, sigma)
@@ -199,12 +247,15 @@ def model(spec: Spec, x, log_y, fam, mask, hyper):
 
 
 def noise_params(spec: Spec, site: dict) -> dict[str, jnp.ndarray]:
-    """``sigma`` (..., F) per family and ``nu`` (...,) (inf for the Gaussian likelihood) from sampled sites."""
+    """``sigma`` (..., F) per family, ``nu`` (...,) (inf for the Gaussian likelihood) and ``sigma_trend`` (...,)
+    (0 without a noise trend) from sampled sites."""
     sigma = site["sigma"]
     if spec.noise == "shared":
         sigma = jnp.broadcast_to(sigma[..., None], (*jnp.shape(sigma), spec.n_families))
-    nu = site["nu"] if spec.likelihood == "student_t" else jnp.full(jnp.shape(site["sigma"])[: sigma.ndim - 1], jnp.inf)
-    return {"sigma": sigma, "nu": nu}
+    lead = jnp.shape(sigma)[:-1]
+    nu = site["nu"] if spec.likelihood == "student_t" else jnp.full(lead, jnp.inf)
+    zeta = site["sigma_trend"] if spec.noise_trend else jnp.zeros(lead)
+    return {"sigma": sigma, "nu": nu, "sigma_trend": zeta}
 
 
 # ---------------------------------------------------------------------------------------------------- marginal form

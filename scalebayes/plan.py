@@ -360,12 +360,13 @@ def _root_decreasing(g: Callable[[Array], Array], lo: Array, hi: Array, n_iter: 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _required_log_compute(
-    law: _laws.Law, p: Params, r: Array, log_target: Array, prob: float, logU: Array, disc: tuple
+    law: _laws.Law, p: Params, r: Array, log_target: Array, prob: float, logU: Array, disc: tuple, noise: tuple
 ) -> Array:
     """Smallest log C (FLOP) per ray r (R,) at which a fraction ≥ prob of the draws has log L ≤ its target, with
-    (N, D) on the ray at training cost C. ``log_target`` is (S, 1): the target, less each draw's noise shift when
-    run-to-run noise is included. ``disc`` = (normals (H, k), offsets (H,), κ·z (S, 1), γ (S, 1)): the
-    discrepancy, δ_s = κ_s·z_s·d(x)^γ_s at the ray's point x (zeros for none).
+    (N, D) on the ray at training cost C. ``log_target`` is (S, 1). ``disc`` = (normals (H, k), offsets (H,),
+    κ·z (S, 1), γ (S, 1)): the discrepancy, δ_s = κ_s·z_s·d(x)^γ_s at the ray's point x (zeros for none).
+    ``noise`` = (noise (S, 1) at the data's mean log(D/N) c, ζ (S, 1), c): the run noise, scaled to each ray's
+    log(D/N) = r by exp(ζ·(r − c)) (constant along a ray, so each draw's loss stays monotone in C).
 
     Each draw's own crossing c_s(r) (log L_s + δ_s = target_s) is found by Newton along the ray; the fraction below
     target then jumps by 1/S at each crossing, so the requirement is the ⌈prob·S⌉-th smallest c_s, nudged up by 1e-9
@@ -382,7 +383,8 @@ def _required_log_compute(
         logN, logD = _ray(lc, r[None, :], zero)
         x = _law_inputs(law, logN, logD, logU)
         X = jnp.stack(jnp.broadcast_arrays(*x.values()), axis=-1)
-        return law.log_mean(p, x) + kz * grown(facet_distance(normals, offsets, X), gamma) - log_target
+        shift = kz * grown(facet_distance(normals, offsets, X), gamma) + _noise_at(noise, r[None, :])
+        return law.log_mean(p, x) + shift - log_target
 
     # each draw's first crossing is bracketed on a grid of log C (step 2 nats): with the discrepancy, g need not be
     # monotone (δ grows with distance both below and beyond the fitted runs), so g(LOGC_HI) alone cannot tell
@@ -406,16 +408,32 @@ def _prob_at_points(
     return jnp.mean((v <= log_target[None, :]).astype(jnp.float64), axis=0)
 
 
-def noise_draws(post: Posterior, shape: tuple[int, int], *, family: str | None = None, seed: int = 0) -> np.ndarray:
-    """Run-to-run noise on log loss, (S, P): σ_s·t(ν_s) per draw s (normal where ν = inf), the fitted likelihood's
-    noise for a new run; the numbers of :func:`scalebayes.predictive.noise_draws` (so ``prob_loss_below`` at a point
-    agrees with ``predict``'s draws there with the same seed), deterministic in ``seed`` and the shape."""
-    _, (sigma, nu) = post._latent_draws(family, seed=seed)
-    return _noise_from(seed, sigma, nu, shape[1])
+def noise_draws(
+    post: Posterior, shape: tuple[int, int], *, family: str | None = None, seed: int = 0, log_tpp=None
+) -> np.ndarray:
+    """Run-to-run noise on log loss, (S, P): σ_s·exp(ζ_s·(log_tpp − c))·t(ν_s) per draw s (normal where ν = inf),
+    the fitted likelihood's noise for a new run at tokens per parameter ``log_tpp`` (log(D/N), broadcasting to
+    ``shape``; None: the fitted data's mean c, where the trend is 1); the numbers of
+    :func:`scalebayes.predictive.noise_draws` (so ``prob_loss_below`` at a point agrees with ``predict``'s draws
+    there with the same seed), deterministic in ``seed`` and the shape."""
+    noise = _noise(post, family, seed, shape, True)
+    return np.asarray(noise[0] if log_tpp is None else _noise_at(noise, jnp.asarray(log_tpp, jnp.float64)))
 
 
-def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int], include: bool) -> Array:
-    return jnp.asarray(noise_draws(post, shape, family=family, seed=seed)) if include else jnp.zeros(shape)
+def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int], include: bool) -> tuple:
+    """(noise at the data's mean tokens per parameter (S, P), ζ (S, 1), c): what :func:`_noise_at` scales to a
+    point; zeros without ``include``."""
+    if not include:
+        return jnp.zeros(shape), jnp.zeros((shape[0], 1)), 0.0
+    _, noise = post._latent_draws(family, seed=seed)
+    unit = jnp.asarray(_noise_from(seed, noise.sigma, noise.nu, shape[1]))
+    return unit, jnp.asarray(noise.trend)[:, None], float(noise.centre)
+
+
+def _noise_at(noise: tuple, log_tpp) -> Array:
+    """The noise draws of :func:`_noise` at log tokens per parameter ``log_tpp`` (broadcasting against (S, P))."""
+    unit, zeta, c = noise
+    return unit * jnp.exp(zeta * (log_tpp - c))
 
 
 def _discrepancy(post: Posterior, family: str | None, extrapolation, n_draws: int, seed: int):
@@ -442,10 +460,9 @@ def _delta(law: _laws.Law, geometry: tuple, logN: Array, logD: Array, logU: Arra
 
 
 # ---------------------------------------------------------------------------------------------------- posterior API
-def _draws(post: Posterior, family: str | None, seed: int) -> tuple[dict[str, Array], Array, Array]:
-    lat, (sigma, nu) = post._latent_draws(family, seed=seed)
-    params = post.law.to_params(lat, {k: jnp.asarray(v) for k, v in post.centre.items()})
-    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}, sigma, nu
+def _draws(post: Posterior, family: str | None, seed: int) -> dict[str, Array]:
+    """The law's published parameters, each (S,) float64, for ``family`` (as :meth:`Posterior.param_draws`)."""
+    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in post.param_draws(family, seed=seed).items()}
 
 
 def _positive(name: str, v, *, allow_zero: bool = False) -> np.ndarray:
@@ -495,7 +512,7 @@ def plan_draws(
     Cs = jnp.asarray(np.concatenate([Cs, np.full((1 << max(B - 1, 0).bit_length()) - B, Cs[-1])]))
     T = float(_positive("inference_tokens", inference_tokens, allow_zero=True)[0])
     U = _cap(unique_tokens)
-    params, _, _ = _draws(post, family, seed)
+    params = _draws(post, family, seed)
     closed_ok = law is _laws.chinchilla and T == 0.0
     if method == "closed_form" and not closed_ok:
         raise ModelError("the closed form covers the Chinchilla law without inference tokens")
@@ -583,11 +600,11 @@ def prob_loss_below(
     """P(loss ≤ target) at (N, D); see :meth:`scalebayes.posterior.Posterior.prob_loss_below`."""
     arrs = np.broadcast_arrays(_positive("target", target), _positive("N", N), _positive("D", D))
     t, n, d = (jnp.asarray(a) for a in arrs)
-    params, _, _ = _draws(post, family, seed)
+    params = _draws(post, family, seed)
     S = next(iter(params.values())).shape[0]
     logU = jnp.log(jnp.asarray(_cap(unique_tokens)))
     _, geometry = _discrepancy(post, family, extrapolation, S, seed)
-    shift = _noise(post, family, seed, (S, t.shape[0]), include_noise)
+    shift = _noise_at(_noise(post, family, seed, (S, t.shape[0]), include_noise), jnp.log(d / n)[None, :])
     shift = shift + _delta(post.law, geometry, jnp.log(n)[None, :], jnp.log(d)[None, :], logU)
     pr = _prob_at_points(post.law, _expand(params), jnp.log(n), jnp.log(d), jnp.log(t), jnp.asarray(shift), logU)
     pr = np.asarray(pr)
@@ -614,24 +631,25 @@ def compute_for_loss(
     if not 0.0 < float(prob) < 1.0:
         raise DataError(f"prob must be in (0, 1), got {prob}")
     targets = _positive("target", target)
-    params, _, _ = _draws(post, family, seed)
+    params = _draws(post, family, seed)
     p = _expand(params)
     S = next(iter(params.values())).shape[0]
     # noise column j for target j: the numbers prob_loss_below uses at the j-th of the same targets
-    noise = _noise(post, family, seed, (S, len(targets)), include_noise)
+    unit, zeta, c = _noise(post, family, seed, (S, len(targets)), include_noise)
     disc, geometry = _discrepancy(post, family, extrapolation, S, seed)
     U = _cap(unique_tokens)
     logU = jnp.asarray(math.log(U) if math.isfinite(U) else math.inf)
     rows = []
     for j, tv in enumerate(targets):
-        logC, r = _least_log_compute(law, p, math.log(tv) - noise[:, j : j + 1], float(prob), logU, geometry)
+        noise = (unit[:, j : j + 1], zeta, c)
+        logC, r = _least_log_compute(law, p, jnp.full((S, 1), math.log(tv)), noise, float(prob), logU, geometry)
         row = {"target": tv, "prob": float(prob), "C": np.inf, "N": np.nan, "D": np.nan, "D_per_N": np.nan}
         if math.isfinite(logC):
             logN, logD = _ray(jnp.asarray(logC), r, jnp.asarray(0.0))
             Nv, Dv = math.exp(float(logN)), math.exp(float(logD))
             row.update(C=math.exp(logC), N=Nv, D=Dv, D_per_N=Dv / Nv)
             # the loss interval at the chosen allocation, from the same predictive (noise column j, the same δ)
-            loss = law.log_mean(p, _law_inputs(law, logN, logD, logU))[:, 0] + noise[:, j]
+            loss = law.log_mean(p, _law_inputs(law, logN, logD, logU))[:, 0] + _noise_at(noise, logD - logN)[:, 0]
             loss = np.exp(np.asarray(loss) + _delta(law, geometry, logN, logD, logU)[:, 0])
             row.update({f"loss_{qcol(q)}": v for q, v in zip(quantiles, np.quantile(loss, quantiles), strict=True)})
         rows.append(row)
@@ -646,14 +664,15 @@ def compute_for_loss(
     return out
 
 
-def _least_log_compute(law, p, lt, prob: float, logU, geometry) -> tuple[float, Array]:
-    """(log C, ratio r) of the cheapest ray reaching the probability for per-draw log targets ``lt`` (S, 1): rays
+def _least_log_compute(law, p, lt, noise: tuple, prob: float, logU, geometry) -> tuple[float, Array]:
+    """(log C, ratio r) of the cheapest ray reaching the probability for log targets ``lt`` (S, 1) and run noise
+    ``noise`` (:func:`_noise`, one column): rays
     over the whole ratio range (step 2.0), then twice a finer set between the best ray's neighbours (steps 0.25 and
     0.03 in log ratio; the requirement is flat near its minimum, so C is then exact to ~1e-4)."""
     capped = bool(jnp.isfinite(logU)) and "U" not in law.inputs  # D ≤ U is a constraint on each ray
 
     def search(r):
-        lc = _required_log_compute(law, p, r, lt, prob, logU, geometry)
+        lc = _required_log_compute(law, p, r, lt, prob, logU, geometry, noise)
         if capped:  # a ray whose D exceeds the cap at the required compute is infeasible
             _, logD = _ray(lc, r, jnp.asarray(0.0))
             lc = jnp.where(logD <= logU + 1e-12, lc, jnp.inf)
@@ -698,7 +717,7 @@ def allocation_regret(
         n, d = a["N"], a["C"] / (6.0 * a["N"])
     else:
         n, d = a["C"] / (6.0 * a["D"]), a["D"]
-    params, _, _ = _draws(post, family, seed)
+    params = _draws(post, family, seed)
     U = _cap(unique_tokens)
     logU = jnp.log(jnp.asarray(U))
     x = _law_inputs(law, jnp.log(jnp.asarray(n))[None, :], jnp.log(jnp.asarray(d))[None, :], logU)

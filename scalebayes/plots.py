@@ -27,6 +27,7 @@ from . import laws as _laws
 from . import plan as _plan
 from .data import ScalingData
 from .errors import DataError, UnknownNameError
+from .misfit import fitted_trend
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -372,8 +373,13 @@ def residuals(post: Posterior, *, x: str = "C") -> Figure:
         ax.scatter(f[x][m], res[m], s=12, color=colour, label=label, alpha=0.8, edgecolors="none")
     ax.axhline(0.0, color="black", lw=1)
     sigma = np.median(post.draws("sigma", post.families[0] if post.spec.noise == "family" else None))
-    ax.axhline(2 * sigma, color="0.4", ls="--", lw=1, label=f"±2σ (σ = {sigma:.3g})")
-    ax.axhline(-2 * sigma, color="0.4", ls="--", lw=1)
+    if post.spec.noise_trend:  # the fitted scale at each run's tokens per parameter
+        s = 2 * sigma * fitted_trend(post, np.log(f["D"].to_numpy(float) / f["N"].to_numpy(float)))
+        ax.scatter(f[x], s, marker="_", color="0.4", lw=1, label=f"±2σ at each run's D/N (σ = {sigma:.3g} at mean)")
+        ax.scatter(f[x], -s, marker="_", color="0.4", lw=1)
+    else:
+        ax.axhline(2 * sigma, color="0.4", ls="--", lw=1, label=f"±2σ (σ = {sigma:.3g})")
+        ax.axhline(-2 * sigma, color="0.4", ls="--", lw=1)
     ax.set(xscale="log", xlabel=LABELS[x], ylabel="residual log loss (observed − posterior median)")
     ax.set_title(f"residuals of the {text(post.law.name)} fit ({len(f)} runs)")
     ax.legend(fontsize=8)
@@ -516,7 +522,8 @@ def extrapolation(
     ax.scatter(runs["C"], runs["loss"], s=8, color="0.55", alpha=0.7, edgecolors="none", label="runs")
     _band(ax, Cs, d["L"], _CYCLE[0], label="L*(C), compute-optimal loss (law)")
     if include_noise:
-        noisy = d["L"] * np.exp(_plan.noise_draws(post, d["L"].shape, family=family, seed=seed))
+        tpp = np.log(np.asarray(d["D"]) / np.asarray(d["N"]))  # each draw's optimum's tokens per parameter
+        noisy = d["L"] * np.exp(_plan.noise_draws(post, d["L"].shape, family=family, seed=seed, log_tpp=tpp))
         lo, hi = np.quantile(noisy, [0.05, 0.95], axis=0)
         ax.plot(Cs, lo, color=_CYCLE[0], ls=":", lw=1.2, label="90% for one new run (law + noise)")
         ax.plot(Cs, hi, color=_CYCLE[0], ls=":", lw=1.2)

@@ -21,6 +21,7 @@ import xarray as xr
 from . import laws as _laws
 from . import likelihood as _lik
 from .errors import ModelError
+from .model import tpp_offset
 
 #: ``pointwise="auto"`` stores the groups when draws × runs is at most this (2e6: 16 MB per group in float64).
 AUTO_MAX_ELEMENTS = 2_000_000
@@ -44,12 +45,12 @@ def want_pointwise(pointwise: bool | str, n_samples: int, n_obs: int) -> bool:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _chunk(law, student: bool, params, x, fam, log_y, sigma, nu, key):
+def _chunk(law, student: bool, params, x, fam, log_y, sigma, nu, zeta, tpp, key):
     """Log-likelihood and a replicate of log loss, both (s, n), for a chunk of s draws (params (s, F), sigma (s,) or
-    (s, F), nu (s,))."""
+    (s, F), nu (s,), noise trend zeta (s,) at each run's log(D/N) − c ``tpp`` (n,))."""
     p = {k: v[:, fam] for k, v in params.items()}
     mu = law.log_mean(p, {k: v[None, :] for k, v in x.items()})
-    s = sigma[:, fam] if sigma.ndim == 2 else sigma[:, None]
+    s = (sigma[:, fam] if sigma.ndim == 2 else sigma[:, None]) * jnp.exp(zeta[:, None] * tpp[None, :])
     v = nu[:, None] if student else jnp.inf
     ll = _lik.logpdf(log_y[None, :], mu, s, v)
     rep = _lik.sample(key, mu, s, v)
@@ -74,6 +75,8 @@ def pointwise_arrays(dt, *, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS)
     student = "nu" in post.data_vars
     S = sigma.shape[0]
     nu = _stack(post["nu"]) if student else np.full(S, np.inf)
+    zeta = _stack(post["sigma_trend"]) if "sigma_trend" in post.data_vars else np.zeros(S)
+    tpp = tpp_offset(x, centre) if "sigma_trend" in post.data_vars else jnp.zeros_like(log_y)
     n = int(log_y.shape[0])
     size = int(max(1, min(S, chunk_elements // max(n, 1))))
     ll = np.empty((S, n))
@@ -84,8 +87,8 @@ def pointwise_arrays(dt, *, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS)
         idx = np.minimum(np.arange(start, start + size), S - 1)  # the last chunk is padded to the common shape
         lat = {z: jnp.asarray(v[idx]) for z, v in latents.items()}
         params = law.to_params(lat, centre)
-        sig, nus = jnp.asarray(sigma[idx]), jnp.asarray(nu[idx])
-        a, b = _chunk(law, student, params, x, fam, log_y, sig, nus, jax.random.fold_in(key, i))
+        sig, nus, zetas = jnp.asarray(sigma[idx]), jnp.asarray(nu[idx]), jnp.asarray(zeta[idx])
+        a, b = _chunk(law, student, params, x, fam, log_y, sig, nus, zetas, tpp, jax.random.fold_in(key, i))
         ll[start:stop] = np.asarray(a)[: stop - start]
         rep[start:stop] = np.asarray(b)[: stop - start]
     return ll, rep

@@ -29,7 +29,7 @@ from .errors import DataError, ModelError, UnknownNameError
 from .identification import contraction as contraction_table
 from .misfit import Misfit
 from .misfit import check as misfit_check
-from .model import Spec
+from .model import RunNoise, Spec
 from .pointwise import pointwise_groups
 from .precision import ensure_float64
 from .predict import new_family_latents
@@ -67,6 +67,7 @@ class Posterior:
             n_families=int(self.meta["n_families"]),
             likelihood=self.meta["likelihood"],
             noise=self.meta["noise"],
+            noise_trend=bool(self.meta.get("noise_trend", False)),  # files written before the trend have none
         )
         self.families: tuple[str, ...] = tuple(self.meta["families"])
         self.centre: dict[str, float] = {k: float(v) for k, v in self.meta["centre"].items()}
@@ -195,14 +196,16 @@ class Posterior:
             )
         return str(family)
 
-    def _latent_draws(self, family: str | None, *, seed: int = 0):
-        """Latents (S,) per latent name and the noise draws (sigma (S,), nu (S,)) for one family or a new one
-        (``family`` as in :meth:`resolve_family`)."""
+    def _latent_draws(self, family: str | None, *, seed: int = 0) -> tuple[dict, RunNoise]:
+        """Latents (S,) per latent name and the run noise's draws (:class:`~scalebayes.model.RunNoise`) for one
+        family or a new one (``family`` as in :meth:`resolve_family`)."""
         lp = self.idata["latent_posterior"]
         latents = {z: _stack(lp[z]) for z in self.law.latents}  # (S, F)
         post = self.idata["posterior"]
         sigma = _stack(post["sigma"])
         nu = _stack(post["nu"]) if "nu" in post.data_vars else np.full(self.n_samples, np.inf)
+        zeta = _stack(post["sigma_trend"]) if "sigma_trend" in post.data_vars else np.zeros(self.n_samples)
+        c = self.centre["D"] - self.centre["N"] if self.spec.noise_trend else 0.0
         family = self.resolve_family(family)
         if family is not None:
             j = self.families.index(family)
@@ -219,7 +222,7 @@ class Posterior:
                 sig = sigma[np.arange(sigma.shape[0]), pick]
             else:
                 sig = sigma
-        return lat, (jnp.asarray(sig), jnp.asarray(nu))
+        return lat, RunNoise(jnp.asarray(sig), jnp.asarray(nu), jnp.asarray(zeta), c)
 
     # ------------------------------------------------------------------ calibration
     @property

@@ -265,13 +265,21 @@ def _build(post, frame: pd.DataFrame, fams: list, seed: int, disc: Discrepancy |
     centre = {k: jnp.asarray(v) for k, v in post.centre.items()}
     for f in dict.fromkeys(fams):  # each family once, in order of appearance (None: a new family)
         m = np.array([g == f for g in fams])
-        lat, (sig, nu_f) = post._latent_draws(f, seed=seed)
+        lat, noise = post._latent_draws(f, seed=seed)
         log_mu[:, m] = _padded_log_mean(law, law.to_params(lat, centre), frame.loc[m])
-        sigma[:, m] = np.asarray(sig)[:, None]
-        nu = np.asarray(nu_f)
+        sigma[:, m] = np.asarray(noise.scale(*_log_nd(frame.loc[m], post.spec.noise_trend)))
+        nu = np.asarray(noise.nu)
         if disc is not None:
             extra[:, m] = disc.sd({k: np.log(frame.loc[m, k].to_numpy(dtype=float)) for k in law.inputs}, S, f)
     return LogPredictive(log_mu=log_mu, sigma=sigma, nu=nu, extra_sd=extra)
+
+
+def _log_nd(frame: pd.DataFrame, trend: bool) -> tuple[np.ndarray, np.ndarray]:
+    """log N and log D of the rows, as the noise trend reads them; zeros without a trend (a law of C alone has no
+    N or D, and its noise does not depend on them)."""
+    if not trend:
+        return np.zeros(len(frame)), np.zeros(len(frame))
+    return tuple(np.log(frame[k].to_numpy(dtype=float)) for k in ("N", "D"))
 
 
 def summary(

@@ -15,6 +15,12 @@ Around the law sit three more choices, documented here:
     want ν ≈ 1.2-2 (misfitting 0.36% → 0.68% and 1.00% → 1.33%, datablations 3.64% → 4.01% and 4.04% → 4.47%; no
     dataset improved), i.e. those tails were down-weighting genuinely bad runs. Systematic misfit is caught instead
     by the residual-trend check (:mod:`scalebayes.misfit`), which does not depend on ν.
+``sigma_trend`` (trend of the noise's log scale per nat of log tokens per parameter, Normal(0, 0.5))
+    The noise scale at D/N is σ·exp(ζ·(log(D/N) − c)) (:mod:`scalebayes.model`). 0.5 lets the scale change a
+    factor e ≈ 2.7 either way over two nats of D/N (D/N 2.5 against 20) at one prior SD, which covers the trend
+    measured on porian's runs (residual s.d. 2.5-6.2% at D/N < 3 against 0.5-2% at D/N ≥ 30), and leaves a
+    dataset with one D/N per run length near ζ = 0. Same prior as the what-if that measured it
+    (benchmarks/extrapolation/DELTA_SIZING.md); not tuned on the suite.
 ``tau_<latent>`` (family spread under partial pooling, LogNormal(log m, 1) with median m = 0.2 × the latent's
     prior scale)
     Grounded in how much real families of one study differ (benchmarks/TAU_EVIDENCE.md: REML between-family SDs
@@ -40,8 +46,9 @@ Around the law sit three more choices, documented here:
     1.7, log_beta 1.0): pass wider medians, e.g. ``priors={"tau_log_E": 2.0}``.
 
 Override any of them with ``fit(..., priors={...})``: keys are latent names (``"log_alpha"``), a published
-parameter name (``"alpha"``, meaning its latent), ``"sigma"``, ``"nu"`` (a (shape, rate) pair) or ``"tau_<latent>"``;
-values are ``(loc, scale)`` pairs for latents, a positive scale for ``sigma`` and a positive median for ``tau_*``.
+parameter name (``"alpha"``, meaning its latent), ``"sigma"``, ``"nu"`` (a (shape, rate) pair), ``"sigma_trend"``
+or ``"tau_<latent>"``; values are ``(loc, scale)`` pairs for latents, a positive scale for ``sigma`` and
+``sigma_trend`` and a positive median for ``tau_*``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from .laws import Law
 
 SIGMA_SCALE = 0.1
 NU_SHAPE_RATE = (2.0, 0.1)
+SIGMA_TREND_SCALE = 0.5
 #: Median of τ's LogNormal prior as a fraction of the latent's prior scale (evidence in the module docstring).
 TAU_FRACTION = 0.2
 
@@ -66,13 +74,15 @@ class Priors:
 
     ``latent``: Normal(loc, scale) per latent; ``tau``: median of the LogNormal prior of the family spread per
     latent (log-SD :data:`scalebayes.model.TAU_LOG_SD`);
-    ``sigma``: HalfNormal scale of the log-loss noise; ``nu``: Gamma(shape, rate) of the Student-t dof.
+    ``sigma``: HalfNormal scale of the log-loss noise; ``nu``: Gamma(shape, rate) of the Student-t dof;
+    ``sigma_trend``: Normal scale of the noise trend in log tokens per parameter.
     """
 
     latent: dict[str, tuple[float, float]]
     tau: dict[str, float]
     sigma: float = SIGMA_SCALE
     nu: tuple[float, float] = NU_SHAPE_RATE
+    sigma_trend: float = SIGMA_TREND_SCALE
 
     def loc(self, latents) -> np.ndarray:
         return np.array([self.latent[z][0] for z in latents])
@@ -84,7 +94,13 @@ class Priors:
         return np.array([self.tau[z] for z in latents])
 
     def to_dict(self) -> dict:
-        return {"latent": self.latent, "tau": self.tau, "sigma": self.sigma, "nu": list(self.nu)}
+        return {
+            "latent": self.latent,
+            "tau": self.tau,
+            "sigma": self.sigma,
+            "nu": list(self.nu),
+            "sigma_trend": self.sigma_trend,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Priors:
@@ -93,6 +109,7 @@ class Priors:
             tau=dict(d["tau"]),
             sigma=float(d["sigma"]),
             nu=tuple(d["nu"]),
+            sigma_trend=float(d.get("sigma_trend", SIGMA_TREND_SCALE)),  # files from before the noise trend
         )
 
 
@@ -101,7 +118,7 @@ def resolve(law: Law, centre: Mapping[str, float], loss_scale: float, overrides:
     ``overrides`` applied. Raises :class:`UnknownNameError` for a key that names nothing in this model."""
     latent = law.default_priors(centre, loss_scale)
     tau = {z: TAU_FRACTION * s for z, (_, s) in latent.items()}
-    sigma, nu = SIGMA_SCALE, NU_SHAPE_RATE
+    sigma, nu, zeta = SIGMA_SCALE, NU_SHAPE_RATE, SIGMA_TREND_SCALE
     by_param = {}
     for z in law.latents:
         if z.startswith("log_") and z[4:] in law.params:
@@ -111,6 +128,8 @@ def resolve(law: Law, centre: Mapping[str, float], loss_scale: float, overrides:
             sigma = _positive(key, value)
         elif key == "nu":
             nu = _pair(key, value, positive=True)
+        elif key == "sigma_trend":
+            zeta = _positive(key, value)
         elif key.startswith("tau_") and key[4:] in latent:
             tau[key[4:]] = _positive(key, value)
         elif key in latent:
@@ -118,9 +137,9 @@ def resolve(law: Law, centre: Mapping[str, float], loss_scale: float, overrides:
         elif key in by_param:
             latent[by_param[key]] = _pair(key, value)
         else:
-            names = sorted([*latent, *by_param, "sigma", "nu", *(f"tau_{z}" for z in latent)])
+            names = sorted([*latent, *by_param, "sigma", "nu", "sigma_trend", *(f"tau_{z}" for z in latent)])
             raise UnknownNameError(f"unknown prior {key!r} for law {law.name!r}; known: {names}")
-    return Priors(latent=latent, tau=tau, sigma=sigma, nu=nu)
+    return Priors(latent=latent, tau=tau, sigma=sigma, nu=nu, sigma_trend=zeta)
 
 
 def _positive(key, value) -> float:

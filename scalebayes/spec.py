@@ -22,10 +22,12 @@ from . import laws as _laws
 from .errors import ModelError, UnknownNameError
 from .likelihood import NAMES as LIKELIHOODS
 from .model import NOISE as NOISES
-from .model import latent_for
+from .model import has_trend_inputs, latent_for
 from .sampler import SamplerConfig, chain_method_for
 
 POOLINGS = (None, "complete", "partial", "none")
+#: ``noise_trend`` options (see FitSpec).
+NOISE_TRENDS = ("none", "tokens_per_parameter")
 DTYPES = ("float64", "float32")
 #: Largest NUTS tree depth accepted: 2^30 - 1 leapfrog steps per iteration is already far past any useful fit, and
 #: deeper trees overflow the sampler's int32 step counters.
@@ -68,6 +70,10 @@ class FitSpec:
         marginal: sample the other partially pooled parameters as family values with the population mean and
             spread integrated out (``True``, the default; see :mod:`scalebayes.model`), or non-centred (``False``).
         noise: ``"shared"`` σ or ``"family"`` (one σ per family).
+        noise_trend: ``"none"`` (the default: one noise scale for every run) or ``"tokens_per_parameter"`` (the
+            scale is σ·exp(ζ·(log(D/N) − c)), for laws of N and D; see :mod:`scalebayes.model`). The trend also
+            reweights the runs in the law's fit (noisier runs count less), which moves extrapolations: measured on
+            the extrapolation suite it is not the default (benchmarks/extrapolation/noise_trend/).
         priors: prior overrides (see :mod:`scalebayes.priors`) as sorted ``(key, value)`` pairs; pass a mapping.
     """
 
@@ -79,6 +85,7 @@ class FitSpec:
     centred: bool | tuple[str, ...] = False
     marginal: bool = True
     noise: str = "shared"
+    noise_trend: str = "none"
     priors: tuple[tuple[str, float | tuple[float, ...]], ...] = ()
 
     def __post_init__(self):
@@ -95,6 +102,8 @@ class FitSpec:
             raise UnknownNameError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS[1:]} or None")
         if self.noise not in NOISES:
             raise UnknownNameError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
+        if self.noise_trend not in NOISE_TRENDS:
+            raise UnknownNameError(f"unknown noise_trend {self.noise_trend!r}; choose one of {NOISE_TRENDS}")
         centred = self.centred if isinstance(self.centred, bool) else _names(self.centred, "centred")
         if not isinstance(self.marginal, bool | np.bool_):
             raise ModelError(f"marginal must be True or False, got {self.marginal!r}")
@@ -108,9 +117,18 @@ class FitSpec:
         object.__setattr__(self, "centred", centred)
         object.__setattr__(self, "priors", tuple(sorted((str(k), _prior_value(k, v)) for k, v in priors)))
         law_obj = _laws.get(law)
+        if self.noise_trend == "tokens_per_parameter" and not has_trend_inputs(law_obj):
+            raise ModelError(
+                f"noise_trend='tokens_per_parameter' needs a law of N and D; {law!r} reads {list(law_obj.inputs)}"
+            )
         for what in ("shared", "free") + (() if isinstance(centred, bool) else ("centred",)):
             for name in getattr(self, what):
                 latent_for(law_obj, name)  # raises UnknownNameError naming the law's parameters
+
+    @property
+    def trend(self) -> bool:
+        """Whether the fitted model has the noise trend in tokens per parameter."""
+        return self.noise_trend == "tokens_per_parameter"
 
     @property
     def prior_overrides(self) -> dict | None:

@@ -48,7 +48,7 @@ from .data import ScalingData
 from .diagnostics import split_rhat
 from .errors import DataError, ModelError
 from .fitting import Prepared, prepare
-from .model import POOLED, family_latents, model
+from .model import POOLED, family_latents, model, tpp_offset
 from .precision import ensure_float64
 from .progress import Steps
 from .sampler import SamplerConfig, batch_sampler, to_numpy
@@ -199,9 +199,14 @@ def _design_data(design, loss_scale: float | None) -> ScalingData:
     return ScalingData.from_frame(df, loss="loss", name="sbc_design", **kw)
 
 
-def _run_sigma(spec, sigma: jnp.ndarray, fam) -> jnp.ndarray:
-    """σ of every run (..., n) (or (..., 1) when shared) from sampled σ (...,) or (..., F)."""
-    return jnp.take(sigma, fam, axis=-1) if spec.noise == "family" else sigma[..., None]
+def _run_sigma(spec, site: Mapping[str, jnp.ndarray], x, fam, centre) -> jnp.ndarray:
+    """σ of every run (..., n) (or (..., 1) when shared and without a trend) from sampled σ (...,) or (..., F) and,
+    with a noise trend, ζ (...,) at each run's tokens per parameter."""
+    sigma = site["sigma"]
+    out = jnp.take(sigma, fam, axis=-1) if spec.noise == "family" else sigma[..., None]
+    if spec.noise_trend:
+        out = out * jnp.exp(site["sigma_trend"][..., None] * tpp_offset(x, centre))
+    return out
 
 
 def _run_nu(spec, site: Mapping[str, jnp.ndarray]):
@@ -213,7 +218,7 @@ def _run_nu(spec, site: Mapping[str, jnp.ndarray]):
 def _loglik(spec, site: Mapping[str, jnp.ndarray], x, log_y, fam, mask, centre) -> jnp.ndarray:
     """Log-likelihood of the data for a batch of site values (leading axes ...) → (...)."""
     mu = _mean_from_site(spec, site, x, fam, centre)
-    ll = _lik.logpdf(log_y, mu, _run_sigma(spec, site["sigma"], fam), _run_nu(spec, site))
+    ll = _lik.logpdf(log_y, mu, _run_sigma(spec, site, x, fam, centre), _run_nu(spec, site))
     return jnp.sum(jnp.where(mask > 0, ll, 0.0), axis=-1)
 
 
@@ -239,6 +244,8 @@ def _quantities(spec, site: Mapping[str, np.ndarray], families: tuple[str, ...])
         out["log_sigma"] = sig
     if spec.likelihood == "student_t":
         out["log_nu"] = np.log(np.asarray(site["nu"]))
+    if spec.noise_trend:
+        out["sigma_trend"] = np.asarray(site["sigma_trend"])
     return out
 
 
@@ -338,7 +345,7 @@ def _simulate(prep: Prepared, n_sims: int, key, corrupt: str | None) -> tuple[di
     sims = Predictive(model, num_samples=int(n_sims))(k_prior, spec, x, None, fam, mask, hyper)
     truth = {k: v for k, v in sims.items() if k != "obs"}
     mu = _mean_from_site(spec, truth, x, fam, hyper["centre"])
-    sigma = _run_sigma(spec, truth["sigma"], fam) * (1.5 if corrupt == "noise" else 1.0)
+    sigma = _run_sigma(spec, truth, x, fam, hyper["centre"]) * (1.5 if corrupt == "noise" else 1.0)
     log_y = _lik.sample(k_noise, mu, sigma, _run_nu(spec, truth))
     return truth, jnp.where(mask[None, :] > 0, log_y, 0.0)
 

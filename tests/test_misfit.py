@@ -17,13 +17,22 @@ from scalebayes.predict import log_mean_draws
 TRUTH = {"E": 1.8, "A": 480.0, "B": 2000.0, "alpha": 0.35, "beta": 0.37}
 
 
-def _stub(df: pd.DataFrame, params: dict[str, dict[str, float | np.ndarray]]):
+def _stub(df: pd.DataFrame, params: dict[str, dict[str, float | np.ndarray]], zeta: float | None = None):
     """A stand-in posterior whose parameter draws are ``params[family]`` (a number: one draw): the check needs only
-    data, law, families and parameter draws, so no sampling is needed to test it."""
+    data, law, families, parameter draws and (with a noise trend ``zeta``) the trend, so no sampling is needed."""
     fam = "family" if "family" in df else None
     data = sb.ScalingData.from_frame(df, N="N", D="D", loss="loss", family=fam, name="synthetic")
     draws = lambda f: {k: np.atleast_1d(np.asarray(v, float)) for k, v in params[f].items()}  # noqa: E731
-    return SimpleNamespace(data=data, law=sb.laws.get("chinchilla"), families=data.families, param_draws=draws)
+    centre = {k: float(np.mean(np.log(df[k]))) for k in ("N", "D")}
+    return SimpleNamespace(
+        data=data,
+        law=sb.laws.get("chinchilla"),
+        families=data.families,
+        param_draws=draws,
+        spec=SimpleNamespace(noise_trend=zeta is not None),
+        centre=centre,
+        draws=lambda name: np.atleast_1d(zeta),
+    )
 
 
 def test_a_well_specified_fit_is_not_flagged():
@@ -54,6 +63,17 @@ def test_scatter_that_grows_as_tokens_per_parameter_fall_is_flagged():
     assert "tokens per parameter" in m.message() and "too narrow for under-trained runs" in m.message()
     control = misfit.check(_stub(_tpp_noise(df, 0.0, seed=8), {"all": TRUTH}))
     assert not control.table.set_index("against").loc[misfit.SCATTER, "flagged"]
+
+
+def test_a_fitted_noise_trend_is_taken_out_before_the_scatter_check():
+    # The data of the test above (slope -0.6). A fit that models the trend at the true slope leaves a constant
+    # scale: not flagged. One whose fitted trend is flat (ζ = 0) is flagged, and says it is beyond the fitted trend.
+    df = _tpp_noise(simulate_chinchilla(TRUTH, n=300, sigma=0.0, seed=7), -0.6, seed=8)
+    fitted = misfit.check(_stub(df, {"all": TRUTH}, zeta=-0.6))
+    assert fitted.trend and not fitted.table.set_index("against").loc[misfit.SCATTER, "flagged"]
+    flat = misfit.check(_stub(df, {"all": TRUTH}, zeta=0.0))
+    assert flat.table.set_index("against").loc[misfit.SCATTER, "flagged"]
+    assert "more than the fitted noise trend says" in flat.message()
 
 
 def test_a_noisier_family_is_not_read_as_scatter_that_follows_tokens_per_parameter():

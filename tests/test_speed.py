@@ -48,6 +48,10 @@ STRUCTURES = {
     "mixed": dict(multi=True, shared=("alpha",), free=("E",), likelihood="normal"),
     "centred": dict(multi=True, centred=True),
     "centred_mixed": dict(multi=True, centred=True, shared=("alpha",), noise="family"),
+    "trend": dict(noise_trend="tokens_per_parameter"),
+    "trend_normal": dict(noise_trend="tokens_per_parameter", likelihood="normal"),
+    "trend_family_partial": dict(multi=True, noise="family", noise_trend="tokens_per_parameter"),
+    "trend_centred_mixed": dict(multi=True, centred=True, shared=("alpha",), noise_trend="tokens_per_parameter"),
 }
 
 
@@ -152,7 +156,9 @@ def test_nuts_samples_a_badly_scaled_correlated_gaussian():
 def test_nuts_samples_a_heavy_tailed_target():
     """Student-t(5) marginals (kurtosis where NUTS's multinomial sampling and U-turn checks matter): quantiles."""
     spec = prepare(
-        sb.ScalingData.from_frame(simulate_chinchilla(TRUE, n=20), N="N", D="D", loss="loss"), likelihood="normal"
+        sb.ScalingData.from_frame(simulate_chinchilla(TRUE, n=20), N="N", D="D", loss="loss"),
+        likelihood="normal",
+        noise_trend="none",
     ).spec
 
     def potential(q, x, log_y, fam, mask, hyper):
@@ -183,7 +189,9 @@ def test_chains_of_a_dataset_share_the_step_size_after_warmup(cross_chain):
     """With cross-chain warm-up the chains sample with one step size (the geometric mean of their adapted ones),
     so vectorised chains do not all wait for the one with the smallest step; without it each keeps its own."""
     spec = prepare(
-        sb.ScalingData.from_frame(simulate_chinchilla(TRUE, n=20), N="N", D="D", loss="loss"), likelihood="normal"
+        sb.ScalingData.from_frame(simulate_chinchilla(TRUE, n=20), N="N", D="D", loss="loss"),
+        likelihood="normal",
+        noise_trend="none",
     ).spec
     scales = jnp.asarray(np.geomspace(0.01, 1.0, S.n_dim(spec)))
 

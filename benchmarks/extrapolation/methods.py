@@ -38,6 +38,7 @@ class Settings:
     draws: int = 1000
     bootstrap: int = 1000
     noise_reps: int = 2
+    noise_trend: str = "none"  # the Bayesian fits' FitSpec.noise_trend
 
 
 FULL = Settings()
@@ -64,6 +65,7 @@ class Context:
                 chains=s.chains,
                 warmup=s.warmup,
                 draws=s.draws,
+                noise_trend=s.noise_trend,
                 seed=self.seed,
                 pointwise=False,
                 warn=False,

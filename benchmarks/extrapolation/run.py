@@ -23,6 +23,7 @@ import platform
 import sys
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,10 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def run(only, methods, quick: bool, seed: int, root, on_task=None) -> dict:
+def run(only, methods, quick: bool, seed: int, root, on_task=None, noise_trend: str = "none") -> dict:
     """Results of every method on every task; ``on_task(payload)`` is called after each task (to save progress:
-    a dataset whose tasks have not all run is marked ``partial``)."""
-    settings = QUICK if quick else FULL
+    a dataset whose tasks have not all run is marked ``partial``). ``noise_trend``: the Bayesian fits' option."""
+    settings = replace(QUICK if quick else FULL, noise_trend=noise_trend)
     tasks, skipped, loaded = load_tasks(only, root)
     payload = {"datasets": {}, "machine": f"{platform.machine()}, {platform.python_version()}"}
     for name, why in skipped.items():
@@ -292,6 +293,8 @@ def markdown(payload: dict) -> str:
         s = rec["settings"]
         kind = "quick" if s["quick"] else "full"
         st = f"{kind}: {s['chains']}×({s['warmup']}+{s['draws']}), B={s['bootstrap']}, seed {s['seed']}"
+        if s.get("noise_trend", "none") != "none":
+            st += f", noise_trend={s['noise_trend']}"
         ex = "; ".join(f"{k}: {v}" for k, v in rec["excluded"].items()) or "none"
         lines.append(f"| {ds} | {status} | {st} | {rec['n_rows']} | {ex} |")
     if len(tt) == 0:
@@ -411,6 +414,12 @@ def main(argv=None) -> None:
     p.add_argument("--merge", action="store_true", help="keep saved results of datasets not run now")
     p.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
     p.add_argument("--tables", action="store_true", help="only rewrite RESULTS.md from the saved results.json")
+    p.add_argument(
+        "--noise-trend",
+        choices=("none", "tokens_per_parameter"),
+        default="none",
+        help="the Bayesian fits' noise_trend (FitSpec); write the results elsewhere with --out",
+    )
     a = p.parse_args(argv)
     out = Path(a.out)
     path = out / "results.json"
@@ -426,7 +435,7 @@ def main(argv=None) -> None:
         path.write_text(json.dumps(payload, indent=1, default=float))
         write_kept(out / "RESULTS.md", markdown(payload))
 
-    new = run(a.only, a.methods, a.quick, a.seed, a.data_root, on_task=save)
+    new = run(a.only, a.methods, a.quick, a.seed, a.data_root, on_task=save, noise_trend=a.noise_trend)
     save(new)
     print(f"wrote {path} and {out / 'RESULTS.md'} ({new.get('seconds', 0):.0f} s)")
 

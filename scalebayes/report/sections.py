@@ -263,6 +263,12 @@ def summary(ctx: Context) -> Section:
         else Html("one family")
     )
     lik = "Student-t (robust to a few outlying runs)" if post.spec.likelihood == "student_t" else "Gaussian"
+    if post.spec.noise_trend:
+        zeta = np.quantile(post.draws("sigma_trend"), [0.05, 0.5, 0.95])
+        lik += (
+            ", its scale changing with tokens per parameter as (D/N)^ζ, "
+            f"ζ = {zeta[1]:.2f} [{zeta[0]:.2f}, {zeta[2]:.2f}] (negative: under-trained runs scatter more)"
+        )
     intro = h(
         "This page fits the <b>{}</b> scaling law, <b>{}</b>, to <b>{} training runs</b> from <code>{}</code> in {}. "
         "The fit is Bayesian: the No-U-Turn sampler (NUTS) drew {} chains × {} draws after {} warm-up iterations "
@@ -478,7 +484,8 @@ def misfit_box(m) -> Box:
         text = (
             "<b>No residual trend flagged.</b> The runs' residuals (observed − fitted log loss) show no structure with "
             "N, D, C or family beyond run-to-run noise, and their scatter does not change with tokens per parameter "
-            "(Kruskal-Wallis across quantile bins; flagged at p < 0.001 with a median of at least half the scatter, "
+            + ("beyond the fitted noise trend " if m.trend else "")
+            + "(Kruskal-Wallis across quantile bins; flagged at p < 0.001 with a median of at least half the scatter, "
             f"or a scale {SCATTER_RATIO:g}x another bin's)."
         )
         return Box("ok", [Para(text), table])
@@ -491,11 +498,19 @@ def misfit_box(m) -> Box:
             "direction are suspect beyond what any interval here says; consider another law, a per-family parameter, "
             "or fewer, more comparable runs."
         )
-    if SCATTER in flagged:
+    if SCATTER in flagged and m.trend:
+        text.append(
+            "The runs' scatter changes with tokens per parameter (D/N) more than the fit's noise trend allows (robust "
+            "s.d. per bin below, after dividing by the fitted trend), so its predictive intervals are too narrow for "
+            "runs like the noisiest bin's."
+        )
+    elif SCATTER in flagged:
         text.append(
             "The runs scatter more at some tokens per parameter (D/N) than at others (robust s.d. per bin below). The "
             "fit has one noise scale, so its predictive intervals are too narrow for runs like the noisiest bin's "
-            "(usually the under-trained) and too wide for the calmest."
+            "(usually the under-trained) and too wide for the calmest. A fit with "
+            "<code>noise_trend='tokens_per_parameter'</code> models the change (it also weighs the runs differently "
+            "in the law's fit, which moves extrapolations)."
         )
     return Box("fail", [Para(" ".join(text)), table], head="⚠ Misfit: residual trends inside the data")
 
@@ -628,7 +643,8 @@ _PPC_CAPTION = Html(
 )
 _RESIDUAL_CAPTION = Html(
     "Residuals: each run's observed log loss minus the law's posterior median for it (≈ relative error, 0.01 = 1%), "
-    "against compute. Dashed lines are ±2σ, twice the fitted run-to-run noise. A trend or curvature with compute "
+    "against compute. Dashed lines (or grey ticks, with a noise trend: ±2σ at each run's tokens per parameter) are "
+    "±2σ, twice the fitted run-to-run noise. A trend or curvature with compute "
     "means the law's shape misses something systematic; isolated points far outside are outlying runs (a Student-t "
     "likelihood discounts them)."
 )
@@ -883,6 +899,8 @@ def _priors_blocks(pri) -> list:
         extra.append(f"σ ~ half-Normal({fmt(pri['sigma'], 3)})")
     if isinstance(pri.get("nu"), list | tuple) and len(pri["nu"]) == 2:
         extra.append(f"ν ~ Gamma(shape {fmt(pri['nu'][0], 3)}, rate {fmt(pri['nu'][1], 3)}) (Student-t only)")
+    if "sigma_trend" in pri:
+        extra.append(f"ζ ~ Normal(0, {fmt(pri['sigma_trend'], 3)}) (noise trend in log D/N, when fitted)")
     note = Html(
         "Priors. Sampler coordinates are logs of positive parameters, with amplitudes measured at the data's "
         "geometric-mean inputs (for the Chinchilla law <code>log_A_c</code> = log A − α·mean(log N)), which "
@@ -911,9 +929,10 @@ def about(ctx: Context) -> Section:
             h("Law <code>{}</code> ({}); ", law.name, law.reference or "no reference given")
             + (h("pooling of the sampler coordinates {}; ", pooling) if ctx.multi else Html(""))
             + h(
-                "likelihood {}; noise {}; target acceptance {}; maximum tree depth {}; seed {}.",
+                "likelihood {}; noise {}{}; target acceptance {}; maximum tree depth {}; seed {}.",
                 post.spec.likelihood,
                 post.spec.noise,
+                " with a trend in tokens per parameter" if post.spec.noise_trend else "",
                 st["target_accept"],
                 st["max_tree_depth"],
                 st["seed"],

@@ -56,6 +56,7 @@ def example_args(spec: Spec, n: int, dtype=jnp.float64):
         "tau": jnp.ones(K, dtype),
         "sigma": jnp.asarray(0.1, dtype),
         "nu": jnp.asarray([2.0, 0.1], dtype),
+        "sigma_trend": jnp.asarray(0.5, dtype),
         "centre": {k: jnp.asarray(0.0, dtype) for k in spec.law.inputs},
     }
     return x, jnp.zeros(n, dtype), jnp.zeros(n, jnp.int32), jnp.ones(n, dtype), hyper

@@ -18,7 +18,7 @@ from jax import lax
 from jax.scipy.special import gammaln
 
 from .. import likelihood
-from ..model import TAU_LOG_SD, Spec, family_latents, population_logpdf
+from ..model import TAU_LOG_SD, Spec, family_latents, population_logpdf, tpp_offset
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -50,6 +50,8 @@ def site_layout(spec: Spec) -> tuple[Site, ...]:
         else:
             named += [(f"mu_{z}", (), False), (f"tau_{z}", (), True), (f"z_{z}", (F,), False)]
     named.append(("sigma", (F,) if spec.noise == "family" else (), True))
+    if spec.noise_trend:
+        named.append(("sigma_trend", (), False))
     if spec.likelihood == "student_t":
         named.append(("nu", (), True))
     out, off = [], 0
@@ -145,9 +147,14 @@ def make_potential(spec: Spec):
             nu = jnp.exp(ln)
             a, b = hyper["nu"][0], hyper["nu"][1]
             lp = lp + a * jnp.log(b) - gammaln(a) + (a - 1.0) * ln - b * nu + ln
-        per_run = (lambda v: v[fam]) if spec.noise == "family" else (lambda v: v)  # noqa: E731
+        if spec.noise == "family":
+            sigma, ls = sigma[fam], ls[fam]
+        if spec.noise_trend:  # log σ_i = log σ + ζ·(log(D/N)_i − c)
+            lp = lp + _normal_lpdf(u["sigma_trend"], 0.0, hyper["sigma_trend"])
+            ls = ls + u["sigma_trend"] * tpp_offset(x, hyper["centre"])
+            sigma = jnp.exp(ls)
         mu = _log_mean(spec, site, x, fam, hyper["centre"])
-        ll = likelihood.logpdf_one_log(log_y, mu, per_run(sigma), nu, log_scale=per_run(ls))
+        ll = likelihood.logpdf_one_log(log_y, mu, sigma, nu, log_scale=ls)
         return -(lp + jnp.sum(mask * ll))
 
     return potential
@@ -170,6 +177,8 @@ def init_position(spec: Spec, hyper: dict, normals: jnp.ndarray, jitter: float, 
             v = jnp.log(0.3 * hyper["sigma"]) + eps
         elif n == "nu":
             v = math.log(10.0) + eps
+        elif n == "sigma_trend":
+            v = hyper["sigma_trend"] * eps
         else:  # z_ (non-centred offsets)
             v = eps
         parts.append(jnp.reshape(v, (-1,)).astype(dtype))

@@ -1,0 +1,122 @@
+"""The noise trend in tokens per parameter: σ_i = σ·exp(ζ·(log(D_i/N_i) − c)) (scalebayes.model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scalebayes as sb
+from scalebayes import priors as _priors
+from scalebayes.errors import ModelError, UnknownNameError
+from scalebayes.spec import FitSpec
+
+TRUTH = {"E": 1.8, "A": 480.0, "B": 2000.0, "alpha": 0.35, "beta": 0.37}
+ZETA = -0.5
+QUICK = dict(chains=2, warmup=400, draws=500, seed=3, warn=False)
+
+
+def _runs(n: int, seed: int) -> pd.DataFrame:
+    """Runs of the Chinchilla law, N 1e7-1e10 and D/N 2-200 log-uniform, with Gaussian noise on log loss of scale
+    1%·exp(ZETA·(log D/N − log 20)): under-trained runs scatter more (×2.5 at D/N = 2.7 against D/N = 20)."""
+    rng = np.random.default_rng(seed)
+    N = 10 ** rng.uniform(7, 10, n)
+    D = N * np.exp(rng.uniform(np.log(2), np.log(200), n))
+    L = TRUTH["E"] + TRUTH["A"] * N ** -TRUTH["alpha"] + TRUTH["B"] * D ** -TRUTH["beta"]
+    sd = 0.01 * np.exp(ZETA * (np.log(D / N) - np.log(20)))
+    return pd.DataFrame({"N": N, "D": D, "loss": L * np.exp(sd * rng.standard_normal(n))})
+
+
+@pytest.fixture(scope="module")
+def trend_posts():
+    data = sb.ScalingData.from_frame(_runs(200, seed=1), N="N", D="D", loss="loss", name="trend")
+    return sb.fit(data, noise_trend="tokens_per_parameter", **QUICK), sb.fit(data, **QUICK)
+
+
+def _coverage(post, runs: pd.DataFrame) -> float:
+    out = post.predict(runs["N"].to_numpy(), runs["D"].to_numpy(), quantiles=(0.05, 0.95))
+    y = runs["loss"].to_numpy()
+    return float(np.mean((y >= out["q0.05"].to_numpy()) & (y <= out["q0.95"].to_numpy())))
+
+
+def test_the_trend_is_recovered_and_gives_honest_intervals_for_under_trained_runs(trend_posts):
+    trend, flat = trend_posts
+    assert trend.diagnostics.ok and flat.diagnostics.ok
+    # 200 runs over 4.6 nats of log D/N pin ζ to ~±0.1 (posterior s.d. ~0.06 here): its 90% interval holds the truth
+    # and excludes 0
+    lo, hi = np.quantile(trend.draws("sigma_trend"), [0.05, 0.95])
+    assert lo < ZETA < hi and hi < 0
+    assert "sigma_trend" not in flat.posterior.data_vars and not flat.spec.noise_trend
+    # New runs at few tokens per parameter (D/N 2-6, where the noise is 1.6-2.5x its scale at D/N = 20): 600 of them,
+    # so a coverage's binomial s.d. is ~1.2 points. With the trend the 90% interval covers ~90% (≥ 85% allows four
+    # s.d. and the parameters' own error); one noise scale for every run averages over the D/N range and covers
+    # measurably less (measured ~80%); the gap of ≥ 5 points is ~3 s.d. of the difference.
+    few = _runs(3000, seed=2)
+    few = few[few["D"] / few["N"] < 6].iloc[:600]
+    c_trend, c_flat = _coverage(trend, few), _coverage(flat, few)
+    assert c_trend >= 0.85 and c_trend - c_flat >= 0.05
+    # and at many tokens per parameter the constant-noise interval is the too-wide one
+    many = _runs(3000, seed=4)
+    many = many[many["D"] / many["N"] > 80].iloc[:600]
+    assert _coverage(flat, many) > _coverage(trend, many) >= 0.85
+
+
+def test_planning_and_prediction_see_the_same_noise_at_a_point(trend_posts):
+    post = trend_posts[0]
+    # prob_loss_below at a point counts the draws predict makes there (the same seed, so the same random numbers)
+    for n, d in ((1e9, 3e9), (1e8, 2e10)):
+        draws = post.predictive_draws(n, d, seed=5)[:, 0]
+        target = float(np.median(draws))
+        assert post.prob_loss_below(target, n, d, seed=5) == pytest.approx(np.mean(draws <= target), abs=1e-12)
+    # the noise's scale at a point follows (D/N)^ζ: at D/N = 3 it is (3/200)^ζ ≈ 8x what it is at D/N = 200
+    _, noise = post._latent_draws(None)
+    s = np.asarray(noise.scale(np.log([1e9, 1e9]), np.log([3e9, 2e11])))
+    assert np.allclose(s[:, 0] / s[:, 1], (3 / 200) ** np.asarray(noise.trend))
+
+
+def test_a_target_needs_more_compute_when_the_noise_is_larger_there(trend_posts):
+    # compute_for_loss with run noise searches allocations whose noise follows the trend; it reaches the target with
+    # the asked probability at the allocation it names (prob_loss_below there, the same draws)
+    post = trend_posts[0]
+    targets = np.array([1.95, 2.0])
+    out = post.compute_for_loss(targets, prob=0.8, seed=2)
+    pr = post.prob_loss_below(targets, out["N"].to_numpy(), out["D"].to_numpy(), seed=2)
+    assert np.all(pr >= 0.8) and np.all(pr <= 0.8 + 1.0 / post.n_samples)  # the same noise numbers, column by column
+    # the search sees each ray's own noise scale: noise that grows at few tokens per parameter (ζ < 0) pushes the
+    # cheapest sure allocation to more tokens per parameter than the law's mean alone asks for
+    quiet = post.compute_for_loss(targets, prob=0.8, seed=2, include_noise=False)
+    assert np.all(out["D_per_N"].to_numpy() > 1.1 * quiet["D_per_N"].to_numpy())
+
+
+def test_options_are_checked():
+    assert FitSpec(noise_trend="tokens_per_parameter").trend and not FitSpec().trend  # off by default
+    with pytest.raises(ModelError, match="needs a law of N and D"):
+        FitSpec(law="compute", noise_trend="tokens_per_parameter")
+    with pytest.raises(UnknownNameError, match="noise_trend"):
+        FitSpec(noise_trend="tpp")
+    # a spec stored before the trend existed describes a fit without one
+    assert not FitSpec.from_dict({"law": "chinchilla"}).trend
+    with pytest.raises(UnknownNameError, match="sigma_trend"):
+        _priors.resolve(sb.laws.get("chinchilla"), {"N": 20.0, "D": 23.0}, 2.5, {"etta": 1.0})
+    assert (
+        _priors.resolve(sb.laws.get("chinchilla"), {"N": 20.0, "D": 23.0}, 2.5, {"sigma_trend": 0.2}).sigma_trend == 0.2
+    )
+
+
+def test_a_file_written_before_the_trend_loads_as_a_fit_without_one(trend_posts, tmp_path):
+    flat = trend_posts[1]
+    path = flat.save(tmp_path / "flat.nc")
+    meta = json.loads(flat.idata.attrs["scalebayes"])
+    for key in ("noise_trend",):
+        meta.pop(key)
+    meta["priors"].pop("sigma_trend")
+    meta["fit_spec"].pop("noise_trend")
+    old = sb.load(path)
+    old.idata.attrs["scalebayes"] = json.dumps(meta)
+    old = type(old)(old.idata, data=old.data)
+    assert not old.spec.noise_trend and old.fit_spec.noise_trend == "none"
+    a = old.predict(1e9, 2e10, seed=1)
+    b = flat.predict(1e9, 2e10, seed=1)
+    assert np.allclose(a.filter(like="q").to_numpy(), b.filter(like="q").to_numpy())
