@@ -87,8 +87,7 @@ def logpdf_one_log(y, loc, scale, nu, log_scale=None):
     nu = jnp.asarray(nu, dtype=d.dtype)
     c = nu * s2
     const = gammaln(0.5 * (nu + 1.0)) - gammaln(0.5 * nu) - 0.5 * (jnp.log(nu) + _LOG_PI)
-    log_c = jnp.log(nu) + 2.0 * log_scale  # log(νσ²) without a log per run when σ varies by run (noise trend)
-    return -0.5 * (nu + 1.0) * (jnp.log(c + d * d) - log_c) + const - log_scale
+    return -0.5 * (nu + 1.0) * (jnp.log(c + d * d) - jnp.log(c)) + const - log_scale
 
 
 def robust_sd(r) -> float:
