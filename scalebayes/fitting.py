@@ -187,7 +187,7 @@ def fit(
 
     The model is a :class:`~scalebayes.spec.FitSpec`: pass one as ``spec=`` (e.g. ``spec=post.fit_spec`` to refit
     exactly), or its fields as keywords (``law``, ``likelihood``, ``pooling``, ``shared``, ``free``, ``centred``,
-    ``noise``, ``priors``), not both. Unknown keywords raise :class:`~scalebayes.errors.ModelError`.
+    ``noise``, ``noise_trend``, ``priors``), not both. Unknown keywords raise :class:`~scalebayes.errors.ModelError`.
 
     Args:
         data: validated runs (:class:`~scalebayes.data.ScalingData`).
@@ -217,7 +217,8 @@ def fit(
         **options: FitSpec fields. ``likelihood``: ``"student_t"`` or ``"normal"``. ``priors``: overrides, see
             :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
             or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
-            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family.
+            partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family. ``noise_trend``:
+            ``"none"`` (default) or ``"tokens_per_parameter"`` (the noise scale changes with D/N; see FitSpec).
             ``marginal`` (default True): sample each partially pooled parameter as its family values alone, with the
             population mean and spread integrated out (μ exactly, τ by quadrature) and drawn afterwards from their
             conditional: no funnel and no (μ, τ, z) ridge for NUTS (:mod:`scalebayes.model`). On
