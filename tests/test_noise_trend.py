@@ -120,3 +120,14 @@ def test_a_file_written_before_the_trend_loads_as_a_fit_without_one(trend_posts,
     a = old.predict(1e9, 2e10, seed=1)
     b = flat.predict(1e9, 2e10, seed=1)
     assert np.allclose(a.filter(like="q").to_numpy(), b.filter(like="q").to_numpy())
+
+
+def test_fit_many_fits_the_trend_too():
+    # fit_many shares fit's model: each dataset's posterior holds its own ζ, near the truth with 120 runs (90%
+    # interval; short chains, so only the sign and rough size are asserted)
+    data = [sb.ScalingData.from_frame(_runs(120, seed=s), N="N", D="D", loss="loss") for s in (5, 6)]
+    batch = sb.fit_many(data, noise_trend="tokens_per_parameter", **QUICK)
+    for post in (batch[0], batch[1]):
+        assert post.spec.noise_trend and post.diagnostics.ok
+        lo, hi = np.quantile(post.draws("sigma_trend"), [0.05, 0.95])
+        assert lo < ZETA < hi < 0

@@ -107,3 +107,13 @@ def test_sbc_other_laws(design, law):
     # The full 200-simulation runs are case_studies/validation/run.py; this is a 60-simulation check per law.
     r = sbc(law, design, n_sims=60, seed=1, **SMALL)
     assert r.passed(alpha=0.01), r.tests()
+
+
+def test_the_noise_trend_passes_small_sbc(design):
+    # The noise trend's model (ζ ~ Normal(0, 0.5) on the log scale's slope in log D/N) simulated and refitted at
+    # Chinchilla's design, whose log D/N spans ~4 nats: ζ is one of the ranked quantities, and the same Bonferroni
+    # 1% rule as above applies (a correct sampler fails it for at most 1% of seeds).
+    with contextlib.redirect_stderr(io.StringIO()):
+        out = sbc("chinchilla", design, n_sims=40, seed=0, noise_trend="tokens_per_parameter", **SMALL)
+    assert "sigma_trend" in out.ranks.columns and out.ranks.shape == (40, 9)
+    assert out.passed(alpha=0.01), out.tests()
