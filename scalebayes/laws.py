@@ -72,6 +72,8 @@ GENERIC_MEANINGS = {
     "E": "irreducible loss (nats): the floor no amount of scale removes",
     "sigma": "run-to-run noise: scale of the log-loss scatter around the law",
     "nu": "Student-t degrees of freedom of that noise (small = heavy tails, robust to outlying runs)",
+    "sigma_trend": "change of the noise's log scale per nat of log tokens per parameter (negative: under-trained "
+    "runs scatter more); sigma is the scale at the data's mean D/N",
 }
 
 
