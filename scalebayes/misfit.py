@@ -15,8 +15,8 @@ the run's family), are checked for structure:
   scale then averages over them and its Student-t tails widen to cover the noisiest runs, so predictive intervals are
   too narrow at few tokens per parameter and too wide at many (benchmarks/extrapolation/DELTA_SIZING.md,
   ``tpp_noise``). With several families each family's residuals are first divided by their own robust scale, so a
-  noisier family is not read as a trend. When the fit models that trend (``noise_trend``, the default for laws of N
-  and D: :mod:`scalebayes.model`), the residuals are first divided by the fitted trend exp(ζ̂·(log(D/N) − c)) (ζ̂
+  noisier family is not read as a trend. When the fit models that trend (``noise_trend="tokens_per_parameter"``,
+  :mod:`scalebayes.model`), the residuals are first divided by the fitted trend exp(ζ̂·(log(D/N) − c)) (ζ̂
   the posterior median), so the check asks whether the scatter changes *more than the fit says*.
 
 A check is flagged when its p-value is below :data:`P_FLAG` (with at most five checks per fit, a well-specified

@@ -75,8 +75,9 @@ def pointwise_arrays(dt, *, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS)
     student = "nu" in post.data_vars
     S = sigma.shape[0]
     nu = _stack(post["nu"]) if student else np.full(S, np.inf)
-    zeta = _stack(post["sigma_trend"]) if "sigma_trend" in post.data_vars else np.zeros(S)
-    tpp = tpp_offset(x, centre) if "sigma_trend" in post.data_vars else jnp.zeros_like(log_y)
+    trend = "sigma_trend" in post.data_vars
+    zeta = _stack(post["sigma_trend"]) if trend else np.zeros(S)
+    tpp = tpp_offset(x, centre) if trend else jnp.zeros_like(log_y)
     n = int(log_y.shape[0])
     size = int(max(1, min(S, chunk_elements // max(n, 1))))
     ll = np.empty((S, n))
