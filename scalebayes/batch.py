@@ -274,6 +274,11 @@ def fit_many(
             instead.
     """
     fit_spec = resolve(spec, law, options)
+    if fit_spec.cut_trend:  # its refit is one small NUTS run per fit, which the batched program does not hold
+        raise ModelError(
+            "fit_many does not refit the noise after the fit (noise_trend='tokens_per_parameter_cut'); use fit() per "
+            "dataset, or noise_trend='tokens_per_parameter'"
+        )
     config = sampler_config(
         chains=chains,
         warmup=warmup,

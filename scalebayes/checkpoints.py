@@ -54,12 +54,18 @@ def weights(data: ScalingData, law) -> tuple[np.ndarray, dict | None]:
         warnings.simplefilter("ignore")
         hf = fit_huber(data, law)
     rho = intra_run_correlation(-hf.residuals(data), runs)
-    m = pd.Series(runs).map(pd.Series(runs).value_counts()).to_numpy()
-    w = 1.0 / (1.0 + (m - 1) * rho)
     info = {
         "runs": int(len(set(runs))),
         "rows": int(len(runs)),
         "intra_run_correlation": rho,
-        "effective_runs": float(w.sum()),
     }
-    return w, info
+    w = weights_from(runs, info)
+    return w, {**info, "effective_runs": float(w.sum())}
+
+
+def weights_from(runs: np.ndarray, record: dict) -> np.ndarray:
+    """The weights (n,) 1 / (1 + (m_r − 1)·ρ̂) of rows of runs ``runs`` (n,), ρ̂ the ``intra_run_correlation`` of
+    :func:`weights`' ``record`` (as a fit stores it), m_r the rows of each row's run."""
+    runs = pd.Series(np.asarray(runs).astype(str))
+    m = runs.map(runs.value_counts()).to_numpy()
+    return 1.0 / (1.0 + (m - 1) * float(record["intra_run_correlation"]))

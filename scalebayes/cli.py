@@ -57,7 +57,7 @@ from .precision import ensure_float64
 from .predict import qcol
 from .progress import enabled as progress_enabled
 from .report import REPORT_NAME, write_report
-from .spec import resolve
+from .spec import NOISE_TRENDS, resolve
 from .store import output_folder, require_zarr, staged_outputs
 
 PROG = "scalebayes"
@@ -282,10 +282,11 @@ def _add_fit_model(model) -> None:
     )
     model.add_argument(
         "--noise-trend",
-        choices=("none", "tokens_per_parameter"),
+        choices=NOISE_TRENDS,
         default="none",
-        help="tokens_per_parameter: the noise scale changes with tokens per parameter, log scale linear in log(D/N) "
-        "(default none: one scale for every run)",
+        help="tokens_per_parameter: the noise scale changes with tokens per parameter, log scale linear in log(D/N), "
+        "fitted with the law; tokens_per_parameter_cut: the same trend refitted to the residuals after the fit, for "
+        "new runs only, the law left as fitted (default none: one scale for every run)",
     )
 
 

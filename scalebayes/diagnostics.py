@@ -312,6 +312,23 @@ def summarise(
     )
 
 
+def merged(main: Diagnostics, part: Diagnostics, label: str) -> Diagnostics:
+    """``main`` joined with the diagnostics ``part`` of a second sampling step of the same result (named
+    ``label`` in its failures, notes and table rows): worst R-hat and ESS of both, divergences of both, and a
+    failure of either fails. Leapfrog steps per iteration and the sample count stay ``main``'s."""
+    table = pd.concat([main.table, part.table.rename(index=lambda k: f"{label}: {k}")])
+    return replace(
+        main,
+        r_hat_max=max(main.r_hat_max, part.r_hat_max),
+        ess_bulk_min=min(main.ess_bulk_min, part.ess_bulk_min),
+        ess_tail_min=min(main.ess_tail_min, part.ess_tail_min),
+        divergences=main.divergences + part.divergences,
+        failures=(*main.failures, *(f"{label}: {f}" for f in part.failures)),
+        notes=(*main.notes, *(f"{label}: {n}" for n in part.notes)),
+        table=table,
+    )
+
+
 def worth_extending(diag: Diagnostics) -> bool:
     """True when ``diag`` failed only on R-hat (≤ :data:`EXTEND_RHAT_MAX`) or ESS: no divergences, every number
     finite. See the module docstring."""

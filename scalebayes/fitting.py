@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import laws as _laws
+from . import noise_refit
 from . import priors as _priors
 from .checkpoints import weights as checkpoint_weights
 from .data import ScalingData
@@ -96,10 +97,12 @@ def prepare(
     spec: FitSpec | None = None,
     n_pad: int | None = None,
     dtype: str = "float64",
+    weights: np.ndarray | None = None,
     **options,
 ) -> Prepared:
     """Validate the model (``spec``, or ``law`` and FitSpec keyword ``options``) against ``data`` and build the
-    sampler's input arrays, padded to ``n_pad`` runs (default :func:`scalebayes.padding.pad_size`)."""
+    sampler's input arrays, padded to ``n_pad`` runs (default :func:`scalebayes.padding.pad_size`). ``weights``
+    (n,): likelihood weights in place of the checkpoint weights of ``data``'s run labels."""
     if not isinstance(data, ScalingData):
         raise DataError(f"expected ScalingData (see ScalingData.from_frame), got {type(data).__name__}")
     fit_spec = resolve(spec, law, options)
@@ -127,7 +130,7 @@ def prepare(
         "centre": {k: jnp.asarray(v, dt) for k, v in centre.items()},
     }
     fam = jnp.asarray(pad(data.family_index, n, 0, np.int32), jnp.int32)
-    w, ck = checkpoint_weights(data, law_)
+    w, ck = checkpoint_weights(data, law_) if weights is None else (np.asarray(weights, float), None)
     args = (x, col(np.log(data.loss), 0.0), fam, col(w, 0.0), hyper)
     return Prepared(model, pri, centre, m, n, args, fit_spec, ck)
 
@@ -218,7 +221,9 @@ def fit(
             :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
             or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
             partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family. ``noise_trend``:
-            ``"none"`` (default) or ``"tokens_per_parameter"`` (the noise scale changes with D/N; see FitSpec).
+            ``"none"`` (default), ``"tokens_per_parameter"`` (the noise scale changes with D/N, fitted with the law)
+            or ``"tokens_per_parameter_cut"`` (the same trend refitted to the residuals after the fit, the law
+            left as fitted; :mod:`scalebayes.noise_refit`); see FitSpec.
             ``marginal`` (default True): sample each partially pooled parameter as its family values alone, with the
             population mean and spread integrated out (μ exactly, τ by quadrature) and drawn afterwards from their
             conditional: no funnel and no (μ, τ, z) ridge for NUTS (:mod:`scalebayes.model`). On
@@ -254,6 +259,8 @@ def fit(
     run = factory_for(sampler)(prep.spec, prep.n_pad, config, dtype)
     extend = whole_number(extend, "extend", 0)
     post = sample(run, jax.random.key(seed), data, prep, config, seed=seed, dtype=dtype, extend=extend)
+    if fit_spec.cut_trend:
+        post = refit_noise(post, seed=seed)
     if want_pointwise(pointwise, post.n_samples, prep.n_obs):
         post.pointwise()
     if warn:
@@ -285,6 +292,17 @@ def sample(
         chains.extend()
         k, post = k + 1, posterior(k + 1)
     return post
+
+
+def refit_noise(post: Posterior, *, seed: int) -> Posterior:
+    """``post`` with a new run's noise refitted to its residuals (:mod:`scalebayes.noise_refit`, the cut form of the
+    noise trend) in its group ``run_noise``; the law's draws are unchanged. Deterministic in ``seed``."""
+    data, cfg = noise_refit.residual_data(post), noise_refit.config(post)
+    prep = prepare(data, noise_refit.SHIFT, weights=noise_refit.weights(post), **noise_refit.options(post))
+    run = factory_for("nuts")(prep.spec, prep.n_pad, cfg, "float64")
+    key = jax.random.fold_in(jax.random.key(seed), 21)
+    res = sample(run, key, data, prep, cfg, seed=seed, dtype="float64", extend=0)
+    return Posterior(noise_refit.attached(post.idata, noise_refit.group(res, seed)), data=post.data)
 
 
 def constrained_summaries(spec: Spec, centre: Mapping[str, float], site: Mapping[str, np.ndarray]) -> dict:

@@ -193,16 +193,16 @@ def check(post) -> Misfit:
     if np.all(np.isfinite(log_tpp)) and len(np.unique(log_tpp)) >= BINS:
         rows.append(_scatter(r / fitted_trend(post, log_tpp), fam, log_tpp))
     table = pd.DataFrame(rows, columns=["against", "p_value", "effect", "medians", "flagged"])
-    return Misfit(table, r, trend=post.spec.noise_trend)
+    return Misfit(table, r, trend=post.noise_trend)
 
 
 def fitted_trend(post, log_tpp: np.ndarray) -> np.ndarray:
-    """The fitted noise trend exp(ζ̂·(log(D/N) − c)) at ``log_tpp`` (n,), ζ̂ the posterior median (1 without a
-    trend)."""
-    if not post.spec.noise_trend:
+    """The fitted noise trend exp(ζ̂·(log(D/N) − c)) at ``log_tpp`` (n,), ζ̂ the posterior median of a new run's
+    noise (fitted with the law or refitted after it; 1 without a trend)."""
+    if not post.noise_trend:
         return np.ones_like(log_tpp)
-    zeta = float(np.median(post.draws("sigma_trend")))
-    return np.exp(zeta * (log_tpp - (post.centre["D"] - post.centre["N"])))
+    _, noise = post._latent_draws(post.families[0])
+    return np.exp(float(np.median(noise.trend)) * (log_tpp - noise.centre))
 
 
 def warn_if_misfit(misfit: Misfit, what: str, stacklevel: int = 3) -> None:

@@ -30,6 +30,8 @@ from .identification import contraction as contraction_table
 from .misfit import Misfit
 from .misfit import check as misfit_check
 from .model import RunNoise, Spec
+from .noise_refit import GROUP as NOISE_GROUP
+from .noise_refit import with_diagnostics
 from .pointwise import pointwise_groups
 from .precision import ensure_float64
 from .predict import new_family_latents
@@ -105,7 +107,19 @@ class Posterior:
     @functools.cached_property
     def diagnostics(self) -> Diagnostics:
         """R-hat, bulk/tail ESS over every posterior quantity, and divergences (see :mod:`scalebayes.diagnostics`)."""
-        return compute_diagnostics(self.posterior, self.idata["sample_stats"].to_dataset())
+        main = compute_diagnostics(self.posterior, self.idata["sample_stats"].to_dataset())
+        return with_diagnostics(main, self._run_noise)
+
+    @functools.cached_property
+    def _run_noise(self) -> xr.Dataset | None:
+        """The run noise refitted after the fit (:mod:`scalebayes.noise_refit`), or None."""
+        return self.idata[NOISE_GROUP].to_dataset() if NOISE_GROUP in self.idata.children else None
+
+    @property
+    def noise_trend(self) -> bool:
+        """Whether a new run's noise scale changes with its tokens per parameter: fitted with the law
+        (``noise_trend="tokens_per_parameter"``) or refitted to its residuals (``"tokens_per_parameter_cut"``)."""
+        return self.spec.noise_trend or self._run_noise is not None
 
     @property
     def ok(self) -> bool:
@@ -202,10 +216,11 @@ class Posterior:
         lp = self.idata["latent_posterior"]
         latents = {z: _stack(lp[z]) for z in self.law.latents}  # (S, F)
         post = self.idata["posterior"]
-        sigma = _stack(post["sigma"])
-        nu = _stack(post["nu"]) if "nu" in post.data_vars else np.full(self.n_samples, np.inf)
-        zeta = _stack(post["sigma_trend"]) if "sigma_trend" in post.data_vars else np.zeros(self.n_samples)
-        c = self.centre["D"] - self.centre["N"] if self.spec.noise_trend else 0.0
+        noise = self._run_noise if self._run_noise is not None else post  # a refitted noise is for new runs
+        sigma = _stack(noise["sigma"])
+        nu = _stack(noise["nu"]) if "nu" in noise.data_vars else np.full(self.n_samples, np.inf)
+        zeta = _stack(noise["sigma_trend"]) if "sigma_trend" in noise.data_vars else np.zeros(self.n_samples)
+        c = self.centre["D"] - self.centre["N"] if self.noise_trend else 0.0
         family = self.resolve_family(family)
         if family is not None:
             j = self.families.index(family)

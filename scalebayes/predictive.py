@@ -267,7 +267,7 @@ def _build(post, frame: pd.DataFrame, fams: list, seed: int, disc: Discrepancy |
         m = np.array([g == f for g in fams])
         lat, noise = post._latent_draws(f, seed=seed)
         log_mu[:, m] = _padded_log_mean(law, law.to_params(lat, centre), frame.loc[m])
-        sigma[:, m] = np.asarray(noise.scale(*_log_nd(frame.loc[m], post.spec.noise_trend)))
+        sigma[:, m] = np.asarray(noise.scale(*_log_nd(frame.loc[m], post.noise_trend)))
         nu = np.asarray(noise.nu)
         if disc is not None:
             extra[:, m] = disc.sd({k: np.log(frame.loc[m, k].to_numpy(dtype=float)) for k in law.inputs}, S, f)

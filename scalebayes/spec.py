@@ -27,7 +27,7 @@ from .sampler import SamplerConfig, chain_method_for
 
 POOLINGS = (None, "complete", "partial", "none")
 #: ``noise_trend`` options (see FitSpec).
-NOISE_TRENDS = ("none", "tokens_per_parameter")
+NOISE_TRENDS = ("none", "tokens_per_parameter", "tokens_per_parameter_cut")
 DTYPES = ("float64", "float32")
 #: Largest NUTS tree depth accepted: 2^30 - 1 leapfrog steps per iteration is already far past any useful fit, and
 #: deeper trees overflow the sampler's int32 step counters.
@@ -74,6 +74,8 @@ class FitSpec:
             scale is σ·exp(ζ·(log(D/N) − c)), for laws of N and D; see :mod:`scalebayes.model`). The trend also
             reweights the runs in the law's fit (noisier runs count less), which moves extrapolations: measured on
             the extrapolation suite it is not the default (benchmarks/extrapolation/noise_trend/).
+            ``"tokens_per_parameter_cut"``: the law fitted with one scale, then a new run's noise (σ, ζ, ν) refitted
+            to its residuals, so the law's predictions stay the one-scale fit's (:mod:`scalebayes.noise_refit`).
         priors: prior overrides (see :mod:`scalebayes.priors`) as sorted ``(key, value)`` pairs; pass a mapping.
     """
 
@@ -117,9 +119,9 @@ class FitSpec:
         object.__setattr__(self, "centred", centred)
         object.__setattr__(self, "priors", tuple(sorted((str(k), _prior_value(k, v)) for k, v in priors)))
         law_obj = _laws.get(law)
-        if self.noise_trend == "tokens_per_parameter" and not has_trend_inputs(law_obj):
+        if self.noise_trend != "none" and not has_trend_inputs(law_obj):
             raise ModelError(
-                f"noise_trend='tokens_per_parameter' needs a law of N and D; {law!r} reads {list(law_obj.inputs)}"
+                f"noise_trend={self.noise_trend!r} needs a law of N and D; {law!r} reads {list(law_obj.inputs)}"
             )
         for what in ("shared", "free") + (() if isinstance(centred, bool) else ("centred",)):
             for name in getattr(self, what):
@@ -129,6 +131,11 @@ class FitSpec:
     def trend(self) -> bool:
         """Whether the fitted model has the noise trend in tokens per parameter."""
         return self.noise_trend == "tokens_per_parameter"
+
+    @property
+    def cut_trend(self) -> bool:
+        """Whether a new run's noise is refitted to the law's residuals after the fit (the cut form)."""
+        return self.noise_trend == "tokens_per_parameter_cut"
 
     @property
     def prior_overrides(self) -> dict | None:

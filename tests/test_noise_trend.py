@@ -92,8 +92,11 @@ def test_a_target_needs_more_compute_when_the_noise_is_larger_there(trend_posts)
 
 def test_options_are_checked():
     assert FitSpec(noise_trend="tokens_per_parameter").trend and not FitSpec().trend  # off by default
-    with pytest.raises(ModelError, match="needs a law of N and D"):
-        FitSpec(law="compute", noise_trend="tokens_per_parameter")
+    for trend in ("tokens_per_parameter", "tokens_per_parameter_cut"):
+        with pytest.raises(ModelError, match="needs a law of N and D"):
+            FitSpec(law="compute", noise_trend=trend)
+    cut = FitSpec(noise_trend="tokens_per_parameter_cut")
+    assert cut.cut_trend and not cut.trend
     with pytest.raises(UnknownNameError, match="noise_trend"):
         FitSpec(noise_trend="tpp")
     # a spec stored before the trend existed describes a fit without one
@@ -131,3 +134,79 @@ def test_fit_many_fits_the_trend_too():
         assert post.spec.noise_trend and post.diagnostics.ok
         lo, hi = np.quantile(post.draws("sigma_trend"), [0.05, 0.95])
         assert lo < ZETA < hi < 0
+
+
+# ------------------------------------------------------------------------------------------------ the cut form
+@pytest.fixture(scope="module")
+def cut_post(trend_posts):
+    return sb.fit(trend_posts[1].data, noise_trend="tokens_per_parameter_cut", **QUICK)
+
+
+def test_the_cut_form_keeps_the_law_and_refits_only_a_new_runs_noise(trend_posts, cut_post):
+    trend, flat = trend_posts
+    cut = cut_post
+    assert cut.diagnostics.ok and cut.noise_trend and not cut.spec.noise_trend
+    # the law's fit is the one-scale fit's, draw for draw (same seed): the refit never feeds back into it, and
+    # LOO (the pointwise log-likelihood) stays the law's own
+    for name in (*flat.law.params, "sigma", "nu"):
+        assert np.array_equal(cut.draws(name), flat.draws(name))
+    ll = [p.idata["log_likelihood"]["log_loss"].values for p in (cut, flat)]
+    assert np.array_equal(*ll)
+    # the refitted trend holds the truth (its 90% interval; the residuals pin it about as well as the joint fit does)
+    zeta = np.asarray(cut._latent_draws(None)[1].trend)
+    lo, hi = np.quantile(zeta, [0.05, 0.95])
+    assert lo < ZETA < hi < 0
+    # and new runs get intervals as honest as the joint fit's, with the same bounds and reasons as the joint test
+    few = _runs(3000, seed=2)
+    few = few[few["D"] / few["N"] < 6].iloc[:600]
+    assert _coverage(cut, few) >= 0.85 and _coverage(cut, few) - _coverage(flat, few) >= 0.05
+    many = _runs(3000, seed=4)
+    many = many[many["D"] / many["N"] > 80].iloc[:600]
+    assert _coverage(flat, many) > _coverage(cut, many) >= 0.85
+    # the law's own band (no run noise) is the one-scale fit's exactly
+    a = cut.predict(1e11, 2e12, include_noise=False).filter(like="q").to_numpy()
+    assert np.array_equal(a, flat.predict(1e11, 2e12, include_noise=False).filter(like="q").to_numpy())
+
+
+def test_the_cut_noise_is_saved_and_checked_with_the_fit(cut_post, tmp_path):
+    path = cut_post.save(tmp_path / "cut.nc")
+    back = sb.load(path)
+    assert back.noise_trend and back.fit_spec.noise_trend == "tokens_per_parameter_cut"
+    a = back.predict([1e9, 1e10], [3e9, 2e12], seed=2).filter(like="q").to_numpy()
+    assert np.array_equal(a, cut_post.predict([1e9, 1e10], [3e9, 2e12], seed=2).filter(like="q").to_numpy())
+    # the refit's R-hat and ESS are part of the fit's diagnostics, named as the refit's
+    rows = [k for k in back.diagnostics.table.index if k.startswith("run-noise refit: ")]
+    assert {"run-noise refit: sigma_trend", "run-noise refit: sigma"} <= set(rows)
+
+
+def test_a_failed_refit_fails_the_fit():
+    from scalebayes.diagnostics import merged, summarise
+
+    ok = summarise(["E"], [1.001], [2000.0], [1500.0], diverging=np.zeros((2, 50), bool), n_steps=np.full((2, 50), 7))
+    bad = summarise(["sigma"], [1.2], [30.0], [20.0], diverging=np.zeros((2, 50), bool), n_steps=np.full((2, 50), 7))
+    both = merged(ok, bad, "run-noise refit")
+    assert ok.ok and not both.ok and both.r_hat_max == 1.2 and both.ess_bulk_min == 30.0
+    assert all(f.startswith("run-noise refit: ") for f in both.failures)
+
+
+def test_the_cut_refit_counts_checkpoints_as_the_fit_does():
+    # 12 runs × 20 checkpoints with strong run offsets: the fit weighs them as ~12-24 runs (scalebayes.checkpoints),
+    # and so does the noise refit, whose ζ is then about sqrt(240/24) ≈ 3x less sure than if the rows were
+    # independent runs. Asserting a ratio of ≥ 1.8 leaves room for the short chains' error in two s.d.s (~10% each).
+    from test_checkpoints import _checkpoints
+
+    df = _checkpoints(runs=12, per_run=20, run_sd=0.004, noise=0.003)
+    kw = dict(noise_trend="tokens_per_parameter_cut", chains=2, warmup=300, draws=400, seed=1, warn=False)
+    runs = sb.fit(sb.ScalingData.from_frame(df, N="N", D="D", loss="loss", run="run_id"), **kw)
+    rows = sb.fit(sb.ScalingData.from_frame(df, N="N", D="D", loss="loss"), **kw)
+    sd = [float(np.std(p._latent_draws(None)[1].trend)) for p in (runs, rows)]
+    assert sd[0] >= 1.8 * sd[1]
+    # this fit's sampling went on past its 400 draws (R-hat/ESS fell short at first); the refit pairs one noise
+    # draw with each of the law's draws all the same
+    assert runs.idata["posterior"].sizes["draw"] == runs.idata["run_noise"].sizes["draw"] == 800
+
+
+def test_fit_many_says_it_does_not_refit_the_noise():
+    data = [sb.ScalingData.from_frame(_runs(40, seed=s), N="N", D="D", loss="loss") for s in (5, 6)]
+    with pytest.raises(ModelError, match="tokens_per_parameter_cut"):
+        sb.fit_many(data, noise_trend="tokens_per_parameter_cut", **QUICK)

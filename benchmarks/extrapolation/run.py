@@ -36,6 +36,8 @@ from methods import FULL, METHODS, QUICK, Context  # noqa: E402
 from score import reference_coverage, score_draws, summarise  # noqa: E402
 from tasks import DATASETS, Task, data_root, load_tasks  # noqa: E402
 
+from scalebayes.spec import NOISE_TRENDS  # noqa: E402
+
 METRICS = ("coverage50", "coverage90", "are", "width", "lpd")
 
 
@@ -416,7 +418,7 @@ def main(argv=None) -> None:
     p.add_argument("--tables", action="store_true", help="only rewrite RESULTS.md from the saved results.json")
     p.add_argument(
         "--noise-trend",
-        choices=("none", "tokens_per_parameter"),
+        choices=NOISE_TRENDS,
         default="none",
         help="the Bayesian fits' noise_trend (FitSpec); write the results elsewhere with --out",
     )

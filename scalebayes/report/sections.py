@@ -263,12 +263,18 @@ def summary(ctx: Context) -> Section:
         else Html("one family")
     )
     lik = "Student-t (robust to a few outlying runs)" if post.spec.likelihood == "student_t" else "Gaussian"
-    if post.spec.noise_trend:
-        zeta = np.quantile(post.draws("sigma_trend"), [0.05, 0.5, 0.95])
+    if post.noise_trend:
+        zeta = np.quantile(post._latent_draws(post.families[0])[1].trend, [0.05, 0.5, 0.95])
         lik += (
             ", its scale changing with tokens per parameter as (D/N)^ζ, "
             f"ζ = {zeta[1]:.2f} [{zeta[0]:.2f}, {zeta[2]:.2f}] (negative: under-trained runs scatter more)"
         )
+        if not post.spec.noise_trend:
+            lik += (
+                "; the law was fitted with one noise scale and a new run's noise (σ, ζ, ν) refitted to its residuals "
+                "afterwards (noise_trend='tokens_per_parameter_cut'), so the trend widens or narrows intervals "
+                "without moving the law"
+            )
     intro = h(
         "This page fits the <b>{}</b> scaling law, <b>{}</b>, to <b>{} training runs</b> from <code>{}</code> in {}. "
         "The fit is Bayesian: the No-U-Turn sampler (NUTS) drew {} chains × {} draws after {} warm-up iterations "
@@ -932,7 +938,7 @@ def about(ctx: Context) -> Section:
                 "likelihood {}; noise {}{}; target acceptance {}; maximum tree depth {}; seed {}.",
                 post.spec.likelihood,
                 post.spec.noise,
-                " with a trend in tokens per parameter" if post.spec.noise_trend else "",
+                _trend_words(post),
                 st["target_accept"],
                 st["max_tree_depth"],
                 st["seed"],
@@ -948,3 +954,10 @@ def about(ctx: Context) -> Section:
 
 #: The sections in page order.
 BUILDERS: Sequence[Callable[[Context], Section]] = (summary, data, fit, parameters, ppc, extrapolation, plan, about)
+
+
+def _trend_words(post) -> str:
+    """How the run noise depends on tokens per parameter, for the settings line."""
+    if post.spec.noise_trend:
+        return " with a trend in tokens per parameter"
+    return " (a new run's refitted to the residuals with a trend in tokens per parameter)" if post.noise_trend else ""
