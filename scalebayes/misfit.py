@@ -16,8 +16,9 @@ the run's family), are checked for structure:
   too narrow at few tokens per parameter and too wide at many (benchmarks/extrapolation/DELTA_SIZING.md,
   ``tpp_noise``). With several families each family's residuals are first divided by their own robust scale, so a
   noisier family is not read as a trend. When the fit models that trend (``noise_trend="tokens_per_parameter"``,
-  :mod:`scalebayes.model`), the residuals are first divided by the fitted trend exp(ζ̂·(log(D/N) − c)) (ζ̂
-  the posterior median), so the check asks whether the scatter changes *more than the fit says*.
+  :mod:`scalebayes.model`, or ``"tokens_per_parameter_cut"``, :mod:`scalebayes.noise_refit`), the residuals are
+  first divided by the fitted trend exp(ζ̂·(log(D/N) − c)) (ζ̂ the posterior median), so the check asks whether the
+  scatter changes *more than the fit says*.
 
 A check is flagged when its p-value is below :data:`P_FLAG` (with at most five checks per fit, a well-specified
 law raises a false alarm in about 1 fit in 200) *and* its largest bin median is at least half the runs' own scatter
@@ -83,7 +84,8 @@ class Misfit:
                     f"run-to-run scatter changes with tokens per parameter (p = {row['p_value']:.1g}; robust s.d. "
                     f"per bin of log D/N, low to high: {per_bin(row)}): the fit's one noise scale averages over them, "
                     "so predictive intervals are too narrow for under-trained runs and too wide for well-trained ones "
-                    "(noise_trend='tokens_per_parameter' models it, and also reweights the runs in the law's fit)"
+                    "(noise_trend='tokens_per_parameter_cut' models it for new runs and leaves the law as fitted; "
+                    "'tokens_per_parameter' fits it with the law, which also reweights the runs)"
                 )
                 continue
             lines.append(

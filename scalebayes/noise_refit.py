@@ -57,7 +57,7 @@ def _shift_log_mean(p, x):
 
 
 #: The refit's "law": residuals scatter about a constant. It reads N and D only for the noise trend. Not
-#: registered (it is no scaling law), so its compiled programs are kept per process, not on disk.
+#: registered: it is no scaling law (its compiled programs are stored like any fit's, :mod:`scalebayes.sampler.stored`).
 SHIFT = _laws.Law(
     name="residual_shift",
     params=("shift",),

@@ -198,3 +198,13 @@ def test_reference_table_reads_replicates_and_the_bar():
     assert row["p_bar"] == 0.0 and row["tasks"] == 2
     assert row["coverage90"] == 0.9 and row["p90"] == 0.0  # 0.9 lies below every replicate (0.95, 1.0)
     assert rt.loc[("all tasks", "m"), "p_bar"] == 0.0
+
+
+def test_rerunning_some_tasks_replaces_only_their_records():
+    from run import merge_tasks
+
+    old = {"datasets": {"a": {"settings": "s", "tasks": [{"task": "a/1", "v": 1}, {"task": "a/2", "v": 2}]}}}
+    new = {"datasets": {"a": {"settings": "t", "tasks": [{"task": "a/2", "v": 20}, {"task": "a/3", "v": 3}]}}}
+    out = merge_tasks(old, new)
+    assert [t["v"] for t in out["datasets"]["a"]["tasks"]] == [1, 20, 3]
+    assert out["datasets"]["a"]["settings"] == "s" and old["datasets"]["a"]["tasks"][1]["v"] == 2  # old untouched

@@ -74,9 +74,11 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def run(only, methods, quick: bool, seed: int, root, on_task=None, noise_trend: str = "none") -> dict:
+def run(only, methods, quick: bool, seed: int, root, on_task=None, noise_trend: str = "none", names=None) -> dict:
     """Results of every method on every task; ``on_task(payload)`` is called after each task (to save progress:
-    a dataset whose tasks have not all run is marked ``partial``). ``noise_trend``: the Bayesian fits' option."""
+    a dataset whose tasks have not all run is marked ``partial``). ``noise_trend``: the Bayesian fits' option.
+    ``names``: run only the tasks of these names (every dataset is still loaded: the leave-one-dataset-out priors
+    read them all)."""
     settings = replace(QUICK if quick else FULL, noise_trend=noise_trend)
     tasks, skipped, loaded = load_tasks(only, root)
     payload = {"datasets": {}, "machine": f"{platform.machine()}, {platform.python_version()}"}
@@ -94,6 +96,8 @@ def run(only, methods, quick: bool, seed: int, root, on_task=None, noise_trend: 
         }
     t_all = time.perf_counter()
     for task in tasks:
+        if names and task.name not in names:
+            continue
         others = [t for t in tasks if t.dataset != task.dataset]  # leave-one-dataset-out
         print(f"{task.name}: fit {len(task.train)}, predict {len(task.heldout)}, x{task.factor:.1f}", flush=True)
         rec = {**task.describe(), **run_task(task, methods, settings, seed, others)}
@@ -119,6 +123,20 @@ def merge(old: dict, new: dict) -> dict:
         out["seconds_by_dataset"][name] = sum(m["seconds"] for t in rec["tasks"] for m in t["methods"].values())
     if ran:  # CPU seconds of the process that ran these datasets (one process may run several)
         out["cpu_seconds_by_run"][",".join(ran)] = new["cpu_seconds"]
+    return out
+
+
+def merge_tasks(old: dict, new: dict) -> dict:
+    """``old`` with the tasks that ``new`` ran put in place of its records of the same tasks (``--tasks``)."""
+    out = json.loads(json.dumps(old))
+    for name, rec in new["datasets"].items():
+        tasks = out["datasets"][name]["tasks"]
+        for t in rec.get("tasks", []):
+            at = [i for i, u in enumerate(tasks) if u["task"] == t["task"]]
+            if at:
+                tasks[at[0]] = t
+            else:
+                tasks.append(t)
     return out
 
 
@@ -414,6 +432,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None, help=f"datasets folder (default {data_root()})")
     p.add_argument("--merge", action="store_true", help="keep saved results of datasets not run now")
+    p.add_argument("--tasks", nargs="+", help="rerun only these tasks (by name) and put them in the saved results")
     p.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
     p.add_argument("--tables", action="store_true", help="only rewrite RESULTS.md from the saved results.json")
     p.add_argument(
@@ -428,16 +447,18 @@ def main(argv=None) -> None:
     if a.tables:
         write_kept(out / "RESULTS.md", markdown(json.loads(path.read_text())))
         return
-    old = json.loads(path.read_text()) if a.merge and path.exists() else {}
+    old = json.loads(path.read_text()) if (a.merge or a.tasks) and path.exists() else {}
+    if a.tasks and not old:
+        p.error(f"--tasks reruns tasks of a saved run: no {path}")
 
     def save(new: dict) -> None:
         new["cpu_seconds"] = time.process_time()  # all threads of this process, loading and compilation included
-        payload = merge(old, new)
+        payload = merge_tasks(old, new) if a.tasks else merge(old, new)
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1, default=float))
         write_kept(out / "RESULTS.md", markdown(payload))
 
-    new = run(a.only, a.methods, a.quick, a.seed, a.data_root, on_task=save, noise_trend=a.noise_trend)
+    new = run(a.only, a.methods, a.quick, a.seed, a.data_root, save, a.noise_trend, a.tasks)
     save(new)
     print(f"wrote {path} and {out / 'RESULTS.md'} ({new.get('seconds', 0):.0f} s)")
 
