@@ -27,7 +27,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -255,7 +255,9 @@ def fit_many(
     whose model structure differs (number of families, pooling) run as separate programs. Dataset ``i`` uses the
     random stream ``fold_in(key(seed), i)``, and its draws do not depend on which other datasets share its batch,
     on ``slots`` or on ``workers`` (tested), so a batch is reproducible across machines; they differ from
-    ``fit(..., seed=...)``'s draws, which use another stream.
+    ``fit(..., seed=...)``'s draws, which use another stream. The noise is the laws' own: ``noise_trend="auto"``
+    (the default) means ``"none"`` here, since the cut form's refit after each fit (:mod:`scalebayes.noise_refit`)
+    is not batched; asking for it by name raises :class:`~scalebayes.errors.ModelError`.
 
     Args:
         datasets: the runs tables (:class:`~scalebayes.data.ScalingData`).
@@ -275,10 +277,12 @@ def fit_many(
     """
     fit_spec = resolve(spec, law, options)
     if fit_spec.cut_trend:  # its refit is one small NUTS run per fit, which the batched program does not hold
-        raise ModelError(
-            "fit_many does not refit the noise after the fit (noise_trend='tokens_per_parameter_cut'); use fit() per "
-            "dataset, or noise_trend='tokens_per_parameter'"
-        )
+        if spec is not None or isinstance(law, FitSpec) or options.get("noise_trend") not in (None, "auto"):
+            raise ModelError(
+                "fit_many does not refit the noise after the fit (noise_trend='tokens_per_parameter_cut'); use "
+                "fit() per dataset, or noise_trend='tokens_per_parameter' or 'none'"
+            )
+        fit_spec = replace(fit_spec, noise_trend="none")  # "auto": the laws' fits alone (the docstring says so)
     config = sampler_config(
         chains=chains,
         warmup=warmup,

@@ -283,10 +283,11 @@ def _add_fit_model(model) -> None:
     model.add_argument(
         "--noise-trend",
         choices=NOISE_TRENDS,
-        default="none",
-        help="tokens_per_parameter: the noise scale changes with tokens per parameter, log scale linear in log(D/N), "
-        "fitted with the law; tokens_per_parameter_cut: the same trend refitted to the residuals after the fit, for "
-        "new runs only, the law left as fitted (default none: one scale for every run)",
+        default="auto",
+        help="how a run's noise scale follows its tokens per parameter (log scale linear in log(D/N)): "
+        "tokens_per_parameter_cut, refitted to the residuals after the fit for new runs, the law left as fitted; "
+        "tokens_per_parameter, fitted with the law; none, one scale for every run (default auto: the cut form "
+        "for laws of N and D, else none)",
     )
 
 

@@ -29,8 +29,9 @@ runs (few tokens per parameter) scatter more around the law than long ones (benc
 "Run noise that grows as tokens per parameter fall"), and a constant σ makes intervals too narrow there and too
 wide elsewhere. σ is the scale at the data's mean tokens per parameter. The trend also weighs the runs in the
 law's fit (noisier runs count less), so it moves the law itself, not only its intervals; on the extrapolation suite
-that helps some directions and hurts others, which is why it is not the default (benchmarks/extrapolation/
-noise_trend/).
+that helps some directions and hurts others (benchmarks/extrapolation/noise_trend/). The default for laws of N and D
+is therefore the *cut* form, the same trend refitted to the residuals of a one-scale fit for new runs only
+(:mod:`scalebayes.noise_refit`), which this model sees as no trend.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ from .sampler import SamplerConfig, chain_method_for
 
 POOLINGS = (None, "complete", "partial", "none")
 #: ``noise_trend`` options (see FitSpec).
-NOISE_TRENDS = ("none", "tokens_per_parameter", "tokens_per_parameter_cut")
+NOISE_TRENDS = ("auto", "none", "tokens_per_parameter", "tokens_per_parameter_cut")
+#: What ``noise_trend="auto"`` (the default) means for a law of N and D; laws without both get ``"none"``.
+#: The cut form, because on the extrapolation suite it brings intervals closer to nominal without moving the
+#: law's predictions (benchmarks/extrapolation/noise_trend_cut/).
+AUTO_TREND = "tokens_per_parameter_cut"
 DTYPES = ("float64", "float32")
 #: Largest NUTS tree depth accepted: 2^30 - 1 leapfrog steps per iteration is already far past any useful fit, and
 #: deeper trees overflow the sampler's int32 step counters.
@@ -70,12 +74,14 @@ class FitSpec:
         marginal: sample the other partially pooled parameters as family values with the population mean and
             spread integrated out (``True``, the default; see :mod:`scalebayes.model`), or non-centred (``False``).
         noise: ``"shared"`` σ or ``"family"`` (one σ per family).
-        noise_trend: ``"none"`` (the default: one noise scale for every run) or ``"tokens_per_parameter"`` (the
-            scale is σ·exp(ζ·(log(D/N) − c)), for laws of N and D; see :mod:`scalebayes.model`). The trend also
-            reweights the runs in the law's fit (noisier runs count less), which moves extrapolations: measured on
-            the extrapolation suite it is not the default (benchmarks/extrapolation/noise_trend/).
-            ``"tokens_per_parameter_cut"``: the law fitted with one scale, then a new run's noise (σ, ζ, ν) refitted
-            to its residuals, so the law's predictions stay the one-scale fit's (:mod:`scalebayes.noise_refit`).
+        noise_trend: how a run's noise scale depends on its tokens per parameter D/N (laws of N and D).
+            ``"tokens_per_parameter_cut"`` (what ``"auto"``, the default, means for laws of N and D): the law
+            fitted with one noise scale, then a new run's noise σ·exp(ζ·(log(D/N) − c)) (σ, ζ, ν) refitted to its
+            residuals, so the law's draws and point predictions stay the one-scale fit's
+            (:mod:`scalebayes.noise_refit`). ``"tokens_per_parameter"``: the same trend fitted with the law
+            (:mod:`scalebayes.model`), which also reweights the runs (noisier runs count less) and so moves
+            extrapolations (benchmarks/extrapolation/noise_trend/). ``"none"``: one scale for every run (what
+            ``"auto"`` means for laws without both N and D).
         priors: prior overrides (see :mod:`scalebayes.priors`) as sorted ``(key, value)`` pairs; pass a mapping.
     """
 
@@ -87,7 +93,7 @@ class FitSpec:
     centred: bool | tuple[str, ...] = False
     marginal: bool = True
     noise: str = "shared"
-    noise_trend: str = "none"
+    noise_trend: str = "auto"
     priors: tuple[tuple[str, float | tuple[float, ...]], ...] = ()
 
     def __post_init__(self):
@@ -119,6 +125,8 @@ class FitSpec:
         object.__setattr__(self, "centred", centred)
         object.__setattr__(self, "priors", tuple(sorted((str(k), _prior_value(k, v)) for k, v in priors)))
         law_obj = _laws.get(law)
+        if self.noise_trend == "auto":  # resolved here, so that a stored FitSpec says what was fitted
+            object.__setattr__(self, "noise_trend", AUTO_TREND if has_trend_inputs(law_obj) else "none")
         if self.noise_trend != "none" and not has_trend_inputs(law_obj):
             raise ModelError(
                 f"noise_trend={self.noise_trend!r} needs a law of N and D; {law!r} reads {list(law_obj.inputs)}"
@@ -159,7 +167,7 @@ class FitSpec:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ModelError(f"unknown FitSpec fields {sorted(unknown)}")
-        return cls(**dict(d))
+        return cls(**{"noise_trend": "none", **dict(d)})  # written before the noise trend: a fit without one
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

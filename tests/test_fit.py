@@ -141,15 +141,22 @@ def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        stop = sb.fit(small_data, seed=14, extend=0, **QUICK)
+        # one noise scale: the default's noise refit after the fit (scalebayes.noise_refit) pairs a draw with each
+        # of the law's, so 200 draws per chain would compile a refit program of its own
+        stop = sb.fit(small_data, seed=14, extend=0, noise_trend="none", **QUICK)
         compiled = COMPILE_COUNT["n"]
-        more = sb.fit(small_data, seed=14, progress=True, **QUICK)
+        more = sb.fit(small_data, seed=14, progress=True, noise_trend="none", **QUICK)
     assert "100/100 sampling on" in capsys.readouterr().err  # the progress bar names the extra block
     # the premise: seed 14's chains agree (R-hat 1.028) and fall short only on ESS (83); seed 11's R-hat (1.07)
     # would not be sampled on
     assert worth_extending(stop.diagnostics), stop.diagnostics
     assert COMPILE_COUNT["n"] == compiled
     assert stop.diagnostics.extensions == 0 and more.diagnostics.extensions == 1
+    # with the default noise refit, the refit pairs one draw with each of the law's 200 per chain
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        cut = sb.fit(small_data, seed=14, **QUICK)
+    assert cut.idata["posterior"].sizes["draw"] == cut.idata["run_noise"].sizes["draw"] == 200
     assert more.posterior.sizes["draw"] == 2 * QUICK["draws"] == 2 * stop.posterior.sizes["draw"]
     n = QUICK["draws"]
     for name in ("E", "alpha", "sigma"):

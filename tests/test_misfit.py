@@ -24,14 +24,15 @@ def _stub(df: pd.DataFrame, params: dict[str, dict[str, float | np.ndarray]], ze
     data = sb.ScalingData.from_frame(df, N="N", D="D", loss="loss", family=fam, name="synthetic")
     draws = lambda f: {k: np.atleast_1d(np.asarray(v, float)) for k, v in params[f].items()}  # noqa: E731
     centre = {k: float(np.mean(np.log(df[k]))) for k in ("N", "D")}
+    noise = SimpleNamespace(trend=np.atleast_1d(zeta if zeta is not None else 0.0), centre=centre["D"] - centre["N"])
     return SimpleNamespace(
         data=data,
         law=sb.laws.get("chinchilla"),
         families=data.families,
         param_draws=draws,
-        spec=SimpleNamespace(noise_trend=zeta is not None),
+        noise_trend=zeta is not None,
         centre=centre,
-        draws=lambda name: np.atleast_1d(zeta),
+        _latent_draws=lambda family: (None, noise),  # a new run's noise, as Posterior gives it
     )
 
 

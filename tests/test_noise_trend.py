@@ -32,7 +32,7 @@ def _runs(n: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def trend_posts():
     data = sb.ScalingData.from_frame(_runs(200, seed=1), N="N", D="D", loss="loss", name="trend")
-    return sb.fit(data, noise_trend="tokens_per_parameter", **QUICK), sb.fit(data, **QUICK)
+    return sb.fit(data, noise_trend="tokens_per_parameter", **QUICK), sb.fit(data, noise_trend="none", **QUICK)
 
 
 def _coverage(post, runs: pd.DataFrame) -> float:
@@ -91,7 +91,9 @@ def test_a_target_needs_more_compute_when_the_noise_is_larger_there(trend_posts)
 
 
 def test_options_are_checked():
-    assert FitSpec(noise_trend="tokens_per_parameter").trend and not FitSpec().trend  # off by default
+    assert FitSpec(noise_trend="tokens_per_parameter").trend and not FitSpec().trend  # the joint form is an option
+    # the default ("auto") is the cut form for laws of N and D, and no trend for a law of C alone
+    assert FitSpec().noise_trend == "tokens_per_parameter_cut" and FitSpec(law="compute").noise_trend == "none"
     for trend in ("tokens_per_parameter", "tokens_per_parameter_cut"):
         with pytest.raises(ModelError, match="needs a law of N and D"):
             FitSpec(law="compute", noise_trend=trend)
@@ -189,24 +191,10 @@ def test_a_failed_refit_fails_the_fit():
     assert all(f.startswith("run-noise refit: ") for f in both.failures)
 
 
-def test_the_cut_refit_counts_checkpoints_as_the_fit_does():
-    # 12 runs × 20 checkpoints with strong run offsets: the fit weighs them as ~12-24 runs (scalebayes.checkpoints),
-    # and so does the noise refit, whose ζ is then about sqrt(240/24) ≈ 3x less sure than if the rows were
-    # independent runs. Asserting a ratio of ≥ 1.8 leaves room for the short chains' error in two s.d.s (~10% each).
-    from test_checkpoints import _checkpoints
-
-    df = _checkpoints(runs=12, per_run=20, run_sd=0.004, noise=0.003)
-    kw = dict(noise_trend="tokens_per_parameter_cut", chains=2, warmup=300, draws=400, seed=1, warn=False)
-    runs = sb.fit(sb.ScalingData.from_frame(df, N="N", D="D", loss="loss", run="run_id"), **kw)
-    rows = sb.fit(sb.ScalingData.from_frame(df, N="N", D="D", loss="loss"), **kw)
-    sd = [float(np.std(p._latent_draws(None)[1].trend)) for p in (runs, rows)]
-    assert sd[0] >= 1.8 * sd[1]
-    # this fit's sampling went on past its 400 draws (R-hat/ESS fell short at first); the refit pairs one noise
-    # draw with each of the law's draws all the same
-    assert runs.idata["posterior"].sizes["draw"] == runs.idata["run_noise"].sizes["draw"] == 800
-
-
 def test_fit_many_says_it_does_not_refit_the_noise():
+    # asked for by name it raises; the default ("auto") fits the laws alone there, as fit_many's docstring says
     data = [sb.ScalingData.from_frame(_runs(40, seed=s), N="N", D="D", loss="loss") for s in (5, 6)]
     with pytest.raises(ModelError, match="tokens_per_parameter_cut"):
         sb.fit_many(data, noise_trend="tokens_per_parameter_cut", **QUICK)
+    with pytest.raises(ModelError, match="tokens_per_parameter_cut"):
+        sb.fit_many(data, spec=FitSpec())

@@ -38,7 +38,7 @@ class Settings:
     draws: int = 1000
     bootstrap: int = 1000
     noise_reps: int = 2
-    noise_trend: str = "none"  # the Bayesian fits' FitSpec.noise_trend
+    noise_trend: str = "auto"  # the Bayesian fits' FitSpec.noise_trend (auto: the package's default)
 
 
 FULL = Settings()

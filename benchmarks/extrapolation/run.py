@@ -74,7 +74,7 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def run(only, methods, quick: bool, seed: int, root, on_task=None, noise_trend: str = "none", names=None) -> dict:
+def run(only, methods, quick: bool, seed: int, root, on_task=None, noise_trend: str = "auto", names=None) -> dict:
     """Results of every method on every task; ``on_task(payload)`` is called after each task (to save progress:
     a dataset whose tasks have not all run is marked ``partial``). ``noise_trend``: the Bayesian fits' option.
     ``names``: run only the tasks of these names (every dataset is still loaded: the leave-one-dataset-out priors
@@ -313,8 +313,7 @@ def markdown(payload: dict) -> str:
         s = rec["settings"]
         kind = "quick" if s["quick"] else "full"
         st = f"{kind}: {s['chains']}×({s['warmup']}+{s['draws']}), B={s['bootstrap']}, seed {s['seed']}"
-        if s.get("noise_trend", "none") != "none":
-            st += f", noise_trend={s['noise_trend']}"
+        st += f", noise_trend={s.get('noise_trend', 'none')}"  # runs saved before the option had none
         ex = "; ".join(f"{k}: {v}" for k, v in rec["excluded"].items()) or "none"
         lines.append(f"| {ds} | {status} | {st} | {rec['n_rows']} | {ex} |")
     if len(tt) == 0:
@@ -438,8 +437,9 @@ def main(argv=None) -> None:
     p.add_argument(
         "--noise-trend",
         choices=NOISE_TRENDS,
-        default="none",
-        help="the Bayesian fits' noise_trend (FitSpec); write the results elsewhere with --out",
+        default="auto",
+        help="the Bayesian fits' noise_trend (FitSpec; default auto, the package's default); write other settings "
+        "elsewhere with --out",
     )
     a = p.parse_args(argv)
     out = Path(a.out)

@@ -515,8 +515,8 @@ def misfit_box(m) -> Box:
             "The runs scatter more at some tokens per parameter (D/N) than at others (robust s.d. per bin below). The "
             "fit has one noise scale, so its predictive intervals are too narrow for runs like the noisiest bin's "
             "(usually the under-trained) and too wide for the calmest. A fit with "
-            "<code>noise_trend='tokens_per_parameter'</code> models the change (it also weighs the runs differently "
-            "in the law's fit, which moves extrapolations)."
+            "<code>noise_trend='tokens_per_parameter_cut'</code> (the default for laws of N and D) models the change "
+            "for new runs and leaves the law as fitted."
         )
     return Box("fail", [Para(" ".join(text)), table], head="⚠ Misfit: residual trends inside the data")
 
