@@ -221,9 +221,10 @@ def fit(
             :mod:`scalebayes.priors`. ``pooling``: ``"complete"``, ``"partial"`` (default with several families)
             or ``"none"``. ``shared``, ``free``: parameter names pooled exactly / left independent per family under
             partial pooling. ``noise``: ``"shared"`` σ, or ``"family"`` for one σ per family. ``noise_trend``:
-            ``"none"`` (default), ``"tokens_per_parameter"`` (the noise scale changes with D/N, fitted with the law)
-            or ``"tokens_per_parameter_cut"`` (the same trend refitted to the residuals after the fit, the law
-            left as fitted; :mod:`scalebayes.noise_refit`); see FitSpec.
+            ``"auto"`` (default: ``"tokens_per_parameter_cut"`` for laws of N and D, else ``"none"``),
+            ``"tokens_per_parameter_cut"`` (a new run's noise scale follows its D/N, refitted to the residuals
+            after the fit, the law left as fitted; :mod:`scalebayes.noise_refit`), ``"tokens_per_parameter"``
+            (the same trend fitted with the law) or ``"none"``; see FitSpec.
             ``marginal`` (default True): sample each partially pooled parameter as its family values alone, with the
             population mean and spread integrated out (μ exactly, τ by quadrature) and drawn afterwards from their
             conditional: no funnel and no (μ, τ, z) ridge for NUTS (:mod:`scalebayes.model`). On
@@ -298,10 +299,11 @@ def refit_noise(post: Posterior, *, seed: int) -> Posterior:
     """``post`` with a new run's noise refitted to its residuals (:mod:`scalebayes.noise_refit`, the cut form of the
     noise trend) in its group ``run_noise``; the law's draws are unchanged. Deterministic in ``seed``."""
     data, cfg = noise_refit.residual_data(post), noise_refit.config(post)
-    prep = prepare(data, noise_refit.SHIFT, weights=noise_refit.weights(post), **noise_refit.options(post))
-    run = factory_for("nuts")(prep.spec, prep.n_pad, cfg, "float64")
+    dtype = post.meta.get("dtype", "float64")  # the fit's: float32 also where float64 is switched off
+    prep = prepare(data, noise_refit.SHIFT, dtype=dtype, weights=noise_refit.weights(post), **noise_refit.options(post))
+    run = factory_for("nuts")(prep.spec, prep.n_pad, cfg, dtype)
     key = jax.random.fold_in(jax.random.key(seed), 21)
-    res = sample(run, key, data, prep, cfg, seed=seed, dtype="float64", extend=0)
+    res = sample(run, key, data, prep, cfg, seed=seed, dtype=dtype, extend=0)
     return Posterior(noise_refit.attached(post.idata, noise_refit.group(res, seed)), data=post.data)
 
 
