@@ -11,7 +11,9 @@ case "$cmd" in
   demo) exec "$py" "$root/case_studies/chinchilla_replication/run.py" "$@" ;;
   test)
     cd "$root"
-    exec "$py" -m pytest -q "$@" ;;
+    # Test modules run in parallel processes (pytest-xdist), whole modules per process so that their fixtures'
+    # fits are made once; most of the suite's time is XLA compiling one program at a time on one core.
+    exec "$py" -m pytest -q -n auto --maxprocesses 4 --dist loadfile "$@" ;;
   bench) exec "$py" "$root/benchmarks/run.py" "$@" ;;
   *) echo "usage: bash run.sh {demo|test|bench} [args...]" >&2; exit 2 ;;
 esac

@@ -4,14 +4,14 @@ With ``noise_trend="tokens_per_parameter_cut"`` the law is fitted with one noise
 then the run noise that predictions add for *new* runs is refitted to the fit's residuals
 r_i = log L_i − (posterior median of log L_law at run i) (:func:`scalebayes.misfit.fitted_log_loss`):
 
-    r_i ~ StudentT(ν, 0, σ_f·exp(ζ·(log(D_i/N_i) − c)))  with weight w_i,
+    r_i ~ StudentT(ν, s, σ_f·exp(ζ·(log(D_i/N_i) − c)))  with weight w_i,
 
 c the fitted runs' mean log tokens per parameter (the same centre as the joint trend's), w_i the checkpoint weights
 (:mod:`scalebayes.checkpoints`), and the fit's own priors on σ (per family with ``noise="family"``) and ν
-(Normal, ν = ∞, with ``likelihood="normal"``) and ζ ~ Normal(0, ``priors.sigma_trend``), plus a free location of the
-residuals (:data:`SHIFT_PRIOR`). The package's own NUTS samples it, as the fit of a constant "law" (:data:`SHIFT`)
-with the joint noise trend, with the law's fit's chains, warm-up and draws: each posterior draw of the law gets one
-draw of the noise.
+(Normal, ν = ∞, with ``likelihood="normal"``) and ζ ~ Normal(0, ``priors.sigma_trend``), and s a free location of
+the residuals, s ~ Normal(:data:`SHIFT_PRIOR`). The package's own NUTS samples it, as the fit of a constant "law"
+(:data:`SHIFT`) with the joint noise trend, with the law's fit's chains, warm-up and draws: each posterior draw of
+the law gets one draw of the noise.
 
 Why a cut (Plummer 2015, "Cuts in Bayesian graphical models"): the noise model learns from the law's residuals but
 does not feed back into the law. The joint form (``"tokens_per_parameter"``) also weighs the runs by the trend

@@ -14,6 +14,8 @@ import pytest
 
 # Persist XLA compilations between test runs on one machine (a fresh CI clone starts empty; harmless there).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+# The suite runs in several processes (run.sh: pytest-xdist); on a GPU each would otherwise reserve 75% of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import scalebayes as sb  # noqa: E402
 
@@ -25,6 +27,12 @@ sb.use_float64()
 FULL = dict(chains=4, warmup=500, draws=500)
 #: Settings for tests that only need draws of the right shape, not convergence.
 QUICK = dict(chains=2, warmup=150, draws=100)
+#: For fits in tests of anything but the run noise: the law alone. The default for laws of N and D (the cut noise
+#: trend, :mod:`scalebayes.noise_refit`) adds a second fit after the law's, with programs of its own to compile for
+#: every sampler setting and family count; the tests of that refit (test_noise_trend, test_checkpoints, test_fit's
+#: extension test) and of the default path (the shared ``chinchilla_post``, the case study, the CLI, the two-family
+#: report, backtests) keep it.
+LAW_ONLY = dict(noise_trend="none")
 
 
 @pytest.fixture(autouse=True, scope="module")

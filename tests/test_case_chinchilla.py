@@ -64,6 +64,10 @@ def test_headline_extrapolations_use_the_calibrated_predictive(report):
     assert "kappa" in res["calibration"], res["calibration"]  # learned, not fallen back
     md = (out / "report.md").read_text()
     assert "90% interval (calibrated)" in md and "*calibrated* predictive" in md
+    # the run noise the intervals add is the default's, refitted after the fit, and the report says which
+    noise = res["run_noise"]
+    assert noise["refitted"] and noise["zeta_90"][0] < noise["zeta"] < noise["zeta_90"][1]
+    assert f"ζ ≈ {noise['zeta']:.2f}" in md and "refitted to the fit's residuals" in md
     for e in res["extrapolation"].values():
         assert e["predictive"] == "calibrated"
         lo, hi = e["predictive_90"]

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import simulate_chinchilla
+from conftest import LAW_ONLY, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import cli
@@ -24,7 +24,7 @@ FIT_COLUMNS = ["--N", "N", "--D", "D", "--loss", "loss"]
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     data = sb.ScalingData.from_frame(simulate_chinchilla(PARAMS, n=30, seed=3), N="N", D="D", loss="loss")
-    post = sb.fit(data, chains=1, warmup=60, draws=30, seed=0, pointwise=False, warn=False)
+    post = sb.fit(data, chains=1, warmup=60, draws=30, seed=0, pointwise=False, warn=False, **LAW_ONLY)
     return post, post.save(tmp_path_factory.mktemp("post") / "posterior.nc")
 
 

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FULL
+from conftest import FULL, LAW_ONLY
 
 import scalebayes as sb
 from scalebayes.backtesting import BacktestResult
@@ -24,7 +24,7 @@ def bad_post(chinchilla_data):
     # α pinned near 0.1 (the data say ~0.33): a worse model of the same runs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sb.fit(chinchilla_data, seed=0, priors={"alpha": (np.log(0.1), 0.02)}, **FULL)
+        return sb.fit(chinchilla_data, seed=0, priors={"alpha": (np.log(0.1), 0.02)}, **FULL, **LAW_ONLY)
 
 
 def test_loo_table_ranks_the_better_model_first(chinchilla_post, bad_post):

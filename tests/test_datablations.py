@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import LAW_ONLY
 
 import scalebayes as sb
 from scalebayes import datasets
@@ -91,7 +92,7 @@ def test_data_constrained_fit_pins_r_star(paper):
     log R* ≈ 0.12). Asserted with wide margins for 2 short chains: median in [10, 100] (the paper's ridge spans
     8-100 epochs, SOURCE.md) and posterior sd of log R* below half the prior's; were U ignored (D' = D) the
     posterior would be the prior (median 15, sd 1), which fails the second check."""
-    post = sb.fit(paper, law="data_constrained", chains=2, draws=300, warmup=300, seed=1, warn=False)
+    post = sb.fit(paper, law="data_constrained", chains=2, draws=300, warmup=300, seed=1, warn=False, **LAW_ONLY)
     log_r = np.log(post.draws("R_star"))
     assert 10.0 < np.exp(np.median(log_r)) < 100.0
     assert np.std(log_r) < 0.5

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import simulate_chinchilla
+from conftest import LAW_ONLY, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import cli
@@ -30,7 +30,7 @@ FIT_COLUMNS = ["--N", "N", "--D", "D", "--loss", "loss"]
 @pytest.fixture(scope="module")
 def post():
     data = sb.ScalingData.from_frame(simulate_chinchilla(PARAMS, n=30, seed=3), N="N", D="D", loss="loss")
-    return sb.fit(data, chains=1, warmup=60, draws=30, seed=0, pointwise=False, warn=False)
+    return sb.fit(data, chains=1, warmup=60, draws=30, seed=0, pointwise=False, warn=False, **LAW_ONLY)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import FULL, QUICK, simulate_chinchilla
+from conftest import FULL, LAW_ONLY, QUICK, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes.errors import ModelError, SamplingWarning, UnknownNameError
@@ -20,7 +20,7 @@ TRUE = {"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.30}
 def sim_post():
     df = simulate_chinchilla(TRUE, n=60, sigma=0.01, seed=1)
     data = sb.ScalingData.from_frame(df, N="N", D="D", loss="loss")
-    return sb.fit(data, likelihood="normal", seed=3, **FULL)
+    return sb.fit(data, likelihood="normal", seed=3, **FULL, **LAW_ONLY)
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +114,13 @@ def test_same_seed_same_draws_and_failed_diagnostics_flagged(small_data):
     # QUICK settings cannot reach ESS 400 (and extend=0 does not sample on): the fit must say so loudly and flag
     # the result.
     with pytest.warns(SamplingWarning, match="ESS"):
-        a = sb.fit(small_data, seed=11, extend=0, **QUICK)
+        a = sb.fit(small_data, seed=11, extend=0, **QUICK, **LAW_ONLY)
     assert not a.diagnostics.ok and not a.ok
     assert any("ESS" in f for f in a.diagnostics.failures)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        b = sb.fit(small_data, seed=11, extend=0, **QUICK)
-        c = sb.fit(small_data, seed=12, extend=0, **QUICK)
+        b = sb.fit(small_data, seed=11, extend=0, **QUICK, **LAW_ONLY)
+        c = sb.fit(small_data, seed=12, extend=0, **QUICK, **LAW_ONLY)
     xr.testing.assert_equal(
         a.idata["posterior"].to_dataset(), b.idata["posterior"].to_dataset()
     )  # values, not timestamps
@@ -143,9 +143,9 @@ def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path
         warnings.simplefilter("ignore", SamplingWarning)
         # one noise scale: the default's noise refit after the fit (scalebayes.noise_refit) pairs a draw with each
         # of the law's, so 200 draws per chain would compile a refit program of its own
-        stop = sb.fit(small_data, seed=14, extend=0, noise_trend="none", **QUICK)
+        stop = sb.fit(small_data, seed=14, extend=0, **QUICK, **LAW_ONLY)
         compiled = COMPILE_COUNT["n"]
-        more = sb.fit(small_data, seed=14, progress=True, noise_trend="none", **QUICK)
+        more = sb.fit(small_data, seed=14, progress=True, **QUICK, **LAW_ONLY)
     assert "100/100 sampling on" in capsys.readouterr().err  # the progress bar names the extra block
     # the premise: seed 14's chains agree (R-hat 1.028) and fall short only on ESS (83); seed 11's R-hat (1.07)
     # would not be sampled on

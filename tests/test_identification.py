@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import LAW_ONLY
 
 import scalebayes as sb
 from scalebayes import identification
@@ -17,7 +18,7 @@ from scalebayes.report import page, sections, write_report
 
 #: Converged settings for the two-size design (its E-A-α ridge takes ~190 leapfrog steps per iteration): a
 #: contraction read off unconverged chains would mean nothing.
-SETTINGS = dict(chains=4, warmup=500, draws=500, seed=1, pointwise=False)
+SETTINGS = dict(chains=4, warmup=500, draws=500, seed=1, pointwise=False, **LAW_ONLY)
 
 
 @pytest.fixture(scope="module")

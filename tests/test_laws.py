@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FULL
+from conftest import FULL, LAW_ONLY
 
 import scalebayes as sb
 from scalebayes import laws
@@ -23,7 +23,7 @@ from scalebayes.model import pooling_modes
 
 #: Sampler settings of the recovery tests: conftest's FULL (4 chains × 500 draws). Each law compiles its own sampler
 #: anyway (~15-25 s); sampling these 64-run posteriors takes well under a second more.
-RECOVERY = FULL
+RECOVERY = dict(FULL, **LAW_ONLY)
 N_RUNS = 64  # one padded size (64) for every law
 SIGMA = 0.01  # 1% run-to-run scatter of the loss, typical of well-tuned sweeps
 
@@ -383,7 +383,7 @@ def test_user_law_object_fits_without_registering(tmp_path):
     D = 20 * N
     loss = 1.8 + 60.0 * (6 * N * D) ** -0.15 * np.exp(0.01 * rng.standard_normal(40))
     data = sb.ScalingData.from_frame(pd.DataFrame({"N": N, "D": D, "loss": loss}), N="N", D="D", loss="loss")
-    post = sb.fit(data, law=mine, chains=2, warmup=150, draws=100, seed=0, warn=False)
+    post = sb.fit(data, law=mine, chains=2, warmup=150, draws=100, seed=0, warn=False, **LAW_ONLY)
     assert laws.get("test_user_compute_law") is mine
     assert {"E", "A", "alpha"} <= set(post.summary().index)
     again = sb.load(post.save(tmp_path / "mine.nc"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import arviz_stats as azs
 import numpy as np
 import pytest
+from conftest import LAW_ONLY
 
 import scalebayes as sb
 from scalebayes.errors import UnknownNameError
@@ -22,7 +23,7 @@ def test_numpyro_reference_agrees_with_our_sampler(chinchilla_data):
     true posterior mean with s.d. ≈ its MCSE, so the difference has s.d. sqrt(mcse1² + mcse2²), and 4 s.d. bounds
     it for all six parameters with probability ≈ 1 - 6·6e-5. The reference's MCSE estimate is itself noisy with
     400 draws per sampler, a reason not to go tighter."""
-    kw = dict(seed=3, chains=4, warmup=300, draws=100, warn=False, pointwise=False)
+    kw = dict(seed=3, chains=4, warmup=300, draws=100, warn=False, pointwise=False, **LAW_ONLY)
     ours = sb.fit(chinchilla_data, **kw)
     ref = sb.fit(chinchilla_data, sampler="numpyro", **kw)
     assert ref.diagnostics.divergences == 0 and ref.diagnostics.r_hat_max < 1.05

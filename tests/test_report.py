@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import QUICK, simulate_chinchilla
+from conftest import LAW_ONLY, QUICK, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import cli, fitting, laws, plots, posterior, report
@@ -271,7 +271,7 @@ def test_a_registered_law_without_report_words_gets_a_full_report(tmp_path):
     data = sb.ScalingData.from_frame(runs, N="N", D="D", loss="loss")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sb.errors.SamplingWarning)
-        post = sb.fit(data, law=law, seed=0, **QUICK)
+        post = sb.fit(data, law=law, seed=0, **QUICK, **LAW_ONLY)
     path = report.write_report(post, tmp_path)  # the law object is on the posterior: no registry needed
     page_text = path.read_text(encoding="utf-8")
     parser = _ReportParser()

@@ -7,7 +7,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import simulate_chinchilla
+from conftest import LAW_ONLY, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import progress
@@ -20,7 +20,7 @@ TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 def test_progress_reports_and_changes_no_draw(chinchilla_data, capsys):
     """Same seed, same numbers with and without the progress callback compiled in; with it, stderr gets plain lines
     (not a terminal under pytest) up to the last iteration."""
-    kw = dict(seed=5, chains=2, warmup=150, draws=100, warn=False, pointwise=False)
+    kw = dict(seed=5, chains=2, warmup=150, draws=100, warn=False, pointwise=False, **LAW_ONLY)
     off = sb.fit(chinchilla_data, progress=False, **kw)
     capsys.readouterr()
     on = sb.fit(chinchilla_data, progress=True, **kw)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import QUICK, simulate_chinchilla
+from conftest import LAW_ONLY, QUICK, simulate_chinchilla
 from numpyro.infer.util import initialize_model
 from scipy import stats
 
@@ -234,7 +234,7 @@ def quick_pair(chinchilla_data):
     """Two fits of same-shaped data (Chinchilla, and the same runs with perturbed losses)."""
     jax.config.update("jax_log_compiles", True)
     try:
-        first = sb.fit(chinchilla_data, warn=False, **QUICK)
+        first = sb.fit(chinchilla_data, warn=False, **QUICK, **LAW_ONLY)
         n0 = S.COMPILE_COUNT["n"]
         frame = chinchilla_data.frame.copy()
         frame["loss"] = frame["loss"] * np.exp(0.01 * np.random.default_rng(0).standard_normal(len(frame)))
@@ -242,7 +242,7 @@ def quick_pair(chinchilla_data):
         handler = _Capture()
         logging.getLogger("jax").addHandler(handler)
         try:
-            second = sb.fit(other, warn=False, seed=1, **QUICK)
+            second = sb.fit(other, warn=False, seed=1, **QUICK, **LAW_ONLY)
         finally:
             logging.getLogger("jax").removeHandler(handler)
         return first, second, n0, S.COMPILE_COUNT["n"], handler.messages
@@ -282,7 +282,7 @@ def test_pointwise_is_chunked_and_skippable(quick_pair):
     # replicates scatter around the observed log loss on the scale of the fitted noise
     resid = rep - np.log(post.data.loss)[None, :]
     assert abs(np.median(resid)) < 0.01
-    skipped = sb.fit(post.data, warn=False, pointwise=False, **QUICK)
+    skipped = sb.fit(post.data, warn=False, pointwise=False, **QUICK, **LAW_ONLY)
     assert "log_likelihood" not in skipped.idata.children
     skipped.pointwise()
     assert "log_likelihood" in skipped.idata.children

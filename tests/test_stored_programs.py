@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from conftest import LAW_ONLY
 
 import scalebayes as sb
 from scalebayes import sampler as S
@@ -101,7 +102,7 @@ def test_a_users_own_law_is_never_stored(chinchilla_data, store):
 
 
 def test_progress_on_and_off_share_programs(chinchilla_data):
-    kw = dict(seed=4, chains=2, warmup=50, draws=30, warn=False, pointwise=False)
+    kw = dict(seed=4, chains=2, warmup=50, draws=30, warn=False, pointwise=False, **LAW_ONLY)
     off = sb.fit(chinchilla_data, progress=False, **kw)
     n0 = S.COMPILE_COUNT["n"]
     on = sb.fit(chinchilla_data, progress=True, **kw)

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import QUICK, simulate_chinchilla
+from conftest import LAW_ONLY, QUICK, simulate_chinchilla
 
 import scalebayes as sb
 from scalebayes import loss_to_accuracy as la
@@ -43,7 +43,7 @@ def acc_law(runs):
 def two(runs, acc_law):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        return sb.TwoStep(sb.fit(runs, seed=0, **QUICK), acc_law)
+        return sb.TwoStep(sb.fit(runs, seed=0, **QUICK, **LAW_ONLY), acc_law)
 
 
 def test_published_convention_from_anchored_parameters():

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["misfit"] = mis.table.to_dict(orient="records")
     res["misfit_message"] = mis.message()
     log("misfit: " + (mis.message().replace("\n", "; ") or "no check flagged"))
+    res["run_noise"] = run_noise(post)
     # The headline extrapolations use the calibrated predictive (issue #13): the discrepancy's scale κ and growth γ,
     # learned from inner leave-largest-out point refits of these runs, widen predictions with distance beyond them.
     # Inner refits that do not converge are left out and warned about; the warnings are kept in the results.
@@ -416,6 +417,7 @@ def render(res: dict, data: sb.ScalingData, post: sb.Posterior) -> str:
             f"noise it carries the model discrepancy learned from leave-largest-out point refits of these runs "
             f"(scalebayes.calibrate: δ = κ·d^γ·z with κ ≈ {cal['kappa']:.3g} and γ ≈ {cal['gamma']:g} at the "
             f"posterior's centre, {cal['seconds']:.0f} s), which grows with the distance d beyond the data. "
+            f"{_noise_words(res['run_noise'])} "
             "The parameters-only interval assumes the functional "
             "form holds that far out; the package's backtests show such intervals cover held-out larger runs far "
             "less often than they claim."
@@ -435,6 +437,30 @@ def render(res: dict, data: sb.ScalingData, post: sb.Posterior) -> str:
         "- Besiroglu, Erdil, Barnett, You (2024), Chinchilla Scaling: A replication attempt.\n"
     )
     return "\n".join(L)
+
+
+def _noise_words(noise: dict) -> str:
+    """One sentence on the run noise the predictive intervals add (from :func:`run_noise`)."""
+    if "zeta" not in noise:
+        return f"Its run noise is one scale for every run (σ ≈ {noise['sigma']:.3g} nats of log loss)."
+    lo, hi = noise["zeta_90"]
+    how = "refitted to the fit's residuals after the fit, the law left as fitted" if noise["refitted"] else "fitted"
+    return (
+        f"Its run noise follows a new run's tokens per parameter, σ·exp(ζ·(log D/N − c)) with σ ≈ {noise['sigma']:.3g} "
+        f"nats of log loss at the data's mean D/N and ζ ≈ {noise['zeta']:.2f} (90%: {lo:.2f} to {hi:.2f}), {how}."
+    )
+
+
+def run_noise(post) -> dict:
+    """A new run's noise as the predictions use it: with the default cut noise trend, σ at the data's mean tokens
+    per parameter and the trend ζ (σ·exp(ζ·(log D/N − c))), refitted to the residuals after the fit
+    (:mod:`scalebayes.noise_refit`); else the law's own one scale."""
+    group = post.idata["run_noise"] if "run_noise" in post.idata.children else post.idata["posterior"]
+    out = {"refitted": "run_noise" in post.idata.children, "sigma": float(np.median(group["sigma"]))}
+    if "sigma_trend" in group.data_vars:
+        zeta = np.asarray(group["sigma_trend"]).ravel()
+        out.update(zeta=float(np.median(zeta)), zeta_90=[float(q) for q in np.quantile(zeta, [0.05, 0.95])])
+    return out
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
