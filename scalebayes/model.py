@@ -103,9 +103,15 @@ def has_trend_inputs(law: Law) -> bool:
     return all(k in law.inputs for k in TREND_INPUTS)
 
 
+def tpp_centre(centre: dict) -> float:
+    """c, the noise trend's centre: the fitted runs' mean log tokens per parameter, from ``centre`` the means of
+    their log inputs (log N, log D): c = centre[D] − centre[N]."""
+    return centre["D"] - centre["N"]
+
+
 def tpp_offset(x: dict, centre: dict) -> jnp.ndarray:
-    """log(D/N) − c per run, (..., n): ``x`` log inputs (log N, log D), ``centre`` their means, c = its D − N."""
-    return (x["D"] - x["N"]) - (centre["D"] - centre["N"])
+    """log(D/N) − c per run, (..., n): ``x`` log inputs (log N, log D), ``centre`` their means (:func:`tpp_centre`)."""
+    return (x["D"] - x["N"]) - tpp_centre(centre)
 
 
 class RunNoise(NamedTuple):

@@ -29,7 +29,7 @@ from .errors import DataError, ModelError, UnknownNameError
 from .identification import contraction as contraction_table
 from .misfit import Misfit
 from .misfit import check as misfit_check
-from .model import RunNoise, Spec
+from .model import RunNoise, Spec, tpp_centre
 from .noise_refit import GROUP as NOISE_GROUP
 from .noise_refit import with_diagnostics
 from .pointwise import pointwise_groups
@@ -220,7 +220,7 @@ class Posterior:
         sigma = _stack(noise["sigma"])
         nu = _stack(noise["nu"]) if "nu" in noise.data_vars else np.full(self.n_samples, np.inf)
         zeta = _stack(noise["sigma_trend"]) if "sigma_trend" in noise.data_vars else np.zeros(self.n_samples)
-        c = self.centre["D"] - self.centre["N"] if self.noise_trend else 0.0
+        c = tpp_centre(self.centre) if self.noise_trend else 0.0
         family = self.resolve_family(family)
         if family is not None:
             j = self.families.index(family)

@@ -1,6 +1,8 @@
 """Shared fixtures. Fits are expensive (a compile of ~15-30 s on a 2-core CPU, then seconds per fit), so tests share
 session-scoped posteriors and a few standard sampler settings: a fit with the same law, pooling, family count,
-padded size and settings as an earlier one reuses its compiled sampler."""
+padded size and settings as an earlier one reuses its compiled sampler. ``bash run.sh test`` runs whole modules in
+parallel processes (pytest-xdist): a session fixture is made once per process that needs it, and a program one
+process compiled reaches the others through the persistent compilation cache and the stored programs."""
 
 from __future__ import annotations
 
