@@ -452,13 +452,13 @@ def _noise_words(noise: dict) -> str:
 
 
 def run_noise(post) -> dict:
-    """A new run's noise as the predictions use it: with the default cut noise trend, σ at the data's mean tokens
-    per parameter and the trend ζ (σ·exp(ζ·(log D/N − c))), refitted to the residuals after the fit
-    (:mod:`scalebayes.noise_refit`); else the law's own one scale."""
-    group = post.idata["run_noise"] if "run_noise" in post.idata.children else post.idata["posterior"]
-    out = {"refitted": "run_noise" in post.idata.children, "sigma": float(np.median(group["sigma"]))}
-    if "sigma_trend" in group.data_vars:
-        zeta = np.asarray(group["sigma_trend"]).ravel()
+    """A new run's noise as the predictions use it (:meth:`Posterior._latent_draws`, as the report's summary reads
+    it): σ at the data's mean tokens per parameter and, with a noise trend, ζ (σ·exp(ζ·(log D/N − c))), and whether
+    it was refitted to the residuals after the fit (the default cut trend, :mod:`scalebayes.noise_refit`)."""
+    noise = post._latent_draws(post.families[0])[1]
+    out = {"refitted": bool(post.noise_trend and not post.spec.noise_trend), "sigma": float(np.median(noise.sigma))}
+    if post.noise_trend:
+        zeta = np.asarray(noise.trend)
         out.update(zeta=float(np.median(zeta)), zeta_90=[float(q) for q in np.quantile(zeta, [0.05, 0.95])])
     return out
 
