@@ -203,7 +203,7 @@ def fitted_trend(post, log_tpp: np.ndarray) -> np.ndarray:
     noise (fitted with the law or refitted after it; 1 without a trend)."""
     if not post.noise_trend:
         return np.ones_like(log_tpp)
-    _, noise = post._latent_draws(post.families[0])
+    noise = post.run_noise(post.families[0])
     return np.exp(float(np.median(noise.trend)) * (log_tpp - noise.centre))
 
 

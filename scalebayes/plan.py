@@ -425,7 +425,7 @@ def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int
     point; zeros without ``include``."""
     if not include:
         return jnp.zeros(shape), jnp.zeros((shape[0], 1)), 0.0
-    _, noise = post._latent_draws(family, seed=seed)
+    noise = post.run_noise(family, seed=seed)
     unit = jnp.asarray(_noise_from(seed, noise.sigma, noise.nu, shape[1]))
     return unit, jnp.asarray(noise.trend)[:, None], float(noise.centre)
 

@@ -372,7 +372,7 @@ def residuals(post: Posterior, *, x: str = "C") -> Figure:
         label = text(fam) if len(post.families) > 1 else "runs"
         ax.scatter(f[x][m], res[m], s=12, color=colour, label=label, alpha=0.8, edgecolors="none")
     ax.axhline(0.0, color="black", lw=1)
-    sigma = float(np.median(post._latent_draws(post.families[0])[1].sigma))  # a new run's (refitted, if so)
+    sigma = float(np.median(post.run_noise(post.families[0]).sigma))  # a new run's (refitted, if so)
     if post.noise_trend:  # the fitted scale at each run's tokens per parameter
         s = 2 * sigma * fitted_trend(post, np.log(f["D"].to_numpy(float) / f["N"].to_numpy(float)))
         ax.scatter(f[x], s, marker="_", color="0.4", lw=1, label=f"±2σ at each run's D/N (σ = {sigma:.3g} at mean)")

@@ -108,10 +108,10 @@ class Posterior:
     def diagnostics(self) -> Diagnostics:
         """R-hat, bulk/tail ESS over every posterior quantity, and divergences (see :mod:`scalebayes.diagnostics`)."""
         main = compute_diagnostics(self.posterior, self.idata["sample_stats"].to_dataset())
-        return with_diagnostics(main, self._run_noise)
+        return with_diagnostics(main, self._refitted_noise)
 
     @functools.cached_property
-    def _run_noise(self) -> xr.Dataset | None:
+    def _refitted_noise(self) -> xr.Dataset | None:
         """The run noise refitted after the fit (:mod:`scalebayes.noise_refit`), or None."""
         return self.idata[NOISE_GROUP].to_dataset() if NOISE_GROUP in self.idata.children else None
 
@@ -119,7 +119,7 @@ class Posterior:
     def noise_trend(self) -> bool:
         """Whether a new run's noise scale changes with its tokens per parameter: fitted with the law
         (``noise_trend="tokens_per_parameter"``) or refitted to its residuals (``"tokens_per_parameter_cut"``)."""
-        return self.spec.noise_trend or self._run_noise is not None
+        return self.spec.noise_trend or self._refitted_noise is not None
 
     @property
     def ok(self) -> bool:
@@ -210,34 +210,49 @@ class Posterior:
             )
         return str(family)
 
-    def _latent_draws(self, family: str | None, *, seed: int = 0) -> tuple[dict, RunNoise]:
-        """Latents (S,) per latent name and the run noise's draws (:class:`~scalebayes.model.RunNoise`) for one
-        family or a new one (``family`` as in :meth:`resolve_family`)."""
-        lp = self.idata["latent_posterior"]
-        latents = {z: _stack(lp[z]) for z in self.law.latents}  # (S, F)
+    def run_noise(self, family: str | None = None, *, seed: int = 0) -> RunNoise:
+        """The run-to-run noise of log loss a *new* run of ``family`` (as in :meth:`resolve_family`; None with
+        several families: a new family) would have, per posterior draw, as predictions add it: Student-t(ν) of
+        scale σ·exp(ζ·(log(D/N) − c)) (:class:`~scalebayes.model.RunNoise`; ``sigma``, ``nu``, ``trend`` each (S,),
+        σ in nats of log loss at the fitted runs' mean log tokens per parameter c = ``centre``). With the default
+        cut noise trend this is the noise refitted to the law's residuals (:mod:`scalebayes.noise_refit`), not the
+        fit's own σ in :attr:`posterior`. ``RunNoise.scale(log N, log D)`` gives its scale at any runs."""
+        return self._noise_draws(self.resolve_family(family), seed)
+
+    def _noise_draws(self, family: str | None, seed: int) -> RunNoise:
+        """:meth:`run_noise` for a resolved ``family`` (None: a new family, its σ that of a fitted family picked at
+        random per draw, from the stream :meth:`_latent_draws` uses)."""
         post = self.idata["posterior"]
-        noise = self._run_noise if self._run_noise is not None else post  # a refitted noise is for new runs
+        noise = self._refitted_noise if self._refitted_noise is not None else post  # a refitted noise is for new runs
         sigma = _stack(noise["sigma"])
         nu = _stack(noise["nu"]) if "nu" in noise.data_vars else np.full(self.n_samples, np.inf)
         zeta = _stack(noise["sigma_trend"]) if "sigma_trend" in noise.data_vars else np.zeros(self.n_samples)
         c = tpp_centre(self.centre) if self.noise_trend else 0.0
+        if sigma.ndim == 2 and family is not None:
+            sigma = sigma[:, self.families.index(family)]
+        elif sigma.ndim == 2:  # a new family's noise: that of a fitted family picked at random per draw
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 7), 1)
+            pick = np.asarray(jax.random.randint(key, (sigma.shape[0],), 0, sigma.shape[1]))
+            sigma = sigma[np.arange(sigma.shape[0]), pick]
+        return RunNoise(jnp.asarray(sigma), jnp.asarray(nu), jnp.asarray(zeta), c)
+
+    def _latent_draws(self, family: str | None, *, seed: int = 0) -> tuple[dict, RunNoise]:
+        """Latents (S,) per latent name and :meth:`run_noise` for one family or a new one (``family`` as in
+        :meth:`resolve_family`)."""
+        lp = self.idata["latent_posterior"]
+        latents = {z: _stack(lp[z]) for z in self.law.latents}  # (S, F)
         family = self.resolve_family(family)
         if family is not None:
             j = self.families.index(family)
             lat = {z: jnp.asarray(v[:, j]) for z, v in latents.items()}
-            sig = sigma[:, j] if sigma.ndim == 2 else sigma
         else:
+            post = self.idata["posterior"]
             hyper = {n: _stack(post[n]) for n in post.data_vars if n.startswith(("mu_", "tau_"))}
             key = jax.random.fold_in(jax.random.key(seed), 7)
             lat = new_family_latents(
                 self.spec, latents, hyper, self.priors.loc(self.law.latents), self.priors.scale(self.law.latents), key
             )
-            if sigma.ndim == 2:  # a new family's noise: that of a fitted family picked at random per draw
-                pick = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (sigma.shape[0],), 0, sigma.shape[1]))
-                sig = sigma[np.arange(sigma.shape[0]), pick]
-            else:
-                sig = sigma
-        return lat, RunNoise(jnp.asarray(sig), jnp.asarray(nu), jnp.asarray(zeta), c)
+        return lat, self._noise_draws(family, seed)
 
     # ------------------------------------------------------------------ calibration
     @property

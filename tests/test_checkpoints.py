@@ -93,5 +93,5 @@ def test_a_fit_with_run_labels_is_less_sure():
     assert runs.meta["checkpoints"]["runs"] == 12
     # so does the default's noise refit after the fit (scalebayes.noise_refit, the fit's own weights): its trend ζ
     # is less sure with the labels, by the same reasoning and margin
-    zeta_sd = lambda p: float(np.std(np.asarray(p._latent_draws(None)[1].trend)))  # noqa: E731
+    zeta_sd = lambda p: float(np.std(np.asarray(p.run_noise().trend)))  # noqa: E731
     assert runs.noise_trend and zeta_sd(runs) > 1.5 * zeta_sd(plain)

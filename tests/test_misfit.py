@@ -32,7 +32,7 @@ def _stub(df: pd.DataFrame, params: dict[str, dict[str, float | np.ndarray]], ze
         param_draws=draws,
         noise_trend=zeta is not None,
         centre=centre,
-        _latent_draws=lambda family: (None, noise),  # a new run's noise, as Posterior gives it
+        run_noise=lambda family: noise,  # a new run's noise, as Posterior gives it
     )
 
 

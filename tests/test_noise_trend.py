@@ -71,7 +71,7 @@ def test_planning_and_prediction_see_the_same_noise_at_a_point(trend_posts):
         target = float(np.median(draws))
         assert post.prob_loss_below(target, n, d, seed=5) == pytest.approx(np.mean(draws <= target), abs=1e-12)
     # the noise's scale at a point follows (D/N)^ζ: at D/N = 3 it is (3/200)^ζ ≈ 8x what it is at D/N = 200
-    _, noise = post._latent_draws(None)
+    noise = post.run_noise()
     s = np.asarray(noise.scale(np.log([1e9, 1e9]), np.log([3e9, 2e11])))
     assert np.allclose(s[:, 0] / s[:, 1], (3 / 200) ** np.asarray(noise.trend))
 
@@ -155,7 +155,13 @@ def test_the_cut_form_keeps_the_law_and_refits_only_a_new_runs_noise(trend_posts
     ll = [p.idata["log_likelihood"]["log_loss"].values for p in (cut, flat)]
     assert np.array_equal(*ll)
     # the refitted trend holds the truth (its 90% interval; the residuals pin it about as well as the joint fit does)
-    zeta = np.asarray(cut._latent_draws(None)[1].trend)
+    # a new run's noise is the refitted one, not the law's fit's own sigma
+    noise = cut.run_noise()
+    assert np.array_equal(
+        np.asarray(noise.sigma), cut.idata["run_noise"]["sigma"].transpose("chain", "draw").values.ravel()
+    )
+    assert not np.array_equal(np.asarray(noise.sigma), cut.draws("sigma"))
+    zeta = np.asarray(noise.trend)
     lo, hi = np.quantile(zeta, [0.05, 0.95])
     assert lo < ZETA < hi < 0
     # and new runs get intervals as honest as the joint fit's, with the same bounds and reasons as the joint test

@@ -452,10 +452,10 @@ def _noise_words(noise: dict) -> str:
 
 
 def run_noise(post) -> dict:
-    """A new run's noise as the predictions use it (:meth:`Posterior._latent_draws`, as the report's summary reads
+    """A new run's noise as the predictions use it (:meth:`Posterior.run_noise`, as the report's summary reads
     it): σ at the data's mean tokens per parameter and, with a noise trend, ζ (σ·exp(ζ·(log D/N − c))), and whether
     it was refitted to the residuals after the fit (the default cut trend, :mod:`scalebayes.noise_refit`)."""
-    noise = post._latent_draws(post.families[0])[1]
+    noise = post.run_noise(post.families[0])
     out = {"refitted": bool(post.noise_trend and not post.spec.noise_trend), "sigma": float(np.median(noise.sigma))}
     if post.noise_trend:
         zeta = np.asarray(noise.trend)

@@ -264,7 +264,7 @@ def summary(ctx: Context) -> Section:
     )
     lik = "Student-t (robust to a few outlying runs)" if post.spec.likelihood == "student_t" else "Gaussian"
     if post.noise_trend:
-        zeta = np.quantile(post._latent_draws(post.families[0])[1].trend, [0.05, 0.5, 0.95])
+        zeta = np.quantile(post.run_noise(post.families[0]).trend, [0.05, 0.5, 0.95])
         lik += (
             ", its scale changing with tokens per parameter as (D/N)^ζ, "
             f"ζ = {zeta[1]:.2f} [{zeta[0]:.2f}, {zeta[2]:.2f}] (negative: under-trained runs scatter more)"
