@@ -43,6 +43,11 @@ from .store import atomic_path, require_zarr
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 
 
+def _new_family_key(seed: int):
+    """The random stream of a new family's draws (its latents; its noise scale's pick from ``fold_in(.., 1)``)."""
+    return jax.random.fold_in(jax.random.key(seed), 7)
+
+
 def _stack(da: xr.DataArray) -> np.ndarray:
     """(chain, draw, ...) → (chain·draw, ...) as numpy."""
     v = np.asarray(da.transpose("chain", "draw", ...).values)
@@ -221,7 +226,7 @@ class Posterior:
 
     def _noise_draws(self, family: str | None, seed: int) -> RunNoise:
         """:meth:`run_noise` for a resolved ``family`` (None: a new family, its σ that of a fitted family picked at
-        random per draw, from the stream :meth:`_latent_draws` uses)."""
+        random per draw, from the new family's stream, :func:`_new_family_key`)."""
         post = self.idata["posterior"]
         noise = self._refitted_noise if self._refitted_noise is not None else post  # a refitted noise is for new runs
         sigma = _stack(noise["sigma"])
@@ -231,7 +236,7 @@ class Posterior:
         if sigma.ndim == 2 and family is not None:
             sigma = sigma[:, self.families.index(family)]
         elif sigma.ndim == 2:  # a new family's noise: that of a fitted family picked at random per draw
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 7), 1)
+            key = jax.random.fold_in(_new_family_key(seed), 1)
             pick = np.asarray(jax.random.randint(key, (sigma.shape[0],), 0, sigma.shape[1]))
             sigma = sigma[np.arange(sigma.shape[0]), pick]
         return RunNoise(jnp.asarray(sigma), jnp.asarray(nu), jnp.asarray(zeta), c)
@@ -248,9 +253,13 @@ class Posterior:
         else:
             post = self.idata["posterior"]
             hyper = {n: _stack(post[n]) for n in post.data_vars if n.startswith(("mu_", "tau_"))}
-            key = jax.random.fold_in(jax.random.key(seed), 7)
             lat = new_family_latents(
-                self.spec, latents, hyper, self.priors.loc(self.law.latents), self.priors.scale(self.law.latents), key
+                self.spec,
+                latents,
+                hyper,
+                self.priors.loc(self.law.latents),
+                self.priors.scale(self.law.latents),
+                _new_family_key(seed),
             )
         return lat, self._noise_draws(family, seed)
 
