@@ -143,19 +143,25 @@ def test_a_fit_short_of_ess_samples_on_with_the_same_chains(small_data, tmp_path
         warnings.simplefilter("ignore", SamplingWarning)
         # one noise scale: the default's noise refit after the fit (scalebayes.noise_refit) pairs a draw with each
         # of the law's, so 200 draws per chain would compile a refit program of its own
-        stop = sb.fit(small_data, seed=14, extend=0, **QUICK, **LAW_ONLY)
+        # The premise: a seed whose chains agree (R-hat <= 1.05) but fall short on ESS. Which seed that is depends
+        # on the CPU's floating-point rounding (NUTS turns a last-bit difference into other draws): seed 14 on one
+        # machine (R-hat 1.028, ESS 83), not on another. So the first of a few seeds that gives it is used; 2 x 100
+        # draws never reach ESS 400, and most seeds' R-hat is under 1.05, so ten seeds without one would be a
+        # sampler far worse than today's.
+        for seed in range(14, 24):
+            stop = sb.fit(small_data, seed=seed, extend=0, **QUICK, **LAW_ONLY)
+            if worth_extending(stop.diagnostics):
+                break
+        assert worth_extending(stop.diagnostics), stop.diagnostics
         compiled = COMPILE_COUNT["n"]
-        more = sb.fit(small_data, seed=14, progress=True, **QUICK, **LAW_ONLY)
+        more = sb.fit(small_data, seed=seed, progress=True, **QUICK, **LAW_ONLY)
     assert "100/100 sampling on" in capsys.readouterr().err  # the progress bar names the extra block
-    # the premise: seed 14's chains agree (R-hat 1.028) and fall short only on ESS (83); seed 11's R-hat (1.07)
-    # would not be sampled on
-    assert worth_extending(stop.diagnostics), stop.diagnostics
     assert COMPILE_COUNT["n"] == compiled
     assert stop.diagnostics.extensions == 0 and more.diagnostics.extensions == 1
     # with the default noise refit, the refit pairs one draw with each of the law's 200 per chain
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
-        cut = sb.fit(small_data, seed=14, **QUICK)
+        cut = sb.fit(small_data, seed=seed, **QUICK)
     assert cut.idata["posterior"].sizes["draw"] == cut.idata["run_noise"].sizes["draw"] == 200
     assert more.posterior.sizes["draw"] == 2 * QUICK["draws"] == 2 * stop.posterior.sizes["draw"]
     n = QUICK["draws"]
