@@ -37,7 +37,9 @@ def store(tmp_path, monkeypatch):
 
 
 def _run(spec, prep, seed=3):
-    """A fresh runner (not the process's cached one), its draws and the number of sampler traces it cost."""
+    """A fresh runner with the process's compiled pieces forgotten (as in a new process), its draws and the number
+    of sampler traces it cost."""
+    compiled._PIECES.clear()
     n0 = S.COMPILE_COUNT["n"]
     draws, stats = S.to_numpy(compiled.Stepped(spec, CONFIG)(jax.random.key(seed), *prep.args))
     return draws, stats, S.COMPILE_COUNT["n"] - n0
@@ -80,6 +82,9 @@ def test_keys_name_everything_the_programs_depend_on(chinchilla_data):
     assert key is not None and key == stored.program_key(prep.spec, CONFIG, sig)
     other_config = S.SamplerConfig(chains=2, warmup=60, draws=41)
     assert stored.program_key(prep.spec, other_config, sig) != key
+    # warm-up's length is not in the programs (its schedule is an argument): the key takes program_settings
+    assert S.program_settings(CONFIG) == S.program_settings(dataclasses.replace(CONFIG, warmup=500, progress=True))
+    assert S.program_settings(CONFIG) != S.program_settings(dataclasses.replace(CONFIG, chains=3))
     shorter = stored.shapes(
         (np.zeros((1, 2), np.uint32), jax.tree.map(lambda a: a[:-1] if np.ndim(a) else a, prep.args))
     )
@@ -108,6 +113,22 @@ def test_progress_on_and_off_share_programs(chinchilla_data):
     on = sb.fit(chinchilla_data, progress=True, **kw)
     assert S.COMPILE_COUNT["n"] == n0
     np.testing.assert_array_equal(on.draws("E"), off.draws("E"))
+
+
+def test_fits_differing_only_in_warmup_share_programs(chinchilla_data, store):
+    """The pieces take the schedule's table as an argument, so a fit with another warm-up length compiles nothing
+    and gives the draws it would give alone (here: with the pieces forgotten, none stored, traced for it anew)."""
+    kw = dict(seed=4, chains=2, draws=30, warn=False, pointwise=False, **LAW_ONLY)
+    sb.fit(chinchilla_data, warmup=50, **kw)
+    n0 = S.COMPILE_COUNT["n"]
+    shared = sb.fit(chinchilla_data, warmup=70, **kw)
+    assert S.COMPILE_COUNT["n"] == n0
+    compiled._PIECES.clear()
+    for p in store.iterdir():  # nor on disk
+        p.unlink()
+    alone = sb.fit(chinchilla_data, warmup=70, **kw)
+    assert S.COMPILE_COUNT["n"] > n0  # traced (or loaded) anew
+    np.testing.assert_array_equal(shared.draws("E"), alone.draws("E"))
 
 
 def test_every_built_in_law_has_a_key():

@@ -35,7 +35,7 @@ from .compiled import (
     sampler,
     to_numpy,
 )
-from .config import COMPILE_COUNT, SamplerConfig, example_args
+from .config import COMPILE_COUNT, SamplerConfig, example_args, program_settings
 from .nuts import MAX_DELTA_ENERGY
 from .potential import Site, init_position, make_potential, n_dim, site_layout, unflatten
 from .program import build
@@ -62,6 +62,7 @@ __all__ = [
     "n_dim",
     "normals",
     "numpyro_sampler",
+    "program_settings",
     "sampler",
     "site_layout",
     "sincos_2pi",

@@ -24,7 +24,7 @@ from .. import progress
 from ..errors import UnknownNameError
 from ..model import Spec
 from . import stored
-from .config import SamplerConfig
+from .config import SamplerConfig, program_settings
 from .driver import Chains, drive, flat_pieces
 from .program import Pieces, build, make_parts, pieces
 from .reference import numpyro_sampler
@@ -143,6 +143,12 @@ class Run:
         return self.stepped.start(*args, show_progress=self.show_progress)
 
 
+#: The compiled pieces of single fits in this process: (spec, program settings, argument shapes) -> Pieces, at
+#: most :data:`MAX_KEPT`.
+_PIECES: dict = {}
+MAX_KEPT = 128
+
+
 class Stepped:
     """One dataset's fit as a host loop (:func:`.driver.drive`) over three compiled pieces (:class:`.Pieces`),
     each exported once per argument shape and kept on disk when the compilation cache is on (:mod:`.stored`), so
@@ -152,7 +158,6 @@ class Stepped:
     def __init__(self, spec: Spec, config: SamplerConfig):
         self.spec, self.config = spec, config
         self.parts = make_parts(spec, config)
-        self._programs: dict = {}
 
     def __call__(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False):
         return self.start(key, x, log_y, fam, mask, hyper, show_progress=show_progress).result()
@@ -168,14 +173,18 @@ class Stepped:
         return Chains(pieces, self.parts.table, carry, args, report)
 
     def programs(self, key_data, args) -> Pieces:
-        """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored)."""
-        sig = stored.shapes((key_data, args))
-        if sig not in self._programs:
-            self._programs[sig] = self._load_or_export(key_data, args, sig)
-        return self._programs[sig]
+        """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored).
+        Kept per process for every runner of the same model, :func:`.config.program_settings` and shapes, so a
+        fit with another warm-up length reuses them."""
+        found = _PIECES.get(key := (self.spec, program_settings(self.config), stored.shapes((key_data, args))))
+        if found is None:
+            if len(_PIECES) >= MAX_KEPT:  # the oldest first, as the runners' own cache drops them
+                del _PIECES[next(iter(_PIECES))]
+            found = _PIECES[key] = self._load_or_export(key_data, args, key[2])
+        return found
 
     def _load_or_export(self, key_data, args, sig) -> Pieces:
-        key = stored.program_key(self.spec, self.config, sig, compiler_options())
+        key = stored.program_key(self.spec, program_settings(self.config), sig, compiler_options())
         keys = [None if key is None else f"{name}-{key}" for name in Pieces._fields]
         found = [stored.load(k) for k in keys]
         if any(e is None for e in found):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax.numpy as jnp
 
@@ -44,6 +44,13 @@ class SamplerConfig:
     init_jitter: float = 0.3
     progress: bool = False
     cross_chain: bool = True
+
+
+def program_settings(config: SamplerConfig) -> SamplerConfig:
+    """The settings a single fit's compiled pieces (:mod:`.compiled`, :mod:`.stored`) depend on: ``config``
+    without ``warmup``, which reaches them only through the schedule's table (a runtime argument: one row per call),
+    and without ``progress``, which is the host loop's. Fits differing only in those share their programs."""
+    return replace(config, warmup=0, progress=False)
 
 
 def example_args(spec: Spec, n: int, dtype=jnp.float64):

@@ -6,11 +6,11 @@ fit. This module keeps the traced programs themselves (StableHLO, serialised by 
 ``<compilation cache folder>/scalebayes_programs``, one file per program, and is on exactly when that cache is on.
 
 A stale program would silently run the wrong model, so the key (:func:`program_key`) is a SHA-256 of everything a
-program depends on: the source of every ``scalebayes`` module; the Python, NumPy, JAX and jaxlib versions; the
-backend and device kind; float64; the XLA options; the model structure (``Spec``: law, pooling, families, noise,
-...); the sampler settings (without ``progress``, which is not in the programs); the shapes and dtypes of the
-arguments. A ``Spec`` holding a function from outside the package and the libraries whose versions the key names
-(a user's own law) has no key: its programs are traced every time, never stored.
+program depends on: the source of every ``scalebayes`` module; the Python, NumPy, JAX and jaxlib versions; the backend
+and device kind; float64; the XLA options; the model structure (``Spec``: law, pooling, families, noise, ...); the
+sampler settings the programs depend on (:func:`.config.program_settings`: not ``warmup``, a runtime argument, nor
+``progress``); the shapes and dtypes of the arguments. A ``Spec`` holding a function from outside the package and the
+libraries whose versions the key names (a user's own law) has no key: its programs are traced every time, never stored.
 
 A file that cannot be read or parsed is ignored and rewritten; one that cannot be written leaves the fit uncached.
 The folder is bounded (:data:`MAX_BYTES`): loading a program marks it used, and a save that takes the folder past
