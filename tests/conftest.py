@@ -16,6 +16,9 @@ import pytest
 
 # Persist XLA compilations between test runs on one machine (a fresh CI clone starts empty; harmless there).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+# Every compilation is kept, as scalebayes.enable_compilation_cache does for users: the suite's many small programs
+# (eager operations of predict, plan, plots) are otherwise compiled again in each test process.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # The suite runs in several processes (run.sh: pytest-xdist); on a GPU each would otherwise reserve 75% of its memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 

@@ -45,8 +45,14 @@ def _usage_error(capsys, argv) -> str:
 
 
 def _capture_fit(monkeypatch, post) -> dict:
-    """Replace the sampler by a function that records its keyword arguments and returns ``post``."""
+    """Replace the sampler by a function that records its keyword arguments and returns ``post``, and the report
+    writer by one that records its own and writes a placeholder page: these tests are about the arguments, and the
+    real report (ten figures) is test_cli's and test_report's."""
     seen: dict = {}
+
+    def fake_report(post, folder, **kwargs):
+        seen["report"] = kwargs
+        (folder / cli.REPORT_NAME).write_text("report")
 
     def fake_fit(data, **kwargs):
         seen.update(kwargs)
@@ -59,6 +65,7 @@ def _capture_fit(monkeypatch, post) -> dict:
     monkeypatch.setattr(sys.modules["scalebayes.fitting"], "fit", fake_fit)
     monkeypatch.setattr(cli, "fit", fake_fit, raising=False)
     monkeypatch.setattr(cli, "calibrate", fake_calibrate)
+    monkeypatch.setattr(cli, "write_report", fake_report)
     return seen
 
 
@@ -114,6 +121,7 @@ def test_fit_passes_the_nuts_options_and_quiet_turns_progress_off(monkeypatch, c
     assert cli.main([*argv, "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert seen["target_accept"] == 0.97 and seen["max_tree_depth"] == 12 and seen["progress"] is False
     assert seen["extend"] == 1  # the Python default
+    assert (tmp_path / "a" / cli.REPORT_NAME).exists() and seen["report"]["extrapolate"] == (10.0, 100.0)
     assert cli.main([*argv, "--out", str(tmp_path / "b"), "--extend", "0"]) == 0
     assert seen["progress"] is True and seen["extend"] == 0
 
