@@ -106,8 +106,12 @@ def test_a_users_own_law_is_never_stored(chinchilla_data, store):
     assert traces == 1 and not list(store.iterdir())
 
 
+#: Fits of this module run CONFIG's sampler settings, so that they share one set of programs.
+FIT = dict(chains=CONFIG.chains, draws=CONFIG.draws, warn=False, pointwise=False, **LAW_ONLY)
+
+
 def test_progress_on_and_off_share_programs(chinchilla_data):
-    kw = dict(seed=4, chains=2, warmup=50, draws=30, warn=False, pointwise=False, **LAW_ONLY)
+    kw = dict(seed=4, warmup=CONFIG.warmup, **FIT)
     off = sb.fit(chinchilla_data, progress=False, **kw)
     n0 = S.COMPILE_COUNT["n"]
     on = sb.fit(chinchilla_data, progress=True, **kw)
@@ -118,16 +122,16 @@ def test_progress_on_and_off_share_programs(chinchilla_data):
 def test_fits_differing_only_in_warmup_share_programs(chinchilla_data, store):
     """The pieces take the schedule's table as an argument, so a fit with another warm-up length compiles nothing
     and gives the draws it would give alone (here: with the pieces forgotten, none stored, traced for it anew)."""
-    kw = dict(seed=4, chains=2, draws=30, warn=False, pointwise=False, **LAW_ONLY)
-    sb.fit(chinchilla_data, warmup=50, **kw)
+    kw = dict(seed=4, **FIT)
+    sb.fit(chinchilla_data, warmup=CONFIG.warmup, **kw)
     n0 = S.COMPILE_COUNT["n"]
-    shared = sb.fit(chinchilla_data, warmup=70, **kw)
+    shared = sb.fit(chinchilla_data, warmup=CONFIG.warmup + 20, **kw)
     assert S.COMPILE_COUNT["n"] == n0
     compiled._PIECES.clear()
     for p in store.iterdir():  # nor on disk
         p.unlink()
-    alone = sb.fit(chinchilla_data, warmup=70, **kw)
-    assert S.COMPILE_COUNT["n"] > n0  # traced (or loaded) anew
+    alone = sb.fit(chinchilla_data, warmup=CONFIG.warmup + 20, **kw)
+    assert S.COMPILE_COUNT["n"] > n0  # traced anew
     np.testing.assert_array_equal(shared.draws("E"), alone.draws("E"))
 
 
