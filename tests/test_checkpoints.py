@@ -84,8 +84,10 @@ def test_a_fit_with_run_labels_is_less_sure():
     # of E (the loss floor) is wider, since the runs' shared offsets no longer count 20 times (measured: 9x for E,
     # 5x for α and β, with ρ̂ = 0.98 and 12.2 effective runs). Expected ratio
     # ~sqrt(240 / ~15) ≈ 4 for a quantity the offsets confound; 1.5 leaves room for Monte Carlo error of short chains.
+    # 4 x 500 draws: the chains and draws of the shared chinchilla fixture, whose programs (law and noise refit,
+    # 240 runs as here) these fits then run instead of compiling their own; warm-up is not part of them.
     df = _checkpoints()
-    kw = dict(chains=2, warmup=300, draws=300, seed=0, progress=False, warn=False)
+    kw = dict(chains=4, warmup=300, draws=500, seed=0, progress=False, warn=False)
     plain = sb.fit(sb.ScalingData.from_frame(df, N="N", D="D", loss="loss"), **kw)
     runs = sb.fit(sb.ScalingData.from_frame(df, N="N", D="D", loss="loss", run="run_id"), **kw)
     sd = lambda p: float(np.std(np.asarray(p.idata["posterior"]["E"])))  # noqa: E731
