@@ -157,6 +157,7 @@ class Stepped:
 
     def __init__(self, spec: Spec, config: SamplerConfig):
         self.spec, self.config = spec, config
+        self.settings = program_settings(config)  # what the pieces depend on: their key in memory and on disk
         self.parts = make_parts(spec, config)
 
     def __call__(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False):
@@ -176,7 +177,7 @@ class Stepped:
         """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored).
         Kept per process for every runner of the same model, :func:`.config.program_settings` and shapes, so a
         fit with another warm-up length reuses them."""
-        found = _PIECES.get(key := (self.spec, program_settings(self.config), stored.shapes((key_data, args))))
+        found = _PIECES.get(key := (self.spec, self.settings, stored.shapes((key_data, args))))
         if found is None:
             if len(_PIECES) >= MAX_KEPT:  # the oldest first, as the runners' own cache drops them
                 del _PIECES[next(iter(_PIECES))]
@@ -184,7 +185,7 @@ class Stepped:
         return found
 
     def _load_or_export(self, key_data, args, sig) -> Pieces:
-        key = stored.program_key(self.spec, program_settings(self.config), sig, compiler_options())
+        key = stored.program_key(self.spec, self.settings, sig, compiler_options())
         keys = [None if key is None else f"{name}-{key}" for name in Pieces._fields]
         found = [stored.load(k) for k in keys]
         if any(e is None for e in found):
