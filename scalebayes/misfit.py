@@ -40,6 +40,7 @@ import pandas as pd
 
 from .errors import MisfitWarning
 from .likelihood import robust_sd
+from .model import trend_factor
 from .predict import log_mean_draws
 
 #: Quantile bins per input.
@@ -199,12 +200,12 @@ def check(post) -> Misfit:
 
 
 def fitted_trend(post, log_tpp: np.ndarray) -> np.ndarray:
-    """The fitted noise trend exp(ζ̂·(log(D/N) − c)) at ``log_tpp`` (n,), ζ̂ the posterior median of a new run's
-    noise (fitted with the law or refitted after it; 1 without a trend)."""
+    """The fitted noise trend exp(ζ̂·(log(D/N) − c)) at ``log_tpp`` (n,) (:func:`~scalebayes.model.trend_factor`),
+    ζ̂ the posterior median of a new run's noise (fitted with the law or refitted after it; 1 without a trend)."""
     if not post.noise_trend:
         return np.ones_like(log_tpp)
     noise = post.run_noise(post.families[0])
-    return np.exp(float(np.median(noise.trend)) * (log_tpp - noise.centre))
+    return np.asarray(trend_factor(float(np.median(noise.trend)), log_tpp - noise.centre, noise.span))
 
 
 def warn_if_misfit(misfit: Misfit, what: str, stacklevel: int = 3) -> None:

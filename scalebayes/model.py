@@ -114,21 +114,37 @@ def tpp_offset(x: dict, centre: dict) -> jnp.ndarray:
     return (x["D"] - x["N"]) - tpp_centre(centre)
 
 
+def trend_factor(zeta, t, span: tuple[float, float]) -> jnp.ndarray:
+    """The noise trend's factor on σ at log(D/N) − c = ``t``: exp(ζ·t) inside ``span`` = (lo, hi), the fitted runs'
+    range of t, and beyond it never below its value at the nearer edge (broadcasting ``zeta`` against ``t``).
+
+    Why a floor: a fitted trend says how the scatter changes across the fitted runs' tokens per parameter; beyond
+    them, a trend that keeps *shrinking* the noise (e.g. ζ < 0 towards heavily over-trained runs) would narrow a new
+    run's interval on no evidence at all, while one that keeps growing it only errs on the wide side (and is what
+    makes the largest models of small budgets, below every fitted D/N, honest: DELTA_SIZING.md, ``tpp_noise``).
+    ``jax.numpy``, so the jitted planners use it; NumPy arrays are accepted."""
+    edge = jnp.clip(t, span[0], span[1])
+    return jnp.exp(jnp.maximum(zeta * t, zeta * edge))
+
+
 class RunNoise(NamedTuple):
-    """Run-to-run noise of log loss per posterior draw: Student-t(ν_s) of scale σ_s·exp(ζ_s·(log(D/N) − c)).
+    """Run-to-run noise of log loss per posterior draw: Student-t(ν_s) of scale σ_s·exp(ζ_s·(log(D/N) − c)), floored
+    beyond the fitted runs' tokens per parameter at its value at the nearer edge (:func:`trend_factor`).
 
     ``sigma`` (S,): scale at the fitted data's mean log tokens per parameter c = ``centre`` (nats); ``nu`` (S,)
-    (inf: Normal); ``trend`` (S,): ζ_s, the change of log σ per nat of log(D/N) (0 without a trend)."""
+    (inf: Normal); ``trend`` (S,): ζ_s, the change of log σ per nat of log(D/N) (0 without a trend); ``span``: the
+    fitted runs' (min, max) of log(D/N) − c."""
 
     sigma: jnp.ndarray
     nu: jnp.ndarray
     trend: jnp.ndarray
     centre: float
+    span: tuple[float, float] = (-math.inf, math.inf)
 
     def scale(self, log_N, log_D) -> jnp.ndarray:
         """Noise scale (S, P) at runs of log N, log D (P,) (natural logs of parameters and tokens)."""
         t = jnp.asarray(log_D) - jnp.asarray(log_N) - self.centre
-        return jnp.asarray(self.sigma)[:, None] * jnp.exp(jnp.asarray(self.trend)[:, None] * t[None, :])
+        return jnp.asarray(self.sigma)[:, None] * trend_factor(jnp.asarray(self.trend)[:, None], t[None, :], self.span)
 
 
 def pooling_modes(

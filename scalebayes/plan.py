@@ -47,6 +47,7 @@ from . import laws as _laws
 from .data import C_RTOL
 from .discrepancy import Discrepancy, facet_distance, facets, grown
 from .errors import DataError, ModelError
+from .model import trend_factor
 from .predict import qcol
 from .predictive import delta_normals, label, resolve
 from .predictive import noise_draws as _noise_from
@@ -421,19 +422,20 @@ def noise_draws(
 
 
 def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int], include: bool) -> tuple:
-    """(noise at the data's mean tokens per parameter (S, P), ζ (S, 1), c): what :func:`_noise_at` scales to a
-    point; zeros without ``include``."""
+    """(noise at the data's mean tokens per parameter (S, P), ζ (S, 1), c, the fitted span of log(D/N) − c): what
+    :func:`_noise_at` scales to a point; zeros without ``include``."""
     if not include:
-        return jnp.zeros(shape), jnp.zeros((shape[0], 1)), 0.0
+        return jnp.zeros(shape), jnp.zeros((shape[0], 1)), 0.0, (-math.inf, math.inf)
     noise = post.run_noise(family, seed=seed)
     unit = jnp.asarray(_noise_from(seed, noise.sigma, noise.nu, shape[1]))
-    return unit, jnp.asarray(noise.trend)[:, None], float(noise.centre)
+    return unit, jnp.asarray(noise.trend)[:, None], float(noise.centre), noise.span
 
 
 def _noise_at(noise: tuple, log_tpp) -> Array:
-    """The noise draws of :func:`_noise` at log tokens per parameter ``log_tpp`` (broadcasting against (S, P))."""
-    unit, zeta, c = noise
-    return unit * jnp.exp(zeta * (log_tpp - c))
+    """The noise draws of :func:`_noise` at log tokens per parameter ``log_tpp`` (broadcasting against (S, P)),
+    scaled as :meth:`scalebayes.model.RunNoise.scale` scales them."""
+    unit, zeta, c, span = noise
+    return unit * trend_factor(zeta, log_tpp - c, span)
 
 
 def _discrepancy(post: Posterior, family: str | None, extrapolation, n_draws: int, seed: int):
@@ -635,13 +637,13 @@ def compute_for_loss(
     p = _expand(params)
     S = next(iter(params.values())).shape[0]
     # noise column j for target j: the numbers prob_loss_below uses at the j-th of the same targets
-    unit, zeta, c = _noise(post, family, seed, (S, len(targets)), include_noise)
+    unit, zeta, c, span = _noise(post, family, seed, (S, len(targets)), include_noise)
     disc, geometry = _discrepancy(post, family, extrapolation, S, seed)
     U = _cap(unique_tokens)
     logU = jnp.asarray(math.log(U) if math.isfinite(U) else math.inf)
     rows = []
     for j, tv in enumerate(targets):
-        noise = (unit[:, j : j + 1], zeta, c)
+        noise = (unit[:, j : j + 1], zeta, c, span)
         logC, r = _least_log_compute(law, p, jnp.full((S, 1), math.log(tv)), noise, float(prob), logU, geometry)
         row = {"target": tv, "prob": float(prob), "C": np.inf, "N": np.nan, "D": np.nan, "D_per_N": np.nan}
         if math.isfinite(logC):

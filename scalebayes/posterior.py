@@ -232,14 +232,21 @@ class Posterior:
         sigma = _stack(noise["sigma"])
         nu = _stack(noise["nu"]) if "nu" in noise.data_vars else np.full(self.n_samples, np.inf)
         zeta = _stack(noise["sigma_trend"]) if "sigma_trend" in noise.data_vars else np.zeros(self.n_samples)
-        c = tpp_centre(self.centre) if self.noise_trend else 0.0
+        c, span = (tpp_centre(self.centre), self._tpp_span()) if self.noise_trend else (0.0, (-np.inf, np.inf))
         if sigma.ndim == 2 and family is not None:
             sigma = sigma[:, self.families.index(family)]
         elif sigma.ndim == 2:  # a new family's noise: that of a fitted family picked at random per draw
             key = jax.random.fold_in(_new_family_key(seed), 1)
             pick = np.asarray(jax.random.randint(key, (sigma.shape[0],), 0, sigma.shape[1]))
             sigma = sigma[np.arange(sigma.shape[0]), pick]
-        return RunNoise(jnp.asarray(sigma), jnp.asarray(nu), jnp.asarray(zeta), c)
+        return RunNoise(jnp.asarray(sigma), jnp.asarray(nu), jnp.asarray(zeta), c, span)
+
+    def _tpp_span(self) -> tuple[float, float]:
+        """The fitted runs' (min, max) of log(D/N) − c, c = :func:`~scalebayes.model.tpp_centre`: where the noise
+        trend was seen."""
+        f = self.data.frame
+        t = np.log(f["D"].to_numpy(float) / f["N"].to_numpy(float)) - tpp_centre(self.centre)
+        return float(t.min()), float(t.max())
 
     def _latent_draws(self, family: str | None, *, seed: int = 0) -> tuple[dict, RunNoise]:
         """Latents (S,) per latent name and :meth:`run_noise` for one family or a new one (``family`` as in

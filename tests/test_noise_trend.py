@@ -70,10 +70,32 @@ def test_planning_and_prediction_see_the_same_noise_at_a_point(trend_posts):
         draws = post.predictive_draws(n, d, seed=5)[:, 0]
         target = float(np.median(draws))
         assert post.prob_loss_below(target, n, d, seed=5) == pytest.approx(np.mean(draws <= target), abs=1e-12)
-    # the noise's scale at a point follows (D/N)^ζ: at D/N = 3 it is (3/200)^ζ ≈ 8x what it is at D/N = 200
+    # the noise's scale at a point follows (D/N)^ζ inside the fitted D/N (2-200): at D/N = 3 it is (3/150)^ζ ≈ 7x
+    # what it is at D/N = 150
     noise = post.run_noise()
-    s = np.asarray(noise.scale(np.log([1e9, 1e9]), np.log([3e9, 2e11])))
-    assert np.allclose(s[:, 0] / s[:, 1], (3 / 200) ** np.asarray(noise.trend))
+    s = np.asarray(noise.scale(np.log([1e9, 1e9]), np.log([3e9, 1.5e11])))
+    assert np.allclose(s[:, 0] / s[:, 1], (3 / 150) ** np.asarray(noise.trend))
+
+
+def test_the_noise_trend_never_shrinks_a_new_runs_noise_beyond_the_fitted_runs(trend_posts):
+    # ζ < 0 here: beyond the fitted runs' largest D/N the trend would keep shrinking the noise on no evidence, so the
+    # scale stays at its value at the edge; below their smallest D/N it keeps growing (the conservative side)
+    post = trend_posts[0]
+    noise = post.run_noise()
+    assert np.all(np.asarray(noise.trend) < 0)
+    f = post.data.frame
+    tpp = f["D"].to_numpy() / f["N"].to_numpy()
+    lo, hi = tpp.min(), tpp.max()
+    s = np.asarray(noise.scale(np.log([1e9] * 4), np.log(1e9 * np.array([hi, 10 * hi, lo, lo / 10]))))
+    assert np.allclose(s[:, 1], s[:, 0], rtol=1e-12)
+    assert np.allclose(s[:, 3] / s[:, 2], 0.1 ** np.asarray(noise.trend))
+    # planning reads the same floor: at a point far beyond the fitted D/N, prob_loss_below counts the draws predict
+    # makes there (the same random numbers), which it would not if either scaled the noise on its own
+    draws = post.predictive_draws(1e9, 10 * hi * 1e9, seed=5)[:, 0]
+    target = float(np.quantile(draws, 0.1))
+    assert post.prob_loss_below(target, 1e9, 10 * hi * 1e9, seed=5) == pytest.approx(
+        np.mean(draws <= target), abs=1e-12
+    )
 
 
 def test_a_target_needs_more_compute_when_the_noise_is_larger_there(trend_posts):
