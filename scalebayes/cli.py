@@ -9,18 +9,18 @@ Usage (also ``python -m scalebayes ...``)::
     scalebayes report report/posterior.nc --out report/          # re-render report.html from a saved posterior
 
 ``fit`` writes ``posterior.nc`` (or ``posterior.zarr``), ``summary.csv`` and ``report.html`` (see
-:func:`scalebayes.report.write_report`) into ``--out``, as one set: the folder is checked writable and locked
-before sampling, and the files replace any old ones together or not at all (:mod:`scalebayes.store`); Ctrl-C exits
-with 130 leaving the old files. Compiled programs are kept in a user cache folder (:mod:`scalebayes.cache`), so a
-second run of the same shape skips XLA's compilation (not the Python tracing). After sampling, ``fit`` calibrates
-the posterior (:func:`scalebayes.calibrate`: leave-largest-out refits learn how far predictions must widen beyond
-the data; stored in the posterior file) unless ``--no-calibrate``; a calibration that cannot be learned is a warning
-and the uncalibrated posterior is kept. ``plan``, ``predict`` and the report say which predictive they show.
-Results go to stdout; progress and status lines go to stderr (``--quiet`` silences them); on a terminal the
-sampler's progress bar (:mod:`scalebayes.progress`) shows iterations done, the phase and an ETA.
-Any error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback
-instead); command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail
-(the files are written anyway), 130 means interrupted.
+:func:`scalebayes.report.write_report`; ``--no-report`` leaves it out) into ``--out``, as one set: the folder is
+checked writable and locked before sampling, and the files replace any old ones together or not at all
+(:mod:`scalebayes.store`); Ctrl-C exits with 130 leaving the old files. Compiled programs are kept in a user cache
+folder (:mod:`scalebayes.cache`), so a second run of the same shape skips XLA's compilation (not the Python tracing).
+After sampling, ``fit`` calibrates the posterior (:func:`scalebayes.calibrate`: leave-largest-out refits learn how far
+predictions must widen beyond the data; stored in the posterior file) unless ``--no-calibrate``; a calibration that
+cannot be learned is a warning and the uncalibrated posterior is kept. ``plan``, ``predict`` and the report say which
+predictive they show. Results go to stdout; progress and status lines go to stderr (``--quiet`` silences them); on a
+terminal the sampler's progress bar (:mod:`scalebayes.progress`) shows iterations done, the phase and an ETA. Any
+error exits with status 1 and one line on stderr naming the problem (``--debug`` shows the traceback instead);
+command-line usage errors exit with 2. ``fit --strict`` exits with 3 when the sampler's diagnostics fail (the files
+are written anyway), 130 means interrupted.
 """
 
 from __future__ import annotations
@@ -225,6 +225,13 @@ def _add_fit(sub, common: argparse.ArgumentParser) -> None:
         choices=("nc", "zarr"),
         default="nc",
         help="posterior file format: netCDF posterior.nc (default) or posterior.zarr",
+    )
+    out.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write the posterior and summary.csv only, not report.html (for scripted sweeps: drawing the report's "
+        "figures takes seconds); an old report.html in --out goes with the old set, since it would describe "
+        "another fit. `scalebayes report` writes it later from the posterior",
     )
     _add_report_options(out)
     out.add_argument(
@@ -604,10 +611,12 @@ def cmd_fit(args, con: _Console) -> int:
         if not args.no_calibrate:
             post = _calibrate(con, post)
         summary = post.summary()
-        con.status(f"writing posterior.{args.format}, summary.csv and report.html to {out}")
-        with staged_outputs(out) as stage:
+        names = [f"posterior.{args.format}", "summary.csv"] + ([] if args.no_report else [REPORT_NAME])
+        con.status(f"writing {', '.join(names)} to {out}")
+        # without a report, an old report.html goes with the old set: beside the new posterior it would describe
+        # another fit
+        with staged_outputs(out, drop=[REPORT_NAME] if args.no_report else []) as stage:
             _write_outputs(args, post, summary, stage)
-    names = [f"posterior.{args.format}", "summary.csv", REPORT_NAME]
     _print_fit(post, summary, args.csv, [out / n for n in names])
     return EXIT_DIAGNOSTICS if args.strict and not post.diagnostics.ok else 0
 
@@ -700,9 +709,11 @@ def _predictive_words(df: pd.DataFrame) -> str:
 
 
 def _write_outputs(args, post, summary: pd.DataFrame, folder: Path) -> None:
-    """posterior.nc/.zarr, summary.csv and report.html into ``folder``."""
+    """posterior.nc/.zarr, summary.csv and (unless ``--no-report``) report.html into ``folder``."""
     post.save(folder / f"posterior.{args.format}")
     summary.to_csv(folder / "summary.csv")
+    if args.no_report:
+        return
     command = " ".join(shlex.quote(str(a)) for a in [PROG, *getattr(args, "argv", [])])
     write_report(
         post,

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import DependencyError, OutputError
@@ -232,10 +232,11 @@ class _FolderLock:
 
 
 @contextlib.contextmanager
-def staged_outputs(folder: str | Path) -> Iterator[Path]:
-    """Yield a hidden staging folder inside ``folder``; write a set of output files there. On success every file
-    in it is moved into ``folder`` (replacing files of the same name), on failure or Ctrl-C the staging folder is
-    removed and ``folder``'s files are left as they were: a set of outputs is replaced whole or not at all.
+def staged_outputs(folder: str | Path, *, drop: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a hidden staging folder inside ``folder``; write a set of output files there. On success the files
+    named in ``drop`` (of the old set, which the new set leaves out) are removed from ``folder`` and every file of
+    the stage is moved in (replacing files of the same name); on failure or Ctrl-C the staging folder is removed and
+    ``folder``'s files are left as they were: a set of outputs is replaced whole or not at all.
     """
     folder = Path(folder)
     stage = folder / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
@@ -244,6 +245,8 @@ def staged_outputs(folder: str | Path) -> Iterator[Path]:
         yield stage
         with _HeldInterrupt() as held:  # a Ctrl-C now would leave half the set moved
             held.check()
+            for name in drop:  # first: a crash midway then leaves the old files without it, never a mixed set
+                _remove(folder / name)
             for item in sorted(stage.iterdir()):
                 _commit(item, folder / item.name)
         held.check()  # arrived during the moves: the new set is complete, and the interrupt is not lost

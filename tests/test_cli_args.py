@@ -170,6 +170,24 @@ def test_strict_exits_non_zero_when_diagnostics_fail(monkeypatch, capsys, saved,
     assert cli.main([*argv, "--out", str(tmp_path / "b"), "--strict"]) == cli.EXIT_DIAGNOSTICS == 3
 
 
+def test_fit_no_report_writes_the_rest_and_drops_an_old_report(monkeypatch, capsys, saved, runs_csv, tmp_path):
+    # --no-report: posterior and summary.csv, no report drawn; an old report.html would describe another fit beside
+    # the new posterior, so it goes with the old set
+    post, _ = saved
+    seen = _capture_fit(monkeypatch, post)
+    out = tmp_path / "a"
+    argv = ["fit", str(runs_csv), *FIT_COLUMNS, "--out", str(out), "--no-calibrate"]
+    assert cli.main(argv) == 0 and (out / cli.REPORT_NAME).exists()
+    old = (out / "posterior.nc").stat().st_mtime_ns
+    seen.clear()
+    capsys.readouterr()
+    assert cli.main([*argv, "--no-report"]) == 0
+    assert "report" not in seen and not (out / cli.REPORT_NAME).exists()
+    assert (out / "summary.csv").exists() and (out / "posterior.nc").stat().st_mtime_ns >= old
+    assert cli.REPORT_NAME not in capsys.readouterr().out  # the files it says it wrote are the ones it wrote
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["posterior.nc", "summary.csv"]
+
+
 def test_fit_calibrates_unless_no_calibrate(monkeypatch, saved, runs_csv, tmp_path):
     post, _ = saved
     seen = _capture_fit(monkeypatch, post)
