@@ -109,7 +109,7 @@ def huber_predictive(train: ScalingData, frame: pd.DataFrame, law, *, bootstrap:
             else (np.arange(B))
         )
         params = {k: jnp.asarray(rows[pick, j]) for j, k in enumerate(law.params)}
-        x = {k: jnp.log(jnp.asarray(frame.loc[m, k].to_numpy(), dtype=jnp.float64)) for k in law.inputs}
+        x = {k: jnp.log(jnp.asarray(frame.loc[m, k].to_numpy(), dtype=float)) for k in law.inputs}
         log_mu[:, m] = np.asarray(log_mean_draws(law, params, x))
         sigma[:, m] = s
         point[m] = np.exp(_huber_point_log(hf, law, frame.loc[m]))

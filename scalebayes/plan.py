@@ -229,7 +229,7 @@ def closed_form_optimum(params: Params, C: Array, unique_tokens: float = math.in
         ``N`` (parameters), ``D`` (tokens) and ``loss`` (nats) at the optimum, each (S, B).
     """
     p = _expand(params)
-    logX = jnp.log(jnp.asarray(C, dtype=jnp.float64))[None, :] - LOG6
+    logX = jnp.log(jnp.asarray(C, dtype=float))[None, :] - LOG6
     s = p["alpha"] + p["beta"]
     logG = (jnp.log(p["alpha"] * p["A"]) - jnp.log(p["beta"] * p["B"])) / s
     logD = jnp.minimum(-logG + p["alpha"] / s * logX, jnp.log(unique_tokens))
@@ -246,7 +246,7 @@ def closed_form_compute_for_loss(params: Params, target: Array) -> Array:
     L*(C) = E + K·(C/6)^(-αβ/(α+β)) with K = A·G^-α + B·G^β, so C = 6·((L - E)/K)^(-(α+β)/(αβ)); infinite where
     the target is at or below E."""
     p = _expand(params)
-    t = jnp.asarray(target, dtype=jnp.float64)
+    t = jnp.asarray(target, dtype=float)
     t = t[None, :] if t.ndim == 1 else t
     s = p["alpha"] + p["beta"]
     logG = (jnp.log(p["alpha"] * p["A"]) - jnp.log(p["beta"] * p["B"])) / s
@@ -275,9 +275,9 @@ def numerical_optimum(
         range's edge, i.e. not trustworthy).
     """
     p = _expand(params)
-    logK = jnp.log(jnp.asarray(C, dtype=jnp.float64))[None, :]
-    T = jnp.asarray(inference_tokens, dtype=jnp.float64)
-    logU = jnp.log(jnp.asarray(unique_tokens, dtype=jnp.float64))
+    logK = jnp.log(jnp.asarray(C, dtype=float))[None, :]
+    T = jnp.asarray(inference_tokens, dtype=float)
+    logU = jnp.log(jnp.asarray(unique_tokens, dtype=float))
     r, v, at_edge, _ = _argmin_ratio(law, p, logK, T, logU)
     logN, logD = _ray(jnp.broadcast_to(logK, r.shape), r, T)
     return {"N": jnp.exp(logN), "D": jnp.exp(logD), "loss": jnp.exp(v), "at_edge": at_edge}
@@ -297,12 +297,12 @@ def compute_for_loss_draws(
         unique_tokens: scalar cap (inf for none).
     """
     p = _expand(params)
-    t = jnp.log(jnp.asarray(target, dtype=jnp.float64))
-    hi = jnp.log(jnp.asarray(C_upper, dtype=jnp.float64))
+    t = jnp.log(jnp.asarray(target, dtype=float))
+    hi = jnp.log(jnp.asarray(C_upper, dtype=float))
     S = next(iter(p.values())).shape[0]
     t = jnp.broadcast_to(t, (S, *jnp.shape(t)[-1:]))
     hi = jnp.broadcast_to(hi, t.shape)
-    logU = jnp.log(jnp.asarray(unique_tokens, dtype=jnp.float64))
+    logU = jnp.log(jnp.asarray(unique_tokens, dtype=float))
     return jnp.exp(_solve_log_cost(law, p, t, hi - 40.0, hi, jnp.asarray(0.0), logU))
 
 
@@ -322,9 +322,9 @@ def inference_optimum(
         dict of (S, B): ``N``, ``D``, ``loss`` (= ℓ, nats), ``C_total`` (FLOP), ``at_edge``.
     """
     p = _expand(params)
-    logC = jnp.log(jnp.asarray(C, dtype=jnp.float64))[None, :]
-    T = jnp.asarray(inference_tokens, dtype=jnp.float64)
-    logU = jnp.log(jnp.asarray(unique_tokens, dtype=jnp.float64))
+    logC = jnp.log(jnp.asarray(C, dtype=float))[None, :]
+    T = jnp.asarray(inference_tokens, dtype=float)
+    logU = jnp.log(jnp.asarray(unique_tokens, dtype=float))
     zero = jnp.asarray(0.0)
     r0, target, edge0, _ = _argmin_ratio(law, p, logC, zero, logU)
     logN0, _ = _ray(jnp.broadcast_to(logC, r0.shape), r0, zero)
@@ -406,7 +406,7 @@ def _prob_at_points(
 ) -> Array:
     """Fraction of draws with log L (+ noise, (S, P)) ≤ log target (P,) at points (P,)."""
     v = law.log_mean(p, _law_inputs(law, logN[None, :], logD[None, :], logU)) + noise
-    return jnp.mean((v <= log_target[None, :]).astype(jnp.float64), axis=0)
+    return jnp.mean((v <= log_target[None, :]).astype(float), axis=0)
 
 
 def noise_draws(
@@ -418,7 +418,7 @@ def noise_draws(
     :func:`scalebayes.predictive.noise_draws` (so ``prob_loss_below`` at a point agrees with ``predict``'s draws
     there with the same seed), deterministic in ``seed`` and the shape."""
     noise = _noise(post, family, seed, shape, True)
-    return np.asarray(noise[0] if log_tpp is None else _noise_at(noise, jnp.asarray(log_tpp, jnp.float64)))
+    return np.asarray(noise[0] if log_tpp is None else _noise_at(noise, jnp.asarray(log_tpp, float)))
 
 
 def _noise(post: Posterior, family: str | None, seed: int, shape: tuple[int, int], include: bool) -> tuple:
@@ -463,8 +463,9 @@ def _delta(law: _laws.Law, geometry: tuple, logN: Array, logD: Array, logU: Arra
 
 # ---------------------------------------------------------------------------------------------------- posterior API
 def _draws(post: Posterior, family: str | None, seed: int) -> dict[str, Array]:
-    """The law's published parameters, each (S,) float64, for ``family`` (as :meth:`Posterior.param_draws`)."""
-    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in post.param_draws(family, seed=seed).items()}
+    """The law's published parameters, each (S,) float64 (float32 under ``SCALEBAYES_X64=0``), for ``family`` (as
+    :meth:`Posterior.param_draws`)."""
+    return {k: jnp.asarray(v, dtype=float) for k, v in post.param_draws(family, seed=seed).items()}
 
 
 def _positive(name: str, v, *, allow_zero: bool = False) -> np.ndarray:

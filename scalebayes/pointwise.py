@@ -67,10 +67,10 @@ def pointwise_arrays(dt, *, seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS)
     latents = {z: _stack(lp[z]) for z in law.latents}
     centre = {k: jnp.asarray(v) for k, v in meta["centre"].items()}
     cd = dt["constant_data"]
-    x = {k: jnp.log(jnp.asarray(cd[k].values, dtype=jnp.float64)) for k in law.inputs}
+    x = {k: jnp.log(jnp.asarray(cd[k].values, dtype=float)) for k in law.inputs}
     fams = list(meta["families"])
     fam = jnp.asarray(pd.Index(fams).get_indexer(np.asarray(cd["family"].values).astype(str)), jnp.int32)
-    log_y = jnp.asarray(dt["observed_data"]["log_loss"].values, jnp.float64)
+    log_y = jnp.asarray(dt["observed_data"]["log_loss"].values, float)
     sigma = _stack(post["sigma"])
     student = "nu" in post.data_vars
     S = sigma.shape[0]

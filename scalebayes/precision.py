@@ -12,7 +12,9 @@ on, a process-wide setting, so scalebayes changes it only where it has to, never
 * Setting the environment variable ``SCALEBAYES_X64=0`` opts out: the entry points then leave JAX's setting alone,
   and a computation that needs float64 (``fit(..., dtype="float64")``, ``fit_huber``) raises
   :class:`~scalebayes.errors.ModelError` instead of silently running in float32; ``fit(..., dtype="float32")``
-  runs.
+  runs, and so do its calibration, predictions and plans, in float32.
+* Arrays the package builds for its own computations ask for JAX's widest float (``dtype=float``): float64 when
+  ``jax_enable_x64`` is on, float32 when it is off, so an opted-out process gets no dtype-truncation warnings.
 """
 
 from __future__ import annotations

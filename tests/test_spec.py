@@ -211,10 +211,21 @@ def test_import_leaves_jax_precision_alone():
 
 
 def test_opt_out_keeps_float32_and_refuses_float64_work():
+    # SCALEBAYES_X64=0: a float64 fit is refused; a float32 fit runs whole (law, the cut noise refit after it, its
+    # predictions and plans) in float32, with no warning that something asked for float64 and was truncated
     code = (
-        "import jax, scalebayes as sb\n"
+        "import jax, warnings, numpy as np, scalebayes as sb\n"
         "d = sb.datasets.load('chinchilla_epoch')\n"
         "try:\n    sb.fit(d, draws=10)\nexcept sb.errors.ModelError as e:\n    print('refused', 'float64' in str(e))\n"
+        "warnings.filterwarnings('error', message='Explicitly requested dtype')\n"
+        "p = sb.fit(d, dtype='float32', chains=1, warmup=60, draws=60, warn=False)\n"
+        "n = p.run_noise()\n"
+        "q = p.predict(7e10, 1.4e12)\n"
+        "pl = p.plan([1e24])\n"
+        "pr = p.prob_loss_below(2.0, 7e10, 1.4e12)\n"
+        "print(p.noise_trend, n.sigma.dtype, p.posterior['alpha'].dtype)\n"
+        "print(bool(np.isfinite(q['q0.5']).all() and np.isfinite(pl['L_q0.5']).all() and 0 <= pr <= 1))\n"
         "print(jax.config.jax_enable_x64)\n"
     )
-    assert _x64_in_fresh_python(code, SCALEBAYES_X64="0").splitlines() == ["refused True", "False"]
+    out = _x64_in_fresh_python(code, SCALEBAYES_X64="0").splitlines()
+    assert out == ["refused True", "True float32 float32", "True", "False"]
