@@ -37,11 +37,11 @@ def store(tmp_path, monkeypatch):
 
 
 def _run(spec, prep, seed=3):
-    """A fresh runner with the process's compiled pieces forgotten (as in a new process), its draws and the number
-    of sampler traces it cost."""
-    compiled._PIECES.clear()
+    """A fresh runner (no compiled pieces in memory, as in a new process), its draws and the number of sampler
+    traces it cost."""
     n0 = S.COMPILE_COUNT["n"]
-    draws, stats = S.to_numpy(compiled.Stepped(spec, CONFIG)(jax.random.key(seed), *prep.args))
+    run = compiled.Stepped(spec, CONFIG)
+    draws, stats = S.to_numpy(run(jax.random.key(seed), *prep.args, warmup=CONFIG.warmup))
     return draws, stats, S.COMPILE_COUNT["n"] - n0
 
 
@@ -127,8 +127,8 @@ def test_fits_differing_only_in_warmup_share_programs(chinchilla_data, store):
     n0 = S.COMPILE_COUNT["n"]
     shared = sb.fit(chinchilla_data, warmup=CONFIG.warmup + 20, **kw)
     assert S.COMPILE_COUNT["n"] == n0
-    compiled._PIECES.clear()
-    for p in store.iterdir():  # nor on disk
+    compiled._stepped.cache_clear()  # the runners and their pieces forgotten in memory
+    for p in store.iterdir():  # and on disk
         p.unlink()
     alone = sb.fit(chinchilla_data, warmup=CONFIG.warmup + 20, **kw)
     assert S.COMPILE_COUNT["n"] > n0  # traced anew

@@ -24,6 +24,7 @@ from .. import progress
 from ..errors import UnknownNameError
 from ..model import Spec
 from . import stored
+from .adaptation import window_table
 from .config import SamplerConfig, program_settings
 from .driver import Chains, drive, flat_pieces
 from .program import Pieces, build, make_parts, pieces
@@ -118,71 +119,69 @@ def sampler(spec: Spec, n: int, config: SamplerConfig, dtype_name: str = "float6
     on = progress.enabled(config.progress)
     if config.chain_method == "parallel" and jax.local_device_count() > 1:
         return _parallel_chains(spec, dataclasses.replace(config, progress=on))
-    run = _stepped(spec, n, dataclasses.replace(config, progress=False), dtype_name)  # one program with or without
-    return Run(run, on)
+    # one runner per model, program settings and size, whatever the warm-up length and progress setting
+    return Run(_stepped(spec, n, program_settings(config), dtype_name), int(config.warmup), on)
 
 
 @functools.lru_cache(maxsize=128)
-def _stepped(spec: Spec, n: int, config: SamplerConfig, dtype_name: str) -> Stepped:
+def _stepped(spec: Spec, n: int, settings: SamplerConfig, dtype_name: str) -> Stepped:
     del n, dtype_name  # part of the cache key only
-    return Stepped(spec, config)
+    return Stepped(spec, settings)
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """A :class:`Stepped` with one call's progress setting: ``run(key, x, log_y, fam, mask, hyper)`` gives
-    (draws, stats); ``run.start(...)`` the :class:`~.driver.Chains`, which can sample on."""
+    """A :class:`Stepped` with one call's warm-up length and progress setting: ``run(key, x, log_y, fam, mask,
+    hyper)`` gives (draws, stats); ``run.start(...)`` the :class:`~.driver.Chains`, which can sample on."""
 
     stepped: Stepped
+    warmup: int
     show_progress: bool
 
     def __call__(self, *args):
-        return self.stepped(*args, show_progress=self.show_progress)
+        return self.start(*args).result()
 
     def start(self, *args) -> Chains:
-        return self.stepped.start(*args, show_progress=self.show_progress)
-
-
-#: The compiled pieces of single fits in this process: (spec, program settings, argument shapes) -> Pieces, at
-#: most :data:`MAX_KEPT`.
-_PIECES: dict = {}
-MAX_KEPT = 128
+        return self.stepped.start(*args, warmup=self.warmup, show_progress=self.show_progress)
 
 
 class Stepped:
     """One dataset's fit as a host loop (:func:`.driver.drive`) over three compiled pieces (:class:`.Pieces`),
     each exported once per argument shape and kept on disk when the compilation cache is on (:mod:`.stored`), so
-    a second process skips tracing as well as compiling. Call as ``run(key, x, log_y, fam, mask, hyper,
-    show_progress=False)``."""
+    a second process skips tracing as well as compiling. Call as ``run(key, x, log_y, fam, mask, hyper, warmup=W,
+    show_progress=False)``.
+
+    The pieces depend on ``config`` only through :func:`.config.program_settings` (``warmup`` reaches them as the
+    schedule's table, a runtime argument: one row per call), so one runner serves fits of every warm-up length:
+    rerunning a fit with more warm-up after a diagnostics failure compiles nothing."""
 
     def __init__(self, spec: Spec, config: SamplerConfig):
-        self.spec, self.config = spec, config
+        self.spec = spec
         self.settings = program_settings(config)  # what the pieces depend on: their key in memory and on disk
-        self.parts = make_parts(spec, config)
+        self.parts = make_parts(spec, self.settings)
+        self._pieces: dict = {}  # argument shapes -> Pieces (bounded by the runners' own cache, _stepped)
 
-    def __call__(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False):
-        return self.start(key, x, log_y, fam, mask, hyper, show_progress=show_progress).result()
+    def __call__(self, key, x, log_y, fam, mask, hyper, *, warmup: int, show_progress: bool = False):
+        return self.start(key, x, log_y, fam, mask, hyper, warmup=warmup, show_progress=show_progress).result()
 
-    def start(self, key, x, log_y, fam, mask, hyper, show_progress: bool = False) -> Chains:
-        """Warm-up and sampling; the returned :class:`~.driver.Chains` gives the draws and can sample on."""
+    def start(self, key, x, log_y, fam, mask, hyper, *, warmup: int, show_progress: bool = False) -> Chains:
+        """``warmup`` iterations per chain, then sampling; the returned :class:`~.driver.Chains` gives the draws and
+        can sample on."""
         # NumPy in, so that adding the dataset axis runs no eager JAX operation (each would be compiled)
         args = jax.tree.map(lambda a: np.asarray(a)[None], (x, log_y, fam, mask, hyper))
         key_data = np.asarray(jax.random.key_data(key))[None]
         report = progress.update if show_progress else None
         pieces = self.programs(key_data, args)
-        carry = drive(pieces, self.parts.table, key_data, args, self.config.warmup, report)
-        return Chains(pieces, self.parts.table, carry, args, report)
+        table = window_table(int(warmup), int(self.settings.draws))
+        carry = drive(pieces, table, key_data, args, int(warmup), report)
+        return Chains(pieces, table, carry, args, report)
 
     def programs(self, key_data, args) -> Pieces:
-        """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored).
-        Kept per process for every runner of the same model, :func:`.config.program_settings` and shapes, so a
-        fit with another warm-up length reuses them."""
-        found = _PIECES.get(key := (self.spec, self.settings, stored.shapes((key_data, args))))
-        if found is None:
-            if len(_PIECES) >= MAX_KEPT:  # the oldest first, as the runners' own cache drops them
-                del _PIECES[next(iter(_PIECES))]
-            found = _PIECES[key] = self._load_or_export(key_data, args, key[2])
-        return found
+        """The compiled pieces for these argument shapes: stored ones when present, else exported (and stored)."""
+        sig = stored.shapes((key_data, args))
+        if sig not in self._pieces:
+            self._pieces[sig] = self._load_or_export(key_data, args, sig)
+        return self._pieces[sig]
 
     def _load_or_export(self, key_data, args, sig) -> Pieces:
         key = stored.program_key(self.spec, self.settings, sig, compiler_options())
