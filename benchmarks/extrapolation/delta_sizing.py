@@ -317,6 +317,8 @@ VARIANTS = (
     "gamma_mode_lodo",
     "dir_oracle",
     "dir_mixed",
+    "kappa_rms",
+    "kappa_median",
     "ml_t_noise",
     "tpp_noise",
     "tpp_noise_bayes",
@@ -368,6 +370,25 @@ def direction_mixed(rec: dict, heldout) -> dict:
     return sd
 
 
+def delta_sd(rec: dict, per: dict) -> np.ndarray:
+    """δ's s.d. κ_s·d^γ_s per posterior draw s at the held-out runs, (S, P), from (κ, γ) draws per family ``per``."""
+    d = rec["distance"]
+    sd = np.zeros(rec["log_mu"].shape)
+    for f, (k, g) in per.items():
+        m = rec["heldout_family"] == f
+        sd[:, m] = k[:, None] * np.where(d[m] > 0, np.maximum(d[m], 1e-30)[None, :] ** g[:, None], 0.0)
+    return sd
+
+
+def pooled_sd(rec: dict, how: str) -> np.ndarray:
+    """δ's s.d. with (κ, γ)'s uncertainty pooled per held-out run, (S, P): ``"rms"`` the root mean square of
+    κ·d^γ over draws (δ Normal with the mixture's variance: the uncertainty kept in the variance, not in the
+    tails), ``"median"`` its median (a plug-in, for comparison)."""
+    sd = delta_sd(rec, kappa_draws(rec, rec["splits"], rec["prior"]))
+    one = np.sqrt(np.mean(sd**2, axis=0)) if how == "rms" else np.median(sd, axis=0)
+    return np.broadcast_to(one, sd.shape)
+
+
 def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.DataFrame:
     """Scores (one row per task and variant) of the captured tasks under ``dirs``; prints per task and dataset."""
     recs = []
@@ -382,6 +403,9 @@ def rescore(dirs: list[str], variants: list[str], csv: str | None = None) -> pd.
         for v in variants:
             if v == "dir_mixed":
                 rows.append(_score_sd(rec, v, direction_mixed(rec, heldout[rec["task"]])))
+                continue
+            if v in ("kappa_rms", "kappa_median"):
+                rows.append(_score_sd(rec, v, pooled_sd(rec, v.split("_")[1])))
                 continue
             if v in NOISE_VARIANTS:
                 per = kappa_draws(rec, rec["splits"], rec["prior"])
