@@ -12,6 +12,7 @@ from conftest import simulate_chinchilla
 import scalebayes as sb
 from scalebayes import misfit
 from scalebayes.errors import MisfitWarning
+from scalebayes.model import RunNoise
 from scalebayes.predict import log_mean_draws
 
 TRUTH = {"E": 1.8, "A": 480.0, "B": 2000.0, "alpha": 0.35, "beta": 0.37}
@@ -24,7 +25,10 @@ def _stub(df: pd.DataFrame, params: dict[str, dict[str, float | np.ndarray]], ze
     data = sb.ScalingData.from_frame(df, N="N", D="D", loss="loss", family=fam, name="synthetic")
     draws = lambda f: {k: np.atleast_1d(np.asarray(v, float)) for k, v in params[f].items()}  # noqa: E731
     centre = {k: float(np.mean(np.log(df[k]))) for k in ("N", "D")}
-    noise = SimpleNamespace(trend=np.atleast_1d(zeta if zeta is not None else 0.0), centre=centre["D"] - centre["N"])
+    t = np.log(df["D"] / df["N"]).to_numpy() - (centre["D"] - centre["N"])  # the fitted runs' log(D/N) − c
+    noise = RunNoise(
+        np.ones(1), np.full(1, np.inf), np.atleast_1d(zeta or 0.0), centre["D"] - centre["N"], (t.min(), t.max())
+    )
     return SimpleNamespace(
         data=data,
         law=sb.laws.get("chinchilla"),
