@@ -27,18 +27,21 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from . import laws as _laws
+from . import noise_refit
 from .data import ScalingData
-from .diagnostics import Diagnostics, batch_diagnostics, summarise
+from .diagnostics import Diagnostics, batch_diagnostics, merged, summarise
 from .errors import DataError, ModelError, SamplingWarning
 from .fitting import Prepared, build_datatree, posterior_group, prepare, warn_if_large
+from .misfit import median_log_mean
 from .padding import pad_size
 from .pointwise import want_pointwise
 from .posterior import Posterior
@@ -56,6 +59,9 @@ DEFAULT_BATCH = 1024
 #: the tail (the slots that idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU
 #: wants many more.
 DEFAULT_SLOTS = 32
+
+#: Folded into each dataset's stream for its noise refit (``fit`` folds the same number into its key for its own).
+REFIT_SALT = 21
 
 
 def _cores() -> int:
@@ -80,13 +86,22 @@ def _bucket(n: int, slots: int) -> int:
 
 
 def _run_parts(
-    run, idx: list[int], preps, seed: int, workers: int, n_dev: int = 1, slots: int = 1 << 30, plan: int = 0
+    run,
+    idx: list[int],
+    preps,
+    seed: int,
+    workers: int,
+    n_dev: int = 1,
+    slots: int = 1 << 30,
+    plan: int = 0,
+    salt: int = 0,
 ) -> tuple[dict, dict]:
     """``run`` over the datasets ``idx`` (indices into ``preps``), split into ``workers`` parallel threads (one
     device) or ``n_dev`` device shards of one call; each part is padded to one bucketed size (:func:`_bucket` of
     ``plan`` or ``len(idx)`` datasets over the parts) with fully masked datasets, so calls of nearby sizes reuse
     one compiled program and padding is never sampled. Dataset i's random stream is ``fold_in(key(seed), i)``
-    whichever part it lands in. Returns numpy (draws, stats) for ``idx``, in order."""
+    (then ``fold_in(·, salt)`` for a second pass over the same datasets, e.g. the noise refits) whichever part it
+    lands in. Returns numpy (draws, stats) for ``idx``, in order."""
     n_parts = max(1, n_dev if n_dev > 1 else min(workers, len(idx)))
     per = -(-len(idx) // n_parts)
     blocks = [idx[k * per : (k + 1) * per] for k in range(n_parts)]
@@ -99,7 +114,7 @@ def _run_parts(
         for b in parts:
             where += [len(rows) + j for j in range(len(b))]
             rows += [preps[i].args for i in b] + [pad_args] * (size - len(b))
-            keys += [jax.random.fold_in(jax.random.key(seed), i) for i in b] + [jax.random.key(0)] * (size - len(b))
+            keys += [_stream(seed, i, salt) for i in b] + [jax.random.key(0)] * (size - len(b))
         args = jax.tree.map(lambda *a: jnp.stack(a), *rows)
         draws, stats = to_numpy(run(jnp.stack(keys), *args))
         pick = np.asarray(where)
@@ -113,6 +128,12 @@ def _run_parts(
         outs = list(pool.map(lambda b: call([b]), blocks))
     cat = lambda j: {k: np.concatenate([o[j][k] for o in outs]) for k in outs[0][j]}  # noqa: E731
     return cat(0), cat(1)
+
+
+def _stream(seed: int, i: int, salt: int):
+    """Dataset ``i``'s key: ``fold_in(key(seed), i)``, folded with ``salt`` unless it is 0."""
+    key = jax.random.fold_in(jax.random.key(seed), i)
+    return jax.random.fold_in(key, salt) if salt else key
 
 
 def _posterior_quantities(spec, centre: Mapping[str, np.ndarray], draws: Mapping[str, np.ndarray], families):
@@ -141,6 +162,71 @@ class _Group:
     stats: dict[str, np.ndarray]  # (b, C, S) and step_size (b, C)
 
 
+@dataclass
+class _Refits:
+    """Every dataset's noise refit (:mod:`scalebayes.noise_refit`): its residual runs, the sampled groups and
+    each dataset's diagnostics (in dataset order)."""
+
+    data: list[ScalingData]
+    groups: list[_Group]
+    diagnostics: list[Diagnostics]
+
+    def group(self, i: int, options: dict) -> xr.Dataset:
+        """Dataset ``i``'s DataTree group ``run_noise``, built as ``fit`` builds it."""
+        g = next(g for g in self.groups if i in g.index)
+        j = g.index.index(i)
+        idata = build_datatree(
+            self.data[i],
+            g.preps[j],
+            {k: v[j] for k, v in g.draws.items()},
+            {k: v[j] for k, v in g.stats.items()},
+            pointwise=False,
+            seed=options["seed"] + i,
+            config=options["config"],
+            dtype=options["dtype"],
+        )
+        return noise_refit.group(Posterior(idata, data=self.data[i]), options["seed"] + i)
+
+
+def _refit_noise(datasets, groups: list[_Group], n_pad: int, config, dtype: str, seed: int, lay) -> _Refits:
+    """The cut noise refit of every dataset, batched like the laws' fits: each dataset's residuals about its
+    posterior-median law (:func:`fitted_log_loss` of its draws, without building its DataTree), then
+    :data:`scalebayes.noise_refit.SHIFT` fitted to them with the noise trend, the law fit's checkpoint weights,
+    noise priors and sampler settings. Dataset i's stream is ``fold_in(fold_in(key(seed), i), REFIT_SALT)``."""
+    data: list = [None] * len(datasets)
+    preps: list = [None] * len(datasets)
+    for g in groups:
+        for j, (i, fitted) in enumerate(zip(g.index, _fitted_log_losses(g, datasets), strict=True)):
+            p = g.preps[j]
+            data[i] = noise_refit.residual_data(datasets[i], fitted)
+            w = noise_refit.weights(datasets[i], p.checkpoints)
+            opts = noise_refit.options(p.spec, p.priors)
+            preps[i] = prepare(data[i], noise_refit.SHIFT, dtype=dtype, weights=w, n_pad=n_pad, **opts)
+    refit_groups = _sample_groups(preps, n_pad, config, dtype, seed, lay, salt=REFIT_SALT)
+    diags: list = [None] * len(datasets)
+    for g in refit_groups:
+        for i, d, _ in _group_diagnostics(g, datasets[g.index[0]].families, config.max_tree_depth):
+            diags[i] = d
+    return _Refits(data, refit_groups, diags)
+
+
+def _fitted_log_losses(g: _Group, datasets) -> list[np.ndarray]:
+    """:func:`scalebayes.misfit.fitted_log_loss` of every dataset of a group, (n_i,) each, from the group's draws."""
+    spec = g.preps[0].spec
+    centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
+    params = {k: np.asarray(v) for k, v in posterior_group(spec, centre, g.draws)[0].items() if k in spec.law.params}
+    out = []
+    for j, i in enumerate(g.index):
+        fams = list(datasets[i].families)
+
+        def draws(f, j=j, fams=fams):  # (S,) per parameter, chains in order, as Posterior.param_draws gives them
+            pick = (lambda v: v[..., fams.index(f)]) if len(fams) > 1 else (lambda v: v)
+            return {k: jnp.asarray(pick(v[j]).reshape(-1)) for k, v in params.items()}
+
+        out.append(median_log_mean(spec.law, datasets[i].frame, fams, draws))
+    return out
+
+
 class FitBatch(Sequence):
     """Results of :func:`fit_many`: a sequence of :class:`~scalebayes.posterior.Posterior` built on demand.
 
@@ -150,8 +236,17 @@ class FitBatch(Sequence):
     DataTree.
     """
 
-    def __init__(self, datasets, groups: list[_Group], diagnostics: list[Diagnostics], summaries, options: dict):
+    def __init__(
+        self,
+        datasets,
+        groups: list[_Group],
+        diagnostics: list[Diagnostics],
+        summaries,
+        options: dict,
+        refits: _Refits | None = None,
+    ):
         self.datasets = list(datasets)
+        self._refits = refits
         self._groups = groups
         self._where = {i: (g, j) for g in groups for j, i in enumerate(g.index)}
         self.diagnostics: list[Diagnostics] = diagnostics
@@ -209,6 +304,8 @@ class FitBatch(Sequence):
             config=o["config"],
             dtype=o["dtype"],
         )
+        if self._refits is not None:
+            idata = noise_refit.attached(idata, self._refits.group(i, o))
         post = Posterior(idata, data=self.datasets[i])
         post.__dict__["diagnostics"] = self.diagnostics[i]  # computed for the whole batch already
         return post
@@ -255,9 +352,10 @@ def fit_many(
     whose model structure differs (number of families, pooling) run as separate programs. Dataset ``i`` uses the
     random stream ``fold_in(key(seed), i)``, and its draws do not depend on which other datasets share its batch,
     on ``slots`` or on ``workers`` (tested), so a batch is reproducible across machines; they differ from
-    ``fit(..., seed=...)``'s draws, which use another stream. The noise is the laws' own: ``noise_trend="auto"``
-    (the default) means ``"none"`` here, since the cut form's refit after each fit (:mod:`scalebayes.noise_refit`)
-    is not batched; asking for it by name raises :class:`~scalebayes.errors.ModelError`.
+    ``fit(..., seed=...)``'s draws, which use another stream. With the cut noise trend (``noise_trend="auto"``,
+    the default for laws of N and D) every dataset's noise is then refitted to its law's residuals, as ``fit``
+    does (:mod:`scalebayes.noise_refit`), in a second batched pass (:func:`_refit_noise`); a dataset's
+    diagnostics are those of both fits.
 
     Args:
         datasets: the runs tables (:class:`~scalebayes.data.ScalingData`).
@@ -276,13 +374,6 @@ def fit_many(
             instead.
     """
     fit_spec = resolve(spec, law, options)
-    if fit_spec.cut_trend:  # its refit is one small NUTS run per fit, which the batched program does not hold
-        if spec is not None or isinstance(law, FitSpec) or options.get("noise_trend") not in (None, "auto"):
-            raise ModelError(
-                "fit_many does not refit the noise after the fit (noise_trend='tokens_per_parameter_cut'); use "
-                "fit() per dataset, or noise_trend='tokens_per_parameter' or 'none'"
-            )
-        fit_spec = replace(fit_spec, noise_trend="none")  # "auto": the laws' fits alone (the docstring says so)
     config = sampler_config(
         chains=chains,
         warmup=warmup,
@@ -307,8 +398,11 @@ def fit_many(
     for g in groups:
         for i, d, summary in _group_diagnostics(g, datasets[g.index[0]].families, config.max_tree_depth):
             diags[i], summaries[i] = d, summary
+    refits = _refit_noise(datasets, groups, n_pad, config, dtype, seed, layout) if fit_spec.cut_trend else None
+    if refits is not None:  # a failure of either fit fails, as fit()'s diagnostics do
+        diags = [merged(d, r, "run-noise refit") for d, r in zip(diags, refits.diagnostics, strict=True)]
     options_ = {"pointwise": pointwise, "seed": seed, "config": config, "dtype": dtype}
-    batch = FitBatch(datasets, groups, diags, summaries, options_)
+    batch = FitBatch(datasets, groups, diags, summaries, options_, refits)
     if warn and batch.failed:
         bad = batch.failed
         shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
@@ -358,8 +452,11 @@ def _layout(n: int, batch_size, devices, slots, workers) -> _Layout:
     return _Layout(n_dev, size, n_slots, int(workers))
 
 
-def _sample_groups(preps, n_pad: int, config: SamplerConfig, dtype: str, seed: int, lay: _Layout) -> list[_Group]:
-    """Sample every dataset: one compiled program per model structure, run over chunks of ``lay.size``."""
+def _sample_groups(
+    preps, n_pad: int, config: SamplerConfig, dtype: str, seed: int, lay: _Layout, salt: int = 0
+) -> list[_Group]:
+    """Sample every dataset: one compiled program per model structure, run over chunks of ``lay.size`` (random
+    streams as :func:`_run_parts` says)."""
     by_spec: dict = {}
     for i, p in enumerate(preps):
         by_spec.setdefault(p.spec, []).append(i)
@@ -371,7 +468,7 @@ def _sample_groups(preps, n_pad: int, config: SamplerConfig, dtype: str, seed: i
             chunk = idx[start : start + lay.size]
             # every chunk planned as a full one: the last, shorter chunk reuses the same compiled program
             plan = min(lay.size, len(idx))
-            parts.append(_run_parts(run, chunk, preps, seed, lay.workers, lay.n_dev, lay.slots, plan=plan))
+            parts.append(_run_parts(run, chunk, preps, seed, lay.workers, lay.n_dev, lay.slots, plan=plan, salt=salt))
         draws_, stats_ = ({k: np.concatenate([p[j][k] for p in parts]) for k in parts[0][j]} for j in (0, 1))
         groups.append(_Group(idx, [preps[i] for i in idx], draws_, stats_))
     return groups

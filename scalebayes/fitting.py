@@ -27,7 +27,7 @@ from .data import ScalingData
 from .diagnostics import warn_if_failed, worth_extending
 from .errors import DataError, LargeFitWarning, ModelError
 from .identification import warn_if_poor_design, warn_if_prior_dominated
-from .misfit import warn_if_misfit
+from .misfit import fitted_log_loss, warn_if_misfit
 from .model import Spec, family_latents, noise_params, pooling_modes, population_draws, population_sites
 from .padding import pad, pad_size
 from .pointwise import pointwise_groups, want_pointwise
@@ -298,9 +298,10 @@ def sample(
 def refit_noise(post: Posterior, *, seed: int) -> Posterior:
     """``post`` with a new run's noise refitted to its residuals (:mod:`scalebayes.noise_refit`, the cut form of the
     noise trend) in its group ``run_noise``; the law's draws are unchanged. Deterministic in ``seed``."""
-    data, cfg = noise_refit.residual_data(post), noise_refit.config(post)
+    data, cfg = noise_refit.residual_data(post.data, fitted_log_loss(post)), noise_refit.config(post)
     dtype = post.meta.get("dtype", "float64")  # the fit's: float32 also where float64 is switched off
-    prep = prepare(data, noise_refit.SHIFT, dtype=dtype, weights=noise_refit.weights(post), **noise_refit.options(post))
+    w = noise_refit.weights(post.data, post.meta.get("checkpoints"))
+    prep = prepare(data, noise_refit.SHIFT, dtype=dtype, weights=w, **noise_refit.options(post.spec, post.priors))
     run = factory_for("nuts")(prep.spec, prep.n_pad, cfg, dtype)
     key = jax.random.fold_in(jax.random.key(seed), 21)
     res = sample(run, key, data, prep, cfg, seed=seed, dtype=dtype, extend=0)

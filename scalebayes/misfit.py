@@ -32,6 +32,7 @@ calmest bin's.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -115,12 +116,17 @@ def fitted_log_loss(post) -> np.ndarray:
     """The fitted log loss (nats) at every run, (n,): the posterior median of log L(x_i; θ) over θ of the run's
     family. Not log L at the parameters' own medians: on a curved ridge (E, A, α trading off, as on checkpoints of
     one model) those medians are a point off the ridge, whose curve can sit ~1.5% below every run."""
-    frame, law = post.data.frame, post.law
+    return median_log_mean(post.law, post.data.frame, post.families, post.param_draws)
+
+
+def median_log_mean(law, frame: pd.DataFrame, families: Sequence[str], param_draws: Callable) -> np.ndarray:
+    """:func:`fitted_log_loss` from its pieces: the runs ``frame`` (n rows), their ``families`` and
+    ``param_draws(family)``, the family's published parameters (each (S,), draws of all chains in order); (n,)."""
     fam = np.asarray(frame["family"], dtype=str)
     logs = {k: np.log(frame[k].to_numpy(dtype=float)) for k in law.inputs}
     out = np.empty(len(frame))
-    for f in post.families:
-        draws = post.param_draws(f)
+    for f in families:
+        draws = param_draws(f)
         S = len(next(iter(draws.values())))
         keep = np.linspace(0, S - 1, min(S, FIT_DRAWS)).astype(int)
         draws = {k: jnp.asarray(v)[keep] for k, v in draws.items()}

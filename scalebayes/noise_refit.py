@@ -22,7 +22,8 @@ tokens per parameter. What it leaves out: the residuals are taken about the post
 does not see the law's own uncertainty (that stays in the law's draws), and the pointwise log-likelihood (LOO) stays
 the law's own, fitted, noise.
 
-:func:`scalebayes.fitting.refit_noise` runs the refit from these pieces. The draws live in the posterior's
+:func:`scalebayes.fitting.refit_noise` runs the refit from these pieces for one fit, and
+:func:`scalebayes.batch.fit_many` for every dataset of a batch in one batched pass. The draws live in the posterior's
 DataTree group ``run_noise`` (``sigma``, ``sigma_trend``, ``nu`` with dims chain, draw[, family], and the refit's
 ``diverging``/``n_steps``), saved and loaded with it; the refit's diagnostics are part of
 :attr:`scalebayes.posterior.Posterior.diagnostics`.
@@ -42,7 +43,6 @@ from .checkpoints import weights_from
 from .data import ScalingData
 from .diagnostics import Diagnostics, merged
 from .diagnostics import compute as compute_diagnostics
-from .misfit import fitted_log_loss
 from .sampler import SamplerConfig
 
 #: The DataTree group holding the refitted noise's draws.
@@ -72,43 +72,41 @@ SHIFT = _laws.Law(
 )
 
 
-def residual_data(post) -> ScalingData:
-    """The fitted runs with loss replaced by exp(residual), so that the package's own fit of :data:`SHIFT`
-    samples the refit: log of it is r_i = log L_i − (posterior median of log L_law at run i)."""
-    frame = post.data.frame
+def residual_data(data: ScalingData, fitted: np.ndarray) -> ScalingData:
+    """The fitted runs ``data`` with loss replaced by exp(residual), so that the package's own fit of :data:`SHIFT`
+    samples the refit: log of it is r_i = log L_i − ``fitted``_i, ``fitted`` (n,) the posterior median of
+    log L_law at each run (:func:`scalebayes.misfit.fitted_log_loss`)."""
+    frame = data.frame
     df = pd.DataFrame(
         {
             "N": frame["N"].to_numpy(float),
             "D": frame["D"].to_numpy(float),
-            "loss": np.exp(np.log(post.data.loss) - fitted_log_loss(post)),
+            "loss": np.exp(np.log(data.loss) - np.asarray(fitted, float)),
             "family": np.asarray(frame["family"], dtype=str),
         }
     )
     with warnings.catch_warnings():  # the runs were validated when first fitted
         warnings.simplefilter("ignore")
-        return ScalingData.from_frame(
-            df, N="N", D="D", loss="loss", family="family", name=f"{post.data.name}-residuals"
-        )
+        return ScalingData.from_frame(df, N="N", D="D", loss="loss", family="family", name=f"{data.name}-residuals")
 
 
-def options(post) -> dict:
-    """The refit's FitSpec options: the fit's likelihood, noise (shared or per family) and noise priors, one
-    location for all families, and the noise trend."""
-    pri = post.priors
+def options(spec, priors) -> dict:
+    """The refit's FitSpec options for a law fit of model ``spec`` (:class:`~scalebayes.model.Spec`) and ``priors``:
+    the fit's likelihood, noise (shared or per family) and noise priors, one location for all families, and the
+    noise trend."""
     return {
-        "likelihood": post.spec.likelihood,
+        "likelihood": spec.likelihood,
         "pooling": "complete",
-        "noise": post.spec.noise,
+        "noise": spec.noise,
         "noise_trend": "tokens_per_parameter",
-        "priors": {"sigma": pri.sigma, "nu": pri.nu, "sigma_trend": pri.sigma_trend},
+        "priors": {"sigma": priors.sigma, "nu": priors.nu, "sigma_trend": priors.sigma_trend},
     }
 
 
-def weights(post) -> np.ndarray | None:
-    """The law's fit's checkpoint weights (n,) (its own ρ̂, not one re-estimated from the residuals), or None
-    without run labels."""
-    record = post.meta.get("checkpoints")
-    return weights_from(post.data.frame["run"].astype(str).to_numpy(), record) if record else None
+def weights(data: ScalingData, record: dict | None) -> np.ndarray | None:
+    """The law's fit's checkpoint weights (n,) from its ``record`` (its own ρ̂, not one re-estimated from the
+    residuals), or None without run labels."""
+    return weights_from(data.frame["run"].astype(str).to_numpy(), record) if record else None
 
 
 def config(post) -> SamplerConfig:
