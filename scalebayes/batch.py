@@ -23,6 +23,7 @@ per-dataset ``summary()`` frames) with your usual tools; nothing in a fit needs 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -59,9 +60,6 @@ DEFAULT_BATCH = 1024
 #: the tail (the slots that idle while the last datasets finish); 32 keeps the per-step overhead amortised. A GPU
 #: wants many more.
 DEFAULT_SLOTS = 32
-
-#: Folded into each dataset's stream for its noise refit (``fit`` folds the same number into its key for its own).
-REFIT_SALT = 21
 
 
 def _cores() -> int:
@@ -192,7 +190,7 @@ def _refit_noise(datasets, groups: list[_Group], n_pad: int, config, dtype: str,
     """The cut noise refit of every dataset, batched like the laws' fits: each dataset's residuals about its
     posterior-median law (:func:`fitted_log_loss` of its draws, without building its DataTree), then
     :data:`scalebayes.noise_refit.SHIFT` fitted to them with the noise trend, the law fit's checkpoint weights,
-    noise priors and sampler settings. Dataset i's stream is ``fold_in(fold_in(key(seed), i), REFIT_SALT)``."""
+    noise priors and sampler settings. Dataset i's stream is ``fold_in(fold_in(key(seed), i), noise_refit.STREAM)``."""
     data: list = [None] * len(datasets)
     preps: list = [None] * len(datasets)
     for g in groups:
@@ -202,7 +200,7 @@ def _refit_noise(datasets, groups: list[_Group], n_pad: int, config, dtype: str,
             w = noise_refit.weights(datasets[i], p.checkpoints)
             opts = noise_refit.options(p.spec, p.priors)
             preps[i] = prepare(data[i], noise_refit.SHIFT, dtype=dtype, weights=w, n_pad=n_pad, **opts)
-    refit_groups = _sample_groups(preps, n_pad, config, dtype, seed, lay, salt=REFIT_SALT)
+    refit_groups = _sample_groups(preps, n_pad, config, dtype, seed, lay, salt=noise_refit.STREAM)
     diags: list = [None] * len(datasets)
     for g in refit_groups:
         for i, d, _ in _group_diagnostics(g, datasets[g.index[0]].families, config.max_tree_depth):
@@ -218,13 +216,16 @@ def _fitted_log_losses(g: _Group, datasets) -> list[np.ndarray]:
     out = []
     for j, i in enumerate(g.index):
         fams = list(datasets[i].families)
-
-        def draws(f, j=j, fams=fams):  # (S,) per parameter, chains in order, as Posterior.param_draws gives them
-            pick = (lambda v: v[..., fams.index(f)]) if len(fams) > 1 else (lambda v: v)
-            return {k: jnp.asarray(pick(v[j]).reshape(-1)) for k, v in params.items()}
-
+        draws = functools.partial(_family_draws, params, j, fams)
         out.append(median_log_mean(spec.law, datasets[i].frame, fams, draws))
     return out
+
+
+def _family_draws(params: dict, j: int, families: list[str], family: str) -> dict:
+    """Dataset ``j``'s published parameters for ``family``, each (C·S,), chains in order, as
+    :meth:`scalebayes.posterior.Posterior.param_draws` gives them; ``params`` (b, C, S[, F]) from the group."""
+    pick = (lambda v: v[..., families.index(family)]) if len(families) > 1 else (lambda v: v)
+    return {k: jnp.asarray(pick(v[j]).reshape(-1)) for k, v in params.items()}
 
 
 class FitBatch(Sequence):

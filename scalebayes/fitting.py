@@ -303,7 +303,7 @@ def refit_noise(post: Posterior, *, seed: int) -> Posterior:
     w = noise_refit.weights(post.data, post.meta.get("checkpoints"))
     prep = prepare(data, noise_refit.SHIFT, dtype=dtype, weights=w, **noise_refit.options(post.spec, post.priors))
     run = factory_for("nuts")(prep.spec, prep.n_pad, cfg, dtype)
-    key = jax.random.fold_in(jax.random.key(seed), 21)
+    key = jax.random.fold_in(jax.random.key(seed), noise_refit.STREAM)
     res = sample(run, key, data, prep, cfg, seed=seed, dtype=dtype, extend=0)
     return Posterior(noise_refit.attached(post.idata, noise_refit.group(res, seed)), data=post.data)
 

@@ -47,6 +47,8 @@ from .sampler import SamplerConfig
 
 #: The DataTree group holding the refitted noise's draws.
 GROUP = "run_noise"
+#: Folded into a fit's key (``fit``) or a dataset's stream (``fit_many``) for its noise refit's random numbers.
+STREAM = 21
 #: Prior on the residuals' own location (nats of log loss): they are residuals about the posterior-median law, so
 #: their centre is near 0; a free location keeps a slightly off-centre median from inflating σ.
 SHIFT_PRIOR = (0.0, 0.05)
