@@ -375,9 +375,7 @@ def case_fit_many(args) -> dict:
     for name in ("alpha", "beta", "E"):
         lo, hi = [], []
         for g in batch._groups:
-            spec = g.preps[0].spec
-            centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
-            v = np.asarray(posterior_group(spec, centre, g.draws)[0][name]).reshape(len(g.index), -1)
+            v = np.asarray(posterior_group(g.preps[0].spec, g.centres(), g.draws)[0][name]).reshape(len(g.index), -1)
             lo.append(np.quantile(v, 0.05, axis=1))
             hi.append(np.quantile(v, 0.95, axis=1))
         lo, hi = np.concatenate(lo), np.concatenate(hi)

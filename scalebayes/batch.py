@@ -159,6 +159,31 @@ class _Group:
     draws: dict[str, np.ndarray]  # site -> (b, C, S, ...)
     stats: dict[str, np.ndarray]  # (b, C, S) and step_size (b, C)
 
+    def centres(self) -> dict[str, np.ndarray]:
+        """Each dataset's centre of the law's log inputs, (b, 1, 1, 1) per input: broadcasts against draws."""
+        inputs = self.preps[0].spec.law.inputs
+        return {k: np.asarray([p.centre[k] for p in self.preps])[:, None, None, None] for k in inputs}
+
+    def datatree(self, j: int, data: ScalingData, *, pointwise, seed: int, options: dict):
+        """The DataTree of the group's ``j``-th dataset ``data``, as ``fit`` builds it."""
+        site = {k: v[j] for k, v in self.draws.items()}
+        stats_ = {k: v[j] for k, v in self.stats.items()}
+        return build_datatree(
+            data,
+            self.preps[j],
+            site,
+            stats_,
+            pointwise=pointwise,
+            seed=seed,
+            config=options["config"],
+            dtype=options["dtype"],
+        )
+
+
+def _located(groups: list[_Group]) -> dict[int, tuple[_Group, int]]:
+    """Dataset index -> (its group, its position in the group)."""
+    return {i: (g, j) for g in groups for j, i in enumerate(g.index)}
+
 
 @dataclass
 class _Refits:
@@ -171,19 +196,10 @@ class _Refits:
 
     def group(self, i: int, options: dict) -> xr.Dataset:
         """Dataset ``i``'s DataTree group ``run_noise``, built as ``fit`` builds it."""
-        g = next(g for g in self.groups if i in g.index)
-        j = g.index.index(i)
-        idata = build_datatree(
-            self.data[i],
-            g.preps[j],
-            {k: v[j] for k, v in g.draws.items()},
-            {k: v[j] for k, v in g.stats.items()},
-            pointwise=False,
-            seed=options["seed"] + i,
-            config=options["config"],
-            dtype=options["dtype"],
-        )
-        return noise_refit.group(Posterior(idata, data=self.data[i]), options["seed"] + i)
+        g, j = _located(self.groups)[i]
+        seed = options["seed"] + i
+        idata = g.datatree(j, self.data[i], pointwise=False, seed=seed, options=options)
+        return noise_refit.group(Posterior(idata, data=self.data[i]), seed)
 
 
 def _refit_noise(datasets, groups: list[_Group], n_pad: int, config, dtype: str, seed: int, lay) -> _Refits:
@@ -211,8 +227,8 @@ def _refit_noise(datasets, groups: list[_Group], n_pad: int, config, dtype: str,
 def _fitted_log_losses(g: _Group, datasets) -> list[np.ndarray]:
     """:func:`scalebayes.misfit.fitted_log_loss` of every dataset of a group, (n_i,) each, from the group's draws."""
     spec = g.preps[0].spec
-    centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
-    params = {k: np.asarray(v) for k, v in posterior_group(spec, centre, g.draws)[0].items() if k in spec.law.params}
+    published = posterior_group(spec, g.centres(), g.draws)[0]
+    params = {k: np.asarray(published[k]) for k in spec.law.params}
     out = []
     for j, i in enumerate(g.index):
         fams = list(datasets[i].families)
@@ -249,7 +265,7 @@ class FitBatch(Sequence):
         self.datasets = list(datasets)
         self._refits = refits
         self._groups = groups
-        self._where = {i: (g, j) for g in groups for j, i in enumerate(g.index)}
+        self._where = _located(groups)
         self.diagnostics: list[Diagnostics] = diagnostics
         self._summaries = summaries
         self._options = options
@@ -292,19 +308,8 @@ class FitBatch(Sequence):
 
     def _posterior(self, i: int):
         g, j = self._where[i]
-        site = {k: v[j] for k, v in g.draws.items()}
-        stats_ = {k: v[j] for k, v in g.stats.items()}
         o = self._options
-        idata = build_datatree(
-            self.datasets[i],
-            g.preps[j],
-            site,
-            stats_,
-            pointwise=o["pointwise"],
-            seed=o["seed"] + i,
-            config=o["config"],
-            dtype=o["dtype"],
-        )
+        idata = g.datatree(j, self.datasets[i], pointwise=o["pointwise"], seed=o["seed"] + i, options=o)
         if self._refits is not None:
             idata = noise_refit.attached(idata, self._refits.group(i, o))
         post = Posterior(idata, data=self.datasets[i])
@@ -401,7 +406,7 @@ def fit_many(
             diags[i], summaries[i] = d, summary
     refits = _refit_noise(datasets, groups, n_pad, config, dtype, seed, layout) if fit_spec.cut_trend else None
     if refits is not None:  # a failure of either fit fails, as fit()'s diagnostics do
-        diags = [merged(d, r, "run-noise refit") for d, r in zip(diags, refits.diagnostics, strict=True)]
+        diags = [merged(d, r, noise_refit.LABEL) for d, r in zip(diags, refits.diagnostics, strict=True)]
     options_ = {"pointwise": pointwise, "seed": seed, "config": config, "dtype": dtype}
     batch = FitBatch(datasets, groups, diags, summaries, options_, refits)
     if warn and batch.failed:
@@ -480,8 +485,7 @@ def _group_diagnostics(g: _Group, families, max_tree_depth: int):
     quantity of every dataset at once (:func:`scalebayes.diagnostics.batch_diagnostics`, in threads), and the
     verdict of :func:`scalebayes.diagnostics.summarise`."""
     spec = g.preps[0].spec
-    centre = {k: np.asarray([p.centre[k] for p in g.preps])[:, None, None, None] for k in spec.law.inputs}
-    labels, arr = _posterior_quantities(spec, centre, g.draws, families)  # (b, V, C, S)
+    labels, arr = _posterior_quantities(spec, g.centres(), g.draws, families)  # (b, V, C, S)
     # ~32 MB of draws per chunk, and at least one chunk per worker: NumPy's sorts and FFTs release the GIL
     cores = _cores()
     step = max(1, min((1 << 22) // max(1, arr[0].size), -(-len(arr) // cores)))

@@ -47,6 +47,8 @@ from .sampler import SamplerConfig
 
 #: The DataTree group holding the refitted noise's draws.
 GROUP = "run_noise"
+#: How the refit's rows and failures are named in a fit's diagnostics.
+LABEL = "run-noise refit"
 #: Folded into a fit's key (``fit``) or a dataset's stream (``fit_many``) for its noise refit's random numbers.
 STREAM = 21
 #: Prior on the residuals' own location (nats of log loss): they are residuals about the posterior-median law, so
@@ -143,4 +145,4 @@ def diagnostics(ds: xr.Dataset) -> Diagnostics:
 
 def with_diagnostics(main: Diagnostics, ds: xr.Dataset | None) -> Diagnostics:
     """The law's diagnostics ``main`` joined with the refit's (when there is one): a failure of either fails."""
-    return main if ds is None else merged(main, diagnostics(ds), "run-noise refit")
+    return main if ds is None else merged(main, diagnostics(ds), LABEL)

@@ -29,7 +29,7 @@ from .errors import DataError, ModelError, UnknownNameError
 from .identification import contraction as contraction_table
 from .misfit import Misfit
 from .misfit import check as misfit_check
-from .model import RunNoise, Spec, tpp_centre
+from .model import RunNoise, Spec, tpp_centre, tpp_offset
 from .noise_refit import GROUP as NOISE_GROUP
 from .noise_refit import with_diagnostics
 from .pointwise import pointwise_groups
@@ -244,8 +244,7 @@ class Posterior:
     def _tpp_span(self) -> tuple[float, float]:
         """The fitted runs' (min, max) of log(D/N) − c, c = :func:`~scalebayes.model.tpp_centre`: where the noise
         trend was seen."""
-        f = self.data.frame
-        t = np.log(f["D"].to_numpy(float) / f["N"].to_numpy(float)) - tpp_centre(self.centre)
+        t = np.asarray(tpp_offset(self.data.log_inputs(), self.centre))
         return float(t.min()), float(t.max())
 
     def _latent_draws(self, family: str | None, *, seed: int = 0) -> tuple[dict, RunNoise]:
